@@ -1,0 +1,288 @@
+"""Rule model and the values evaluation passes around.
+
+Pure data, no I/O and no clock. Times inside the engine are float epoch seconds (UTC by
+definition, cheap to compare and small in snapshots); they become aware datetimes only
+where they leave the engine (events, payloads).
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import NamedTuple
+
+
+class RulesError(Exception):
+    """Root exception of the rules package."""
+
+
+class Metric(NamedTuple):
+    """One decoded metric message (seed schema).
+
+    A NamedTuple rather than a dataclass: one is built per message on the hot path and a
+    tuple is the cheapest immutable record CPython has.
+    """
+
+    ts: float  # event time, epoch seconds UTC
+    database_type: str
+    instance_id: str
+    metric_name: str
+    value: float
+    tags: Mapping[str, str]
+
+
+class Op(enum.Enum):
+    GT = ">"
+    GE = ">="
+    LT = "<"
+    LE = "<="
+    EQ = "=="
+    NE = "!="
+
+    def holds(self, value: float, threshold: float) -> bool:
+        if self is Op.GT:
+            return value > threshold
+        if self is Op.GE:
+            return value >= threshold
+        if self is Op.LT:
+            return value < threshold
+        if self is Op.LE:
+            return value <= threshold
+        if self is Op.EQ:
+            return value == threshold
+        return value != threshold
+
+
+class Aggregation(enum.Enum):
+    AVG = "avg"
+    MIN = "min"
+    MAX = "max"
+    SUM = "sum"
+    COUNT = "count"
+    LAST = "last"
+    P50 = "p50"
+    P95 = "p95"
+    P99 = "p99"
+    RATE = "rate"
+
+
+class Severity(enum.Enum):
+    INFO = "info"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+    @property
+    def rank(self) -> int:
+        return _SEVERITY_RANK[self]
+
+
+_SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """A label matcher as in PromQL: `=`, `!=`, `=~`, `!~` (regexes fully anchored)."""
+
+    name: str
+    value: str
+    regex: bool = False
+    negate: bool = False
+    pattern: re.Pattern[str] | None = field(default=None, compare=False, repr=False)
+
+    @staticmethod
+    def parse(name: str, spec: str) -> Matcher:
+        """`"prod-.*"` style values: a leading `~` means regex, `!` negation, `!~` both."""
+        negate = spec.startswith("!")
+        if negate:
+            spec = spec[1:]
+        regex = spec.startswith("~")
+        if regex:
+            spec = spec[1:]
+            return Matcher(name, spec, True, negate, re.compile(spec))
+        return Matcher(name, spec, False, negate)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        got = labels.get(self.name, "")
+        if self.pattern is not None:
+            ok = self.pattern.fullmatch(got) is not None
+        else:
+            ok = got == self.value
+        return ok != self.negate
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """One alerting rule; see rules/loader.py for the two YAML formats it comes from."""
+
+    name: str
+    metric: str
+    op: Op
+    threshold: float
+    aggregation: Aggregation = Aggregation.AVG
+    window_s: float = 60.0  # range of the aggregation, like `avg_over_time(x[window])`
+    interval_s: float = 60.0  # evaluation step, ticks aligned to the epoch
+    for_s: float = 0.0  # Prometheus `for`
+    keep_firing_for_s: float = 0.0
+    severity: Severity = Severity.WARNING
+    matchers: tuple[Matcher, ...] = ()
+    database_types: tuple[str, ...] = ()  # empty: any
+    labels: tuple[tuple[str, str], ...] = ()
+    annotations: tuple[tuple[str, str], ...] = ()  # templates, see rules/template.py
+    runbook_url: str = ""
+    dashboard_url: str = ""
+    repeat_interval_s: float = 4 * 3600.0
+    no_data: bool = False  # dead man's switch: the condition is "no sample in the window"
+    source: str = ""  # file the rule came from, for error messages
+
+    def selects(self, metric: Metric) -> bool:
+        if metric.metric_name != self.metric:
+            return False
+        if self.database_types and metric.database_type not in self.database_types:
+            return False
+        if not self.matchers:
+            return True
+        labels = series_labels(metric)
+        return all(m.matches(labels) for m in self.matchers)
+
+
+def series_labels(metric: Metric) -> dict[str, str]:
+    """The label set of the series a metric belongs to (tags plus identity)."""
+    labels = dict(metric.tags)
+    labels["instance_id"] = metric.instance_id
+    labels["database_type"] = metric.database_type
+    labels["metric_name"] = metric.metric_name
+    return labels
+
+
+@dataclass(frozen=True, slots=True)
+class Silence:
+    """A rule-file silence or maintenance window: matchers plus [starts, ends)."""
+
+    matchers: tuple[Matcher, ...]
+    starts: float
+    ends: float
+    comment: str = ""
+
+    def mutes(self, labels: Mapping[str, str], at: float) -> bool:
+        return self.starts <= at < self.ends and all(m.matches(labels) for m in self.matchers)
+
+
+@dataclass(frozen=True, slots=True)
+class InhibitRule:
+    """Alertmanager's inhibit rule: a firing source alert mutes matching targets."""
+
+    source: tuple[Matcher, ...]
+    target: tuple[Matcher, ...]
+    equal: tuple[str, ...] = ("instance_id",)
+
+
+DEFAULT_INHIBIT = InhibitRule(
+    source=(Matcher("severity", "critical"),),
+    target=(Matcher("severity", "warning"),),
+    equal=("instance_id",),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    rules: tuple[Rule, ...]
+    silences: tuple[Silence, ...] = ()
+    inhibit_rules: tuple[InhibitRule, ...] = (DEFAULT_INHIBIT,)
+    staleness_s: float = 300.0
+    allowed_lateness_s: float = 30.0
+    flap_window_s: float = 1800.0
+    flap_threshold: int = 4  # state changes within flap_window that make an alert "flapping"
+
+
+class AlertState(enum.Enum):
+    INACTIVE = "inactive"
+    PENDING = "pending"
+    FIRING = "firing"
+    RESOLVED = "resolved"
+
+
+class NotifyReason(enum.Enum):
+    """Why a transition is (or would be) sent to the notification service."""
+
+    FIRST = "first"
+    REPEAT_ELAPSED = "repeat_elapsed"
+    RESOLVED = "resolved"
+
+
+class Suppression(enum.Enum):
+    """Why a notification was not sent; the transition is still recorded."""
+
+    SILENCED = "silenced"
+    MAINTENANCE = "maintenance"
+    INHIBITED = "inhibited"
+    FLAPPING = "flapping"
+
+
+def utc(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def iso(ts: float) -> str:
+    """ISO 8601 UTC with a `Z`, second precision unless the time has a fraction."""
+    dt = utc(ts)
+    text = dt.isoformat(timespec="milliseconds" if ts % 1 else "seconds")
+    return text.replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class AlertEvent:
+    """One alert transition (or repeat) as the engine emits it.
+
+    Every event goes to the `alerts` topic; those with `notify` set and no
+    `suppressed` are posted to the notification service.
+    """
+
+    alert_name: str
+    fingerprint: str
+    state: AlertState  # the state entered (PENDING, FIRING, RESOLVED) or FIRING for a repeat
+    at: float  # event time of the transition
+    active_at: float
+    fired_at: float | None
+    resolved_at: float | None
+    value: float  # NaN when the series had no data (stale / no-data alerts)
+    threshold: float
+    severity: Severity
+    labels: tuple[tuple[str, str], ...]  # sorted
+    annotations: tuple[tuple[str, str], ...]  # rendered
+    runbook_url: str
+    dashboard_url: str
+    fire_count: int
+    message_id: str
+    notify: NotifyReason | None = None
+    suppressed: Suppression | None = None
+    stale: bool = False
+
+    @property
+    def instance_id(self) -> str:
+        return dict(self.labels).get("instance_id", "")
+
+    def to_record(self) -> dict[str, object]:
+        """The JSON shape written to the alerts topic and the backtest transition log."""
+        return {
+            "alert_name": self.alert_name,
+            "state": self.state.value,
+            "at": iso(self.at),
+            "active_at": iso(self.active_at),
+            "fired_at": iso(self.fired_at) if self.fired_at is not None else None,
+            "resolved_at": iso(self.resolved_at) if self.resolved_at is not None else None,
+            "value": None if math.isnan(self.value) else self.value,
+            "threshold": self.threshold,
+            "severity": self.severity.value,
+            "labels": dict(self.labels),
+            "annotations": dict(self.annotations),
+            "fingerprint": self.fingerprint,
+            "message_id": self.message_id,
+            "fire_count": self.fire_count,
+            "notify": self.notify.value if self.notify else None,
+            "suppressed": self.suppressed.value if self.suppressed else None,
+            "stale": self.stale,
+        }

@@ -1,0 +1,63 @@
+"""Shared fixtures. Integration fixtures need the real local services.
+
+They never skip: a missing service is a failure, because CI must run every real-broker
+test. `make test` (deploy/local/test.sh) starts the services and exports their addresses.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+
+def _need(var: str) -> str:
+    value = os.environ.get(var)
+    if not value:
+        pytest.fail(
+            f"{var} is not set: start the local services with `deploy/local/services.sh up` "
+            "and `source deploy/local/env.sh`, or run `make test`",
+            pytrace=False,
+        )
+    return value
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> str:
+    return _need("KAFKA_BOOTSTRAP_SERVERS")
+
+
+@pytest.fixture(scope="session")
+def pg_dsn() -> str:
+    return _need("PG_DSN")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    return _need("REDIS_URL")
+
+
+@pytest.fixture()
+def topic_factory(kafka_bootstrap: str) -> Iterator:
+    """Create fresh, uniquely named topics on the real broker; delete them afterwards."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+    made: list[str] = []
+
+    def make(prefix: str = "t", partitions: int = 1) -> str:
+        name = f"test.{prefix}.{uuid.uuid4().hex[:10]}"
+        futures = admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
+        futures[name].result(timeout=30)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        for fut in admin.delete_topics(made).values():
+            try:
+                fut.result(timeout=30)
+            except Exception:  # noqa: BLE001 - cleanup is best effort
+                pass
