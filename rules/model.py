@@ -124,7 +124,6 @@ class Rule:
     threshold: float
     aggregation: Aggregation = Aggregation.AVG
     window_s: float = 60.0  # range of the aggregation, like `avg_over_time(x[window])`
-    interval_s: float = 60.0  # evaluation step, ticks aligned to the epoch
     for_s: float = 0.0  # Prometheus `for`
     keep_firing_for_s: float = 0.0
     severity: Severity = Severity.WARNING
@@ -192,6 +191,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     silences: tuple[Silence, ...] = ()
     inhibit_rules: tuple[InhibitRule, ...] = (DEFAULT_INHIBIT,)
+    eval_interval_s: float = 60.0  # evaluation step; ticks are aligned to the epoch
     staleness_s: float = 300.0
     allowed_lateness_s: float = 30.0
     flap_window_s: float = 1800.0

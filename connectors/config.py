@@ -1,0 +1,175 @@
+"""Configuration from environment variables, validated once at start.
+
+Every problem is reported, one line each, before anything connects: a pod with three
+typos fails once with three lines, not three times in a crash loop. The README has the
+table of variables; `ENV_VARS` below is its source.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from connectors.errors import ConnectorError
+
+DEFAULT_METRIC_TOPICS = r"^gds\.metrics\.(?!dlq$).+"
+SAMPLE_PATH = Path(__file__).resolve().parent.parent / "flows" / "sample" / "metrics.jsonl"
+BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules" / "bundled"
+
+# name -> (default, description); the README table mirrors this.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "KAFKA_BOOTSTRAP_SERVERS": ("", "Kafka brokers `host:port,...`. Unset: replay the bundled sample and exit."),
+    "METRIC_TOPICS": (DEFAULT_METRIC_TOPICS, "Regex (leading `^`) or comma list of metric topics to consume."),
+    "KAFKA_START": ("earliest", "Where a first start (no recovery state) begins: `earliest` or `latest`."),
+    "KAFKA_EXTRA_CONFIG": ("", "Extra librdkafka settings `key=value;key=value` (security, etc.)."),
+    "INPUT_FORMAT": ("auto", "`json`, `avro` (Confluent wire format) or `auto` (by first byte)."),
+    "SCHEMA_REGISTRY_URL": ("", "Schema registry URL; required for `avro`/`auto` with Avro data."),
+    "DLQ_TOPIC": ("gds.metrics.dlq", "Dead-letter topic for messages that cannot be decoded."),
+    "ALERTS_TOPIC": ("alerts", "Every alert transition is produced here (JSON)."),
+    "ALERTS_DLQ_TOPIC": ("gds.alerts.dlq", "Notifications that could not be delivered."),
+    "RULES_PATH": (str(BUNDLED_RULES), "Rule files or directories, comma separated."),
+    "SAMPLE_PATH": (str(SAMPLE_PATH), "JSONL replayed when no Kafka is configured."),
+    "NOTIFY_URL": ("", "Notification service base URL (`POST {NOTIFY_URL}/alerts`). Unset: print."),
+    "NOTIFY_TIMEOUT_S": ("5", "Per-request timeout in seconds."),
+    "NOTIFY_MAX_IN_FLIGHT": ("8", "Concurrent notification requests per worker."),
+    "NOTIFY_MAX_ATTEMPTS": ("6", "Attempts before a notification goes to ALERTS_DLQ_TOPIC."),
+    "REDIS_URL": ("", "Redis for `maintenance:{instance_id}` keys and latest values."),
+    "PG_DSN": ("", "PostgreSQL / TimescaleDB DSN (storage flow)."),
+    "CLICKHOUSE_URL": ("", "ClickHouse server URL (rollups); unset: embedded chdb."),
+    "ALERT_SHARDS": ("64", "Key-space shards of the alert state (>= total workers)."),
+    "MAX_FUTURE_S": ("600", "Messages stamped further than this in the future go to the DLQ."),
+}
+
+
+class ConfigError(ConnectorError):
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bootstrap: tuple[str, ...] = ()
+    metric_topics: str = DEFAULT_METRIC_TOPICS
+    kafka_start: str = "earliest"
+    kafka_extra: Mapping[str, str] = field(default_factory=dict)
+    input_format: str = "auto"
+    schema_registry_url: str = ""
+    dlq_topic: str = "gds.metrics.dlq"
+    alerts_topic: str = "alerts"
+    alerts_dlq_topic: str = "gds.alerts.dlq"
+    rules_paths: tuple[Path, ...] = (BUNDLED_RULES,)
+    sample_path: Path = SAMPLE_PATH
+    notify_url: str = ""
+    notify_timeout_s: float = 5.0
+    notify_max_in_flight: int = 8
+    notify_max_attempts: int = 6
+    redis_url: str = ""
+    pg_dsn: str = ""
+    clickhouse_url: str = ""
+    shards: int = 64
+    max_future_s: float = 600.0
+
+    @property
+    def embedded(self) -> bool:
+        """No Kafka configured: replay the bundled sample and exit."""
+        return not self.bootstrap
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> Settings:
+        return parse(dict(os.environ) if env is None else env)
+
+
+def _url(problems: list[str], name: str, value: str, schemes: tuple[str, ...]) -> str:
+    if not value:
+        return ""
+    u = urlparse(value)
+    if u.scheme not in schemes or not (u.netloc or u.scheme == "mock"):
+        problems.append(f"{name}={value!r}: expected a URL with scheme {' or '.join(schemes)}")
+    return value.rstrip("/")
+
+
+def _number(problems: list[str], env: Mapping[str, str], name: str, cast: type, low: float) -> float:
+    raw = env.get(name) or ENV_VARS[name][0]
+    try:
+        value = cast(raw)
+    except ValueError:
+        problems.append(f"{name}={raw!r}: not a number")
+        return cast(ENV_VARS[name][0])  # type: ignore[no-any-return]
+    if value < low:
+        problems.append(f"{name}={raw!r}: must be >= {low}")
+    return value  # type: ignore[no-any-return]
+
+
+def parse(env: Mapping[str, str]) -> Settings:
+    problems: list[str] = []
+
+    def get(name: str) -> str:
+        return env.get(name, "").strip() or ENV_VARS[name][0]
+
+    bootstrap = tuple(b.strip() for b in env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",") if b.strip())
+    for b in bootstrap:
+        host, _, port = b.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            problems.append(f"KAFKA_BOOTSTRAP_SERVERS: {b!r} is not host:port")
+    topics = get("METRIC_TOPICS")
+    if topics.startswith("^"):
+        try:
+            re.compile(topics)
+        except re.error as exc:
+            problems.append(f"METRIC_TOPICS={topics!r}: bad regular expression: {exc}")
+    start = get("KAFKA_START")
+    if start not in ("earliest", "latest"):
+        problems.append(f"KAFKA_START={start!r}: expected earliest or latest")
+    extra: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(";"))):
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            problems.append(f"KAFKA_EXTRA_CONFIG: {item!r} is not key=value")
+        else:
+            extra[k.strip()] = v.strip()
+    fmt = get("INPUT_FORMAT")
+    if fmt not in ("json", "avro", "auto"):
+        problems.append(f"INPUT_FORMAT={fmt!r}: expected json, avro or auto")
+    registry = _url(problems, "SCHEMA_REGISTRY_URL", env.get("SCHEMA_REGISTRY_URL", ""), ("http", "https", "mock"))
+    if fmt == "avro" and not registry:
+        problems.append("INPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL")
+    rules_paths = tuple(Path(p.strip()) for p in get("RULES_PATH").split(",") if p.strip())
+    for p in rules_paths:
+        if not p.exists():
+            problems.append(f"RULES_PATH: {str(p)!r} does not exist")
+    sample = Path(get("SAMPLE_PATH"))
+    if not bootstrap and not sample.is_file():
+        problems.append(f"SAMPLE_PATH: {str(sample)!r} is not a file (needed when KAFKA_BOOTSTRAP_SERVERS is unset)")
+    for name in ("DLQ_TOPIC", "ALERTS_TOPIC", "ALERTS_DLQ_TOPIC"):
+        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", get(name)):
+            problems.append(f"{name}={get(name)!r}: not a valid Kafka topic name")
+    settings = Settings(
+        bootstrap=bootstrap,
+        metric_topics=topics,
+        kafka_start=start,
+        kafka_extra=extra,
+        input_format=fmt,
+        schema_registry_url=registry,
+        dlq_topic=get("DLQ_TOPIC"),
+        alerts_topic=get("ALERTS_TOPIC"),
+        alerts_dlq_topic=get("ALERTS_DLQ_TOPIC"),
+        rules_paths=rules_paths,
+        sample_path=sample,
+        notify_url=_url(problems, "NOTIFY_URL", env.get("NOTIFY_URL", ""), ("http", "https")),
+        notify_timeout_s=_number(problems, env, "NOTIFY_TIMEOUT_S", float, 0.01),
+        notify_max_in_flight=int(_number(problems, env, "NOTIFY_MAX_IN_FLIGHT", int, 1)),
+        notify_max_attempts=int(_number(problems, env, "NOTIFY_MAX_ATTEMPTS", int, 1)),
+        redis_url=_url(problems, "REDIS_URL", env.get("REDIS_URL", ""), ("redis", "rediss", "unix")),
+        pg_dsn=_url(problems, "PG_DSN", env.get("PG_DSN", ""), ("postgresql", "postgres")),
+        clickhouse_url=_url(problems, "CLICKHOUSE_URL", env.get("CLICKHOUSE_URL", ""), ("http", "https")),
+        shards=int(_number(problems, env, "ALERT_SHARDS", int, 1)),
+        max_future_s=_number(problems, env, "MAX_FUTURE_S", float, 0),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings

@@ -1,0 +1,163 @@
+"""The main job: `python -m bytewax.run flows.alerting`.
+
+Without KAFKA_BOOTSTRAP_SERVERS it replays the bundled sample through the bundled rules,
+prints what it would notify and exits. With it, it tails the metric topics, produces every
+transition to the `alerts` topic, posts notifications and dead-letters bad messages.
+Wiring only: the logic is in rules/, the I/O in connectors/.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.connectors.stdio import StdOutSink
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.config import ConfigError, Settings
+from connectors.dlq import dead_letter
+from connectors.files import JsonlSource
+from connectors.serde import make_decoder
+from flows.common import Decoder, Poison, WallClock, alert_message, evaluate, print_notification, wall_clock
+from rules.loader import RuleFileError, load_rules
+from rules.model import AlertEvent, RuleSet
+from rules.payload import notification_payload
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """Where the three streams go; each `*_fn` shapes an item for its sink."""
+
+    alerts: Sink[Any]
+    notify: Sink[Any]
+    dlq: Sink[Any]
+    alerts_fn: Callable[[AlertEvent], Any]
+    notify_fn: Callable[[AlertEvent], Any]
+    dlq_fn: Callable[[Poison], Any]
+
+
+def build_flow(
+    ruleset: RuleSet,
+    source: Source[KafkaSourceMessage],
+    outputs: Outputs,
+    decode: Decoder,
+    *,
+    shards: int = 64,
+    wall: WallClock | None = wall_clock,
+    flush_on_eof: bool = False,
+    name: str = "alerting",
+) -> Dataflow:
+    flow = Dataflow(name)
+    raw = op.input("metrics", flow, source)
+    events, poison = evaluate("rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof)
+    op.output("alerts-topic", op.map("alert-record", events, outputs.alerts_fn), outputs.alerts)
+    to_send = op.filter("to-send", events, lambda e: e.notify is not None and e.suppressed is None)
+    op.output("notify", op.map("notify-item", to_send, outputs.notify_fn), outputs.notify)
+    op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
+    return flow
+
+
+def poison_to_dlq(p: Poison) -> Any:
+    m = p.msg
+    return dead_letter(m.value, m.key, m.topic or "", m.partition or 0, m.offset or 0, p.error, p.stage, time.time())
+
+
+def embedded_outputs() -> Outputs:
+    """Print instead of producing: the newcomer's first run needs no services."""
+
+    def poison_line(p: Poison) -> str:
+        return f"DLQ {p.msg.topic}@{p.msg.offset}: {p.error}"
+
+    return Outputs(
+        alerts=StdOutSink(),
+        notify=StdOutSink(),
+        dlq=StdOutSink(),
+        alerts_fn=lambda e: f"ALERT {e.to_record()['at']} {e.alert_name} {e.state.value} {e.instance_id}",
+        notify_fn=lambda e: print_notification(notification_payload(e)),
+        dlq_fn=poison_line,
+    )
+
+
+def kafka_outputs(settings: Settings) -> Outputs:
+    from connectors.kafka import kafka_sink, producer_config
+    from connectors.notify import NotifyConfig, NotifySink, RetryPolicy
+    from connectors.undelivered import UndeliveredToKafka
+
+    brokers = list(settings.bootstrap)
+    extra = dict(settings.kafka_extra)
+    handler = UndeliveredToKafka(producer_config(brokers, extra), settings.alerts_dlq_topic)
+    notify: Sink[Any]
+    if settings.notify_url:
+        is_muted = None
+        if settings.redis_url:
+            import redis
+
+            from connectors.maintenance import redis_maintenance_checker
+
+            is_muted = redis_maintenance_checker(redis.Redis.from_url(settings.redis_url))
+        notify = NotifySink(
+            NotifyConfig(
+                settings.notify_url,
+                timeout_s=settings.notify_timeout_s,
+                max_in_flight=settings.notify_max_in_flight,
+                retry=RetryPolicy(max_attempts=settings.notify_max_attempts),
+            ),
+            on_undeliverable=handler,
+            is_muted=is_muted,
+        )
+        notify_fn: Callable[[AlertEvent], Any] = lambda e: e  # noqa: E731
+    else:
+        notify = StdOutSink()
+        notify_fn = lambda e: print_notification(notification_payload(e))  # noqa: E731
+    return Outputs(
+        alerts=kafka_sink(brokers, settings.alerts_topic, extra),
+        notify=notify,
+        dlq=kafka_sink(brokers, settings.dlq_topic, extra),
+        alerts_fn=alert_message,
+        notify_fn=notify_fn,
+        dlq_fn=poison_to_dlq,
+    )
+
+
+def from_settings(settings: Settings) -> Dataflow:
+    ruleset = load_rules(settings.rules_paths)
+    decode = make_decoder(settings.input_format if not settings.embedded else "json",
+                          settings.schema_registry_url or None, max_future_s=settings.max_future_s)
+    if settings.embedded:
+        return build_flow(ruleset, JsonlSource([settings.sample_path]), embedded_outputs(), decode,
+                          shards=settings.shards, wall=None, flush_on_eof=True)
+    from connectors.kafka import metric_source
+
+    source = metric_source(list(settings.bootstrap), settings.metric_topics, starting=settings.kafka_start,
+                           add_config=dict(settings.kafka_extra))
+    return build_flow(ruleset, source, kafka_outputs(settings), decode, shards=settings.shards)
+
+
+def _default_flow() -> Dataflow:
+    try:
+        settings = Settings.from_env()
+        flow = from_settings(settings)
+    except (ConfigError, RuleFileError) as exc:
+        print(f"flows.alerting: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    mode = "replaying bundled sample " + str(settings.sample_path) if settings.embedded else (
+        "tailing " + settings.metric_topics + " on " + ",".join(settings.bootstrap))
+    print(json.dumps({"job": "alerting", "mode": mode}), file=sys.stderr)
+    return flow
+
+
+def __getattr__(name: str) -> Any:
+    # Built on first access, so importing this module (tests) reads no environment.
+    if name == "flow":
+        value = _default_flow()
+        globals()["flow"] = value
+        return value
+    raise AttributeError(name)

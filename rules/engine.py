@@ -1,0 +1,391 @@
+"""Evaluation engine for one shard of instances: windows, ticks, staleness, dedup context.
+
+One engine holds every instance whose key hashes to its shard. Samples are appended to
+per-series buffers (the only per-message work); alert rules are evaluated on event-time
+ticks aligned to the epoch, once an instance's watermark (its newest sample minus the
+allowed lateness) has passed the tick. Each evaluation calls the pure `rules.alert.step`.
+
+Event time drives everything. In live mode an injected wall clock also advances the
+watermark of an instance that went silent (like Bytewax's EventClock), so a dead host
+still goes stale; in backtests no wall clock is given and only data moves time.
+
+The buffers are mutable on purpose: they are touched once per message, and a frozen copy
+per message would cost more than the whole rest of the hot path. Everything that is a
+state *transition* is frozen and pure (`AlertInstance`, `step`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import pickle
+from bisect import bisect_right
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from rules.aggregate import aggregate
+from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, is_active, step
+from rules.model import (
+    AlertEvent,
+    AlertState,
+    Metric,
+    Rule,
+    RuleSet,
+    Suppression,
+    series_labels,
+)
+from rules.template import render
+
+_STATE_OF = {
+    ChangeKind.PENDING: AlertState.PENDING,
+    ChangeKind.FIRING: AlertState.FIRING,
+    ChangeKind.RESOLVED: AlertState.RESOLVED,
+    ChangeKind.DROPPED: AlertState.INACTIVE,
+    ChangeKind.REPEAT: AlertState.FIRING,
+}
+# A series with no sample for this long and no active alert is forgotten (memory bound).
+_FORGET_AFTER_S = 24 * 3600.0
+_MISSING: Any = object()
+
+
+def fingerprint(rule_name: str, labels: tuple[tuple[str, str], ...]) -> str:
+    """Deterministic across processes and restarts (never Python's salted `hash`)."""
+    text = rule_name + "\x00" + "\x00".join(f"{k}={v}" for k, v in labels)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def message_id(fp: str, active_at: float, state: AlertState, repeat_seq: int = 0) -> str:
+    """Same transition, same id: a replay or a restart can never post a new one."""
+    text = f"{fp}|{active_at!r}|{state.value}|{repeat_seq}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def alert_labels(rule: Rule, metric: Metric) -> tuple[tuple[str, str], ...]:
+    labels = series_labels(metric)
+    del labels["metric_name"]  # implied by the rule, as `__name__` is after aggregation
+    labels.update(rule.labels)
+    labels["alertname"] = rule.name
+    labels["severity"] = rule.severity.value
+    return tuple(sorted(labels.items()))
+
+
+class Binding:
+    """One (rule, series) alert instance with its precomputed identity."""
+
+    __slots__ = ("fp", "inst", "labels", "labels_map", "rule")
+
+    def __init__(self, rule: Rule, labels: tuple[tuple[str, str], ...], inst: AlertInstance) -> None:
+        self.rule = rule
+        self.labels = labels
+        self.labels_map = dict(labels)
+        self.fp = fingerprint(rule.name, labels)
+        self.inst = inst
+
+
+class Series:
+    """Sample buffer of one series (instance, metric, tags) and the rules bound to it."""
+
+    __slots__ = ("bindings", "database_type", "horizon", "last_pruned", "metric_name", "tags", "ts", "unsorted",
+                 "vs")
+
+    def __init__(self, metric: Metric, bindings: list[Binding]) -> None:
+        self.metric_name = metric.metric_name
+        self.database_type = metric.database_type
+        self.tags = dict(metric.tags)
+        self.ts: list[float] = []
+        self.vs: list[float] = []
+        self.unsorted = False
+        self.last_pruned = -math.inf  # newest sample time already pruned from the buffer
+        self.bindings = bindings
+        self.horizon = max(b.rule.window_s for b in bindings)
+
+
+class Instance:
+    __slots__ = ("evaluated_until", "max_ts", "series", "wall_at_max")
+
+    def __init__(self, evaluated_until: float) -> None:
+        self.max_ts = -math.inf
+        self.wall_at_max = 0.0
+        self.evaluated_until = evaluated_until
+        # None marks a series no rule selects, so the check runs once per series
+        self.series: dict[tuple[str, tuple[tuple[str, str], ...]], Series | None] = {}
+
+
+@dataclass(slots=True)
+class EngineStats:
+    samples: int = 0
+    late: int = 0
+    evaluations: int = 0
+    events: int = 0
+
+
+class ShardEngine:
+    def __init__(self, ruleset: RuleSet, *, live: bool = False) -> None:
+        self.ruleset = ruleset
+        self.live = live
+        self.policy = Policy(ruleset.flap_window_s, ruleset.flap_threshold)
+        self.interval = ruleset.eval_interval_s
+        self.lateness = ruleset.allowed_lateness_s
+        # critical first, so inhibition sees a source fire in the same tick as its target
+        self.rules = sorted(ruleset.rules, key=lambda r: -r.severity.rank)
+        self.rules_by_metric: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            self.rules_by_metric.setdefault(r.metric, []).append(r)
+        self.instances: dict[str, Instance] = {}
+        self.stats = EngineStats()
+
+    # -- ingest ---------------------------------------------------------------------
+    def ingest(self, metrics: Iterable[Metric], wall: float = 0.0) -> list[AlertEvent]:
+        """Buffer a batch of samples, then evaluate every tick their watermarks closed."""
+        instances = self.instances
+        touched: dict[str, Instance] = {}
+        stats = self.stats
+        for m in metrics:
+            inst = instances.get(m.instance_id)
+            if inst is None:
+                inst = self._new_instance(m)
+            ts = m.ts
+            if ts <= inst.evaluated_until:
+                stats.late += 1
+                continue
+            stats.samples += 1
+            if ts > inst.max_ts:
+                inst.max_ts = ts
+            touched[m.instance_id] = inst
+            tags = m.tags
+            key = (m.metric_name, tuple(sorted(tags.items())) if tags else ())
+            s = inst.series.get(key, _MISSING)
+            if s is _MISSING:
+                s = inst.series[key] = self._new_series(m)
+            if s is None:
+                continue
+            buf = s.ts
+            if buf and ts < buf[-1]:
+                s.unsorted = True
+            buf.append(ts)
+            s.vs.append(m.value)
+        out: list[AlertEvent] = []
+        for iid, inst in touched.items():
+            inst.wall_at_max = wall
+            self._advance(iid, inst, inst.max_ts - self.lateness, out)
+        return out
+
+    def advance_idle(self, wall: float) -> list[AlertEvent]:
+        """Live only: let wall time move the watermark of instances that went quiet."""
+        out: list[AlertEvent] = []
+        for iid, inst in list(self.instances.items()):
+            wm = inst.max_ts - self.lateness + max(0.0, wall - inst.wall_at_max)
+            self._advance(iid, inst, wm, out)
+        return out
+
+    def next_wake(self) -> float | None:
+        """Wall time at which `advance_idle` would evaluate a new tick somewhere."""
+        if not self.live or not self.instances:
+            return None
+        return min(
+            inst.wall_at_max + (inst.evaluated_until + self.interval + self.lateness - inst.max_ts)
+            for inst in self.instances.values()
+        )
+
+    def advance_to(self, wm: float) -> list[AlertEvent]:
+        """Evaluate every instance up to event time `wm` (rule unit tests)."""
+        out: list[AlertEvent] = []
+        for iid, inst in list(self.instances.items()):
+            self._advance(iid, inst, wm, out)
+        return out
+
+    def flush(self) -> list[AlertEvent]:
+        """End of a bounded input: evaluate every tick up to the newest sample."""
+        out: list[AlertEvent] = []
+        for iid, inst in list(self.instances.items()):
+            self._advance(iid, inst, inst.max_ts, out)
+        return out
+
+    # -- evaluation -----------------------------------------------------------------
+    def _new_instance(self, m: Metric) -> Instance:
+        first_tick = math.floor((m.ts - self.lateness) / self.interval) * self.interval
+        inst = self.instances[m.instance_id] = Instance(first_tick)
+        return inst
+
+    def _new_series(self, m: Metric, old: dict[str, AlertInstance] | None = None) -> Series | None:
+        rules = [r for r in self.rules_by_metric.get(m.metric_name, ()) if r.selects(m)]
+        if not rules:
+            return None
+        old = old or {}
+        return Series(m, [Binding(r, alert_labels(r, m), old.get(r.name, INACTIVE)) for r in rules])
+
+    def _advance(self, iid: str, inst: Instance, wm: float, out: list[AlertEvent]) -> None:
+        interval = self.interval
+        tick = inst.evaluated_until + interval
+        if tick > wm:
+            return
+        last_tick = math.floor(wm / interval) * interval
+        while tick <= last_tick:
+            tick = self._skip_quiet(inst, tick, last_tick)
+            if tick > last_tick:
+                break
+            self._evaluate(inst, tick, out)
+            tick += interval
+        inst.evaluated_until = last_tick
+        self._prune(iid, inst, last_tick)
+
+    def _skip_quiet(self, inst: Instance, tick: float, last_tick: float) -> float:
+        """Jump over ticks where nothing can change: no buffered sample, nothing active."""
+        earliest = math.inf
+        for s in inst.series.values():
+            if s is None:
+                continue
+            for b in s.bindings:
+                if b.rule.no_data or is_active(b.inst):
+                    return tick
+            if s.ts:
+                earliest = min(earliest, s.ts[0] if not s.unsorted else min(s.ts))
+        if earliest == math.inf:
+            return last_tick + self.interval
+        first_useful = math.ceil(earliest / self.interval) * self.interval
+        return max(tick, first_useful)
+
+    def _evaluate(self, inst: Instance, tick: float, out: list[AlertEvent]) -> None:
+        self.stats.evaluations += 1
+        staleness = self.ruleset.staleness_s
+        produced: list[tuple[Binding, Change, AlertInstance, float]] = []
+        for s in inst.series.values():
+            if s is None:
+                continue
+            if s.unsorted:
+                pairs = sorted(zip(s.ts, s.vs, strict=True))
+                s.ts = [p[0] for p in pairs]
+                s.vs = [p[1] for p in pairs]
+                s.unsorted = False
+            ts, vs = s.ts, s.vs
+            hi = bisect_right(ts, tick)
+            newest = ts[hi - 1] if hi else s.last_pruned
+            stale = tick - newest >= staleness
+            for b in s.bindings:
+                rule = b.rule
+                lo = bisect_right(ts, tick - rule.window_s, 0, hi)
+                if rule.no_data:
+                    holds: bool | None = lo == hi
+                    value = float(hi - lo)
+                else:
+                    agg = aggregate(rule.aggregation, ts[lo:hi], vs[lo:hi]) if hi > lo else None
+                    holds = None if agg is None else rule.op.holds(agg, rule.threshold)
+                    value = math.nan if agg is None else agg
+                prev = b.inst
+                nxt, changes = step(prev, holds, value, tick, rule, self.policy, stale=stale and not rule.no_data)
+                b.inst = nxt
+                for c in changes:
+                    produced.append((b, c, prev, value))
+        if produced:
+            self._emit(inst, produced, out)
+
+    def _emit(
+        self, inst: Instance, produced: list[tuple[Binding, Change, AlertInstance, float]], out: list[AlertEvent]
+    ) -> None:
+        firing = [b for s in inst.series.values() if s is not None for b in s.bindings
+                  if b.inst.state is AlertState.FIRING]
+        for b, c, prev, value in produced:
+            rule = b.rule
+            cur = b.inst
+            state = _STATE_OF[c.kind]
+            active_at = prev.active_at if c.kind is ChangeKind.DROPPED else cur.active_at
+            suppressed = self._suppression(b, c, firing) if c.notify is not None else None
+            shown = cur.value if math.isnan(value) and not c.stale else value
+            annotations = tuple(
+                (k, render(t, b.labels_map, shown, rule.threshold)) for k, t in rule.annotations
+            )
+            out.append(
+                AlertEvent(
+                    alert_name=rule.name,
+                    fingerprint=b.fp,
+                    state=state,
+                    at=c.at,
+                    active_at=active_at,
+                    fired_at=cur.fired_at if c.kind is not ChangeKind.DROPPED else None,
+                    resolved_at=cur.resolved_at if c.kind is ChangeKind.RESOLVED else None,
+                    value=shown,
+                    threshold=rule.threshold,
+                    severity=rule.severity,
+                    labels=b.labels,
+                    annotations=annotations,
+                    runbook_url=render(rule.runbook_url, b.labels_map, shown, rule.threshold),
+                    dashboard_url=render(rule.dashboard_url, b.labels_map, shown, rule.threshold),
+                    fire_count=cur.fire_count,
+                    message_id=message_id(b.fp, active_at, state, cur.repeat_seq if c.kind is ChangeKind.REPEAT
+                                          else 0),
+                    notify=c.notify,
+                    suppressed=suppressed,
+                    stale=c.stale,
+                )
+            )
+        self.stats.events += len(produced)
+
+    def _suppression(self, b: Binding, c: Change, firing: list[Binding]) -> Suppression | None:
+        for sil in self.ruleset.silences:
+            if sil.mutes(b.labels_map, c.at):
+                return Suppression.SILENCED
+        for ih in self.ruleset.inhibit_rules:
+            if not all(m.matches(b.labels_map) for m in ih.target):
+                continue
+            for src in firing:
+                if src is b or not all(m.matches(src.labels_map) for m in ih.source):
+                    continue
+                if all(src.labels_map.get(k) == b.labels_map.get(k) for k in ih.equal):
+                    return Suppression.INHIBITED
+        if c.flapping:
+            return Suppression.FLAPPING
+        return None
+
+    def _prune(self, iid: str, inst: Instance, tick: float) -> None:
+        dead = []
+        for key, s in inst.series.items():
+            if s is None:
+                continue
+            cut = bisect_right(s.ts, tick - s.horizon)
+            if cut:
+                s.last_pruned = s.ts[cut - 1]
+                del s.ts[:cut]
+                del s.vs[:cut]
+            if not s.ts and tick - s.last_pruned >= _FORGET_AFTER_S and not any(
+                is_active(b.inst) for b in s.bindings
+            ):
+                dead.append(key)
+        for key in dead:
+            del inst.series[key]
+        if dead and all(s is None for s in inst.series.values()):
+            del self.instances[iid]
+
+    # -- state ----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """Pickled, so the runtime gets an immutable copy; rules are stored by name."""
+        data = {
+            iid: (
+                inst.max_ts,
+                inst.evaluated_until,
+                [
+                    (s.metric_name, s.database_type, s.tags, s.ts, s.vs, s.last_pruned,
+                     {b.rule.name: b.inst for b in s.bindings})
+                    for s in inst.series.values()
+                    if s is not None
+                ],
+            )
+            for iid, inst in self.instances.items()
+        }
+        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def restore(self, blob: bytes, wall: float = 0.0) -> None:
+        """Rebind restored series to the current rules: changed rule files take effect."""
+        data = pickle.loads(blob)  # noqa: S301 - our own recovery store
+        for iid, (max_ts, evaluated_until, series) in data.items():
+            inst = Instance(evaluated_until)
+            inst.max_ts = max_ts
+            inst.wall_at_max = wall
+            for name, dbt, tags, ts, vs, last_pruned, alerts in series:
+                m = Metric(0.0, dbt, iid, name, 0.0, tags)
+                s = self._new_series(m, alerts)
+                key = (name, tuple(sorted(tags.items())) if tags else ())
+                inst.series[key] = s
+                if s is not None:
+                    s.ts, s.vs, s.last_pruned = list(ts), list(vs), last_pruned
+            self.instances[iid] = inst

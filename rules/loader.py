@@ -1,0 +1,435 @@
+"""YAML rule files -> RuleSet, reporting every problem at once (file, rule, field).
+
+Two seed formats load:
+
+* `alert_rules:` list, each rule with a `condition: {operator, threshold, duration, aggregation}`;
+* the flat form (`rules:` or `alerting: {rules: ...}`) with `operator/threshold/severity/cooldown_minutes`.
+
+Optional top-level sections: `settings:` (evaluation_interval, staleness, allowed_lateness,
+flap_window, flap_threshold), `silences:` and `inhibit_rules:`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rules import template
+from rules.model import (
+    DEFAULT_INHIBIT,
+    Aggregation,
+    InhibitRule,
+    Matcher,
+    Op,
+    Rule,
+    RuleSet,
+    RulesError,
+    Severity,
+    Silence,
+)
+
+BUNDLED = Path(__file__).parent / "bundled"
+
+_OPS = {
+    ">": Op.GT, "gt": Op.GT, "greater_than": Op.GT, "above": Op.GT,
+    ">=": Op.GE, "gte": Op.GE, "ge": Op.GE,
+    "<": Op.LT, "lt": Op.LT, "less_than": Op.LT, "below": Op.LT,
+    "<=": Op.LE, "lte": Op.LE, "le": Op.LE,
+    "==": Op.EQ, "=": Op.EQ, "eq": Op.EQ,
+    "!=": Op.NE, "ne": Op.NE,
+}  # fmt: skip
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
+_RULE_KEYS = {
+    "name", "alert", "description", "summary", "metric", "metric_name", "condition", "operator", "threshold",
+    "duration", "for", "window", "aggregation", "severity", "labels", "annotations", "runbook_url",
+    "dashboard_url", "keep_firing_for", "cooldown_minutes", "repeat_interval", "tags", "matchers",
+    "database_type", "database_types", "no_data", "enabled",
+}  # fmt: skip
+_COND_KEYS = {"operator", "threshold", "duration", "aggregation", "window", "for", "keep_firing_for"}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    rule: str
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}: rule {self.rule!r}" if self.rule else self.file
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class RuleFileError(RulesError):
+    """Raised with every problem found, so an author fixes a file in one pass."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"{len(self.problems)} problem(s) in rule files:\n{lines}")
+
+
+def parse_duration(value: object) -> float:
+    """`5m`, `1h30m`, `90s`, `250ms` or a number of seconds."""
+    if isinstance(value, bool):
+        raise ValueError(f"not a duration: {value!r}")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError(f"negative duration: {value!r}")
+        return float(value)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"not a duration: {value!r}")
+    text = value.strip()
+    if text == "0":
+        return 0.0
+    m = _DURATION.match(text)
+    if not m or not any(m.groups()):
+        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h30m)")
+    d, h, mi, s, ms = m.groups()
+    return (int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
+            + int(ms or 0) / 1000)  # fmt: skip
+
+
+def _parse_time(value: object) -> float:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if dt.tzinfo is None:
+        raise ValueError(f"timestamp without timezone: {value!r} (add Z or +00:00)")
+    return dt.timestamp()
+
+
+class _Collector:
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.problems: list[Problem] = []
+
+    def add(self, rule: str, field: str, message: str) -> None:
+        self.problems.append(Problem(self.file, rule, field, message))
+
+
+def _str_map(c: _Collector, rule: str, field: str, value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        c.add(rule, field, f"must be a mapping, got {type(value).__name__}")
+        return {}
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str) or isinstance(v, Mapping | list):
+            c.add(rule, field, f"entry {k!r} must map a name to a string")
+            continue
+        out[k] = str(v)
+    return out
+
+
+def _matchers(c: _Collector, rule: str, field: str, value: object) -> tuple[Matcher, ...]:
+    out = []
+    for name, spec in _str_map(c, rule, field, value).items():
+        try:
+            out.append(Matcher.parse(name, spec))
+        except re.error as exc:
+            c.add(rule, f"{field}.{name}", f"bad regular expression {spec!r}: {exc}")
+    return tuple(out)
+
+
+def _duration(c: _Collector, rule: str, field: str, value: object, default: float) -> float:
+    if value is None:
+        return default
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        c.add(rule, field, str(exc))
+        return default
+
+
+def _rule(c: _Collector, raw: object, index: int, flat: bool) -> Rule | None:
+    if not isinstance(raw, Mapping):
+        c.add(f"#{index + 1}", "", f"a rule must be a mapping, got {type(raw).__name__}")
+        return None
+    name = raw.get("name", raw.get("alert"))
+    label = name if isinstance(name, str) and name else f"#{index + 1}"
+    before = len(c.problems)
+    if not isinstance(name, str) or not _NAME.match(name):
+        c.add(label, "name", f"required, letters/digits/_:.- only, got {name!r}")
+    for key in raw:
+        if key not in _RULE_KEYS:
+            c.add(label, str(key), "unknown field")
+    cond = raw.get("condition")
+    if cond is None:
+        cond = {}
+        if not flat and "operator" not in raw:
+            c.add(label, "condition", "required (operator, threshold, duration)")
+    elif not isinstance(cond, Mapping):
+        c.add(label, "condition", "must be a mapping")
+        cond = {}
+    for key in cond:
+        if key not in _COND_KEYS:
+            c.add(label, f"condition.{key}", "unknown field")
+
+    def get(key: str, *alts: str) -> Any:
+        for k in (key, *alts):
+            if k in cond:
+                return cond[k]
+            if k in raw:
+                return raw[k]
+        return None
+
+    metric = raw.get("metric", raw.get("metric_name"))
+    if not isinstance(metric, str) or not metric:
+        c.add(label, "metric", f"required metric name, got {metric!r}")
+    no_data = raw.get("no_data", False)
+    if not isinstance(no_data, bool):
+        c.add(label, "no_data", "must be true or false")
+        no_data = False
+
+    op_raw = get("operator")
+    op = _OPS.get(str(op_raw).strip().lower()) if op_raw is not None else None
+    if op is None and not no_data:
+        c.add(label, "operator", f"one of {sorted({k for k in _OPS if not k.isalpha()})}, got {op_raw!r}")
+    threshold_raw = get("threshold")
+    threshold = 0.0
+    if isinstance(threshold_raw, bool) or not isinstance(threshold_raw, int | float):
+        if not no_data or threshold_raw is not None:
+            c.add(label, "threshold", f"must be a number, got {threshold_raw!r}")
+    else:
+        threshold = float(threshold_raw)
+
+    agg_raw = get("aggregation")
+    try:
+        agg = Aggregation(str(agg_raw).lower()) if agg_raw is not None else Aggregation.AVG
+    except ValueError:
+        agg = Aggregation.AVG
+        c.add(label, "aggregation", f"one of {[a.value for a in Aggregation]}, got {agg_raw!r}")
+
+    sev_raw = raw.get("severity", "warning")
+    try:
+        severity = Severity(str(sev_raw).lower())
+    except ValueError:
+        severity = Severity.WARNING
+        c.add(label, "severity", f"one of {[s.value for s in Severity]}, got {sev_raw!r}")
+
+    for_s = _duration(c, label, "duration", get("duration", "for"), 0.0)
+    window_s = _duration(c, label, "window", get("window"), 60.0)
+    if window_s <= 0:
+        c.add(label, "window", "must be positive")
+    keep_s = _duration(c, label, "keep_firing_for", get("keep_firing_for"), 0.0)
+    repeat_s = 4 * 3600.0
+    if raw.get("cooldown_minutes") is not None:
+        cm = raw["cooldown_minutes"]
+        if isinstance(cm, bool) or not isinstance(cm, int | float) or cm < 0:
+            c.add(label, "cooldown_minutes", f"must be a non-negative number, got {cm!r}")
+        else:
+            repeat_s = float(cm) * 60
+    repeat_s = _duration(c, label, "repeat_interval", raw.get("repeat_interval"), repeat_s)
+
+    matchers = _matchers(c, label, "tags", raw.get("tags", raw.get("matchers")))
+    dbt = raw.get("database_types", raw.get("database_type"))
+    database_types: tuple[str, ...] = ()
+    if isinstance(dbt, str):
+        database_types = (dbt,)
+    elif isinstance(dbt, list) and all(isinstance(x, str) for x in dbt):
+        database_types = tuple(dbt)
+    elif dbt is not None:
+        c.add(label, "database_types", "must be a string or a list of strings")
+
+    labels = _str_map(c, label, "labels", raw.get("labels"))
+    annotations = _str_map(c, label, "annotations", raw.get("annotations"))
+    for key in ("summary", "description"):
+        if isinstance(raw.get(key), str):
+            annotations.setdefault(key, raw[key])
+    urls = {}
+    for key in ("runbook_url", "dashboard_url"):
+        v = raw.get(key, annotations.get(key, ""))
+        if not isinstance(v, str):
+            c.add(label, key, "must be a string")
+            v = ""
+        urls[key] = v
+    for key, text in [*annotations.items(), *urls.items()]:
+        for msg in template.check(text):
+            c.add(label, f"annotations.{key}" if key in annotations else key, msg)
+
+    if len(c.problems) > before or raw.get("enabled", True) is False:
+        return None
+    assert isinstance(name, str) and isinstance(metric, str)
+    return Rule(
+        name=name,
+        metric=metric,
+        op=op or Op.GT,
+        threshold=threshold,
+        aggregation=agg,
+        window_s=window_s,
+        for_s=for_s,
+        keep_firing_for_s=keep_s,
+        severity=severity,
+        matchers=matchers,
+        database_types=database_types,
+        labels=tuple(sorted(labels.items())),
+        annotations=tuple(sorted(annotations.items())),
+        runbook_url=urls["runbook_url"],
+        dashboard_url=urls["dashboard_url"],
+        repeat_interval_s=repeat_s,
+        no_data=no_data,
+        source=c.file,
+    )
+
+
+def _silences(c: _Collector, raw: object) -> list[Silence]:
+    out: list[Silence] = []
+    if raw is None:
+        return out
+    if not isinstance(raw, list):
+        c.add("", "silences", "must be a list")
+        return out
+    for i, item in enumerate(raw):
+        where = f"silences[{i}]"
+        if not isinstance(item, Mapping):
+            c.add("", where, "must be a mapping")
+            continue
+        matchers = _matchers(c, "", f"{where}.matchers", item.get("matchers"))
+        if not matchers:
+            c.add("", f"{where}.matchers", "at least one matcher is required (a silence muting everything is a typo)")
+        try:
+            starts = _parse_time(item.get("starts_at"))
+            ends = _parse_time(item.get("ends_at"))
+        except (ValueError, TypeError) as exc:
+            c.add("", where, f"starts_at/ends_at: {exc}")
+            continue
+        if ends <= starts:
+            c.add("", where, "ends_at must be after starts_at")
+            continue
+        out.append(Silence(matchers, starts, ends, str(item.get("comment", ""))))
+    return out
+
+
+def _inhibits(c: _Collector, raw: object) -> list[InhibitRule] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        c.add("", "inhibit_rules", "must be a list")
+        return None
+    out = []
+    for i, item in enumerate(raw):
+        where = f"inhibit_rules[{i}]"
+        if not isinstance(item, Mapping):
+            c.add("", where, "must be a mapping")
+            continue
+        equal = item.get("equal", ["instance_id"])
+        if not isinstance(equal, list) or not all(isinstance(e, str) for e in equal):
+            c.add("", f"{where}.equal", "must be a list of label names")
+            continue
+        source = _matchers(c, "", f"{where}.source_match", item.get("source_match"))
+        target = _matchers(c, "", f"{where}.target_match", item.get("target_match"))
+        if not source or not target:
+            c.add("", where, "source_match and target_match are both required")
+            continue
+        out.append(InhibitRule(source, target, tuple(equal)))
+    return out
+
+
+_SETTINGS = {
+    "evaluation_interval": "eval_interval_s",
+    "staleness": "staleness_s",
+    "allowed_lateness": "allowed_lateness_s",
+    "flap_window": "flap_window_s",
+}
+
+
+def _expand(paths: Iterable[str | Path]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files.extend(sorted([*p.glob("*.yml"), *p.glob("*.yaml")]))
+        else:
+            files.append(p)
+    return files
+
+
+def load_rules(paths: Iterable[str | Path]) -> RuleSet:
+    """Load and validate rule files (or directories of them); raise with every problem."""
+    problems: list[Problem] = []
+    rules: list[Rule] = []
+    silences: list[Silence] = []
+    inhibits: list[InhibitRule] | None = None
+    settings: dict[str, Any] = {}
+    seen: dict[str, str] = {}
+    files = _expand(paths)
+    if not files:
+        raise RuleFileError([Problem(str(list(paths)), "", "", "no rule files found")])
+    for path in files:
+        c = _Collector(str(path))
+        try:
+            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            c.add("", "", f"cannot read: {exc.strerror or exc}")
+            problems.extend(c.problems)
+            continue
+        except yaml.YAMLError as exc:
+            c.add("", "", f"invalid YAML: {exc}")
+            problems.extend(c.problems)
+            continue
+        if not isinstance(doc, Mapping):
+            c.add("", "", "top level must be a mapping with `alert_rules:` or `rules:`")
+            problems.extend(c.problems)
+            continue
+        flat = "alert_rules" not in doc
+        raw_rules = doc.get("alert_rules")
+        if raw_rules is None:
+            raw_rules = doc.get("rules")
+        if raw_rules is None and isinstance(doc.get("alerting"), Mapping):
+            raw_rules = doc["alerting"].get("rules")
+        if raw_rules is None:
+            raw_rules = []
+            if "silences" not in doc and "inhibit_rules" not in doc and "settings" not in doc:
+                c.add("", "", "no `alert_rules:` or `rules:` list")
+        if not isinstance(raw_rules, list):
+            c.add("", "alert_rules", "must be a list")
+            raw_rules = []
+        for i, raw in enumerate(raw_rules):
+            rule = _rule(c, raw, i, flat)
+            if rule is None:
+                continue
+            if rule.name in seen:
+                c.add(rule.name, "name", f"duplicate rule name (also in {seen[rule.name]})")
+                continue
+            seen[rule.name] = str(path)
+            rules.append(rule)
+        silences.extend(_silences(c, doc.get("silences")))
+        more = _inhibits(c, doc.get("inhibit_rules"))
+        if more is not None:
+            inhibits = (inhibits or []) + more
+        raw_settings = doc.get("settings") or {}
+        if not isinstance(raw_settings, Mapping):
+            c.add("", "settings", "must be a mapping")
+            raw_settings = {}
+        for key, value in raw_settings.items():
+            if key in _SETTINGS:
+                settings[_SETTINGS[key]] = _duration(c, "", f"settings.{key}", value, 0.0)
+            elif key == "flap_threshold":
+                if isinstance(value, int) and not isinstance(value, bool) and value >= 2:
+                    settings["flap_threshold"] = value
+                else:
+                    c.add("", "settings.flap_threshold", "must be an integer >= 2")
+            else:
+                c.add("", f"settings.{key}", "unknown setting")
+        if settings.get("eval_interval_s", 1.0) <= 0:
+            c.add("", "settings.evaluation_interval", "must be positive")
+        problems.extend(c.problems)
+    if problems:
+        raise RuleFileError(problems)
+    return RuleSet(
+        rules=tuple(rules),
+        silences=tuple(silences),
+        inhibit_rules=tuple(inhibits) if inhibits is not None else (DEFAULT_INHIBIT,),
+        **settings,
+    )
