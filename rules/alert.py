@@ -34,7 +34,7 @@ class AlertInstance:
     active_at: float = 0.0
     fired_at: float | None = None
     resolved_at: float | None = None
-    last_true_at: float = 0.0
+    keep_since: float | None = None  # first false evaluation while firing (keep_firing_for)
     value: float = NAN
     last_sent_at: float = 0.0
     repeat_seq: int = 0
@@ -89,10 +89,10 @@ def step(
 
     if holds:
         if state is AlertState.FIRING:
-            nxt = replace(inst, last_true_at=now, value=value)
+            nxt = replace(inst, value=value, keep_since=None)
             return _maybe_repeat(nxt, now, rule, policy)
         if state is AlertState.PENDING:
-            nxt = replace(inst, last_true_at=now, value=value)
+            nxt = replace(inst, value=value)
             if now - inst.active_at >= rule.for_s:
                 return _fire(nxt, now, policy)
             return nxt, ()
@@ -100,7 +100,6 @@ def step(
         nxt = AlertInstance(
             state=AlertState.PENDING,
             active_at=now,
-            last_true_at=now,
             value=value,
             fire_count=inst.fire_count,
             changes=inst.changes,
@@ -118,9 +117,11 @@ def step(
     if state is AlertState.PENDING:
         return _reset(inst), (Change(ChangeKind.DROPPED, now, None),)
     if state is AlertState.FIRING:
-        if rule.keep_firing_for_s > 0 and now - inst.last_true_at < rule.keep_firing_for_s:
-            return _maybe_repeat(replace(inst, value=value), now, rule, policy)
-        return _resolve(replace(inst, value=value), now, policy, stale=False)
+        # as Prometheus: keep_firing_for counts from the first evaluation that was false
+        since = now if inst.keep_since is None else inst.keep_since
+        if rule.keep_firing_for_s > 0 and now - since < rule.keep_firing_for_s:
+            return _maybe_repeat(replace(inst, value=value, keep_since=since), now, rule, policy)
+        return _resolve(replace(inst, value=value, keep_since=None), now, policy, stale=False)
     return inst, ()
 
 

@@ -86,8 +86,17 @@ class Binding:
 class Series:
     """Sample buffer of one series (instance, metric, tags) and the rules bound to it."""
 
-    __slots__ = ("bindings", "database_type", "horizon", "last_pruned", "metric_name", "tags", "ts", "unsorted",
-                 "vs")
+    __slots__ = (
+        "bindings",
+        "database_type",
+        "horizon",
+        "last_pruned",
+        "metric_name",
+        "tags",
+        "ts",
+        "unsorted",
+        "vs",
+    )
 
     def __init__(self, metric: Metric, bindings: list[Binding]) -> None:
         self.metric_name = metric.metric_name
@@ -202,6 +211,16 @@ class ShardEngine:
             self._advance(iid, inst, inst.max_ts, out)
         return out
 
+    def bindings(self) -> list[Binding]:
+        """Every alert instance of this shard (rule unit tests, state-size benchmarks)."""
+        return [
+            b
+            for inst in self.instances.values()
+            for s in inst.series.values()
+            if s is not None
+            for b in s.bindings
+        ]
+
     # -- evaluation -----------------------------------------------------------------
     def _new_instance(self, m: Metric) -> Instance:
         first_tick = math.floor((m.ts - self.lateness) / self.interval) * self.interval
@@ -273,7 +292,9 @@ class ShardEngine:
                     holds = None if agg is None else rule.op.holds(agg, rule.threshold)
                     value = math.nan if agg is None else agg
                 prev = b.inst
-                nxt, changes = step(prev, holds, value, tick, rule, self.policy, stale=stale and not rule.no_data)
+                nxt, changes = step(
+                    prev, holds, value, tick, rule, self.policy, stale=stale and not rule.no_data
+                )
                 b.inst = nxt
                 for c in changes:
                     produced.append((b, c, prev, value))
@@ -281,10 +302,18 @@ class ShardEngine:
             self._emit(inst, produced, out)
 
     def _emit(
-        self, inst: Instance, produced: list[tuple[Binding, Change, AlertInstance, float]], out: list[AlertEvent]
+        self,
+        inst: Instance,
+        produced: list[tuple[Binding, Change, AlertInstance, float]],
+        out: list[AlertEvent],
     ) -> None:
-        firing = [b for s in inst.series.values() if s is not None for b in s.bindings
-                  if b.inst.state is AlertState.FIRING]
+        firing = [
+            b
+            for s in inst.series.values()
+            if s is not None
+            for b in s.bindings
+            if b.inst.state is AlertState.FIRING
+        ]
         for b, c, prev, value in produced:
             rule = b.rule
             cur = b.inst
@@ -312,8 +341,9 @@ class ShardEngine:
                     runbook_url=render(rule.runbook_url, b.labels_map, shown, rule.threshold),
                     dashboard_url=render(rule.dashboard_url, b.labels_map, shown, rule.threshold),
                     fire_count=cur.fire_count,
-                    message_id=message_id(b.fp, active_at, state, cur.repeat_seq if c.kind is ChangeKind.REPEAT
-                                          else 0),
+                    message_id=message_id(
+                        b.fp, active_at, state, cur.repeat_seq if c.kind is ChangeKind.REPEAT else 0
+                    ),
                     notify=c.notify,
                     suppressed=suppressed,
                     stale=c.stale,
@@ -347,8 +377,10 @@ class ShardEngine:
                 s.last_pruned = s.ts[cut - 1]
                 del s.ts[:cut]
                 del s.vs[:cut]
-            if not s.ts and tick - s.last_pruned >= _FORGET_AFTER_S and not any(
-                is_active(b.inst) for b in s.bindings
+            if (
+                not s.ts
+                and tick - s.last_pruned >= _FORGET_AFTER_S
+                and not any(is_active(b.inst) for b in s.bindings)
             ):
                 dead.append(key)
         for key in dead:
@@ -364,8 +396,15 @@ class ShardEngine:
                 inst.max_ts,
                 inst.evaluated_until,
                 [
-                    (s.metric_name, s.database_type, s.tags, s.ts, s.vs, s.last_pruned,
-                     {b.rule.name: b.inst for b in s.bindings})
+                    (
+                        s.metric_name,
+                        s.database_type,
+                        s.tags,
+                        s.ts,
+                        s.vs,
+                        s.last_pruned,
+                        {b.rule.name: b.inst for b in s.bindings},
+                    )
                     for s in inst.series.values()
                     if s is not None
                 ],
@@ -376,7 +415,7 @@ class ShardEngine:
 
     def restore(self, blob: bytes, wall: float = 0.0) -> None:
         """Rebind restored series to the current rules: changed rule files take effect."""
-        data = pickle.loads(blob)  # noqa: S301 - our own recovery store
+        data = pickle.loads(blob)
         for iid, (max_ts, evaluated_until, series) in data.items():
             inst = Instance(evaluated_until)
             inst.max_ts = max_ts

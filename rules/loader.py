@@ -28,8 +28,8 @@ from rules.model import (
     Matcher,
     Op,
     Rule,
-    RuleSet,
     RulesError,
+    RuleSet,
     Severity,
     Silence,
 )
@@ -298,7 +298,11 @@ def _silences(c: _Collector, raw: object) -> list[Silence]:
             continue
         matchers = _matchers(c, "", f"{where}.matchers", item.get("matchers"))
         if not matchers:
-            c.add("", f"{where}.matchers", "at least one matcher is required (a silence muting everything is a typo)")
+            c.add(
+                "",
+                f"{where}.matchers",
+                "at least one matcher is required (a silence muting everything is a typo)",
+            )
         try:
             starts = _parse_time(item.get("starts_at"))
             ends = _parse_time(item.get("ends_at"))
@@ -396,14 +400,16 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             c.add("", "alert_rules", "must be a list")
             raw_rules = []
         for i, raw in enumerate(raw_rules):
+            name = raw.get("name", raw.get("alert")) if isinstance(raw, Mapping) else None
+            if isinstance(name, str) and name in seen:
+                # names are alert identities (fingerprints): two rules must never share one
+                c.add(name, "name", f"duplicate rule name (also in {seen[name]})")
+                continue
+            if isinstance(name, str):
+                seen[name] = str(path)
             rule = _rule(c, raw, i, flat)
-            if rule is None:
-                continue
-            if rule.name in seen:
-                c.add(rule.name, "name", f"duplicate rule name (also in {seen[rule.name]})")
-                continue
-            seen[rule.name] = str(path)
-            rules.append(rule)
+            if rule is not None:
+                rules.append(rule)
         silences.extend(_silences(c, doc.get("silences")))
         more = _inhibits(c, doc.get("inhibit_rules"))
         if more is not None:

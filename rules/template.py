@@ -21,8 +21,11 @@ _VAR = re.compile(
 
 def check(template: str) -> list[str]:
     """Every problem in a template, empty when it renders."""
-    return [f"unsupported template expression {{{{ {m.group(1)} }}}}" for m in _EXPR.finditer(template)
-            if not _VAR.match(m.group(1))]
+    return [
+        f"unsupported template expression {{{{ {m.group(1)} }}}}"
+        for m in _EXPR.finditer(template)
+        if not _VAR.match(m.group(1))
+    ]
 
 
 def humanize(x: float) -> str:

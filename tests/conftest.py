@@ -6,6 +6,7 @@ test. `make test` (deploy/local/test.sh) starts the services and exports their a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -57,7 +58,5 @@ def topic_factory(kafka_bootstrap: str) -> Iterator:
     yield make
     if made:
         for fut in admin.delete_topics(made).values():
-            try:
+            with contextlib.suppress(Exception):  # cleanup is best effort
                 fut.result(timeout=30)
-            except Exception:  # noqa: BLE001 - cleanup is best effort
-                pass

@@ -1,0 +1,25 @@
+# Two commands for a newcomer: `make run` (the alerting job on the bundled sample) and
+# `make test` (the whole suite against real local services). Everything else is optional.
+.PHONY: run test lint services-up services-down bench
+
+run:
+	@deploy/local/venv.sh
+	.venv/bin/python -m bytewax.run flows.alerting
+
+test:
+	deploy/local/test.sh
+
+lint:
+	@deploy/local/venv.sh
+	.venv/bin/ruff check . && .venv/bin/ruff format --check . && .venv/bin/mypy .
+
+services-up:
+	@deploy/local/venv.sh
+	deploy/local/services.sh up
+
+services-down:
+	deploy/local/services.sh down
+
+bench:
+	@deploy/local/venv.sh
+	bench/run.sh

@@ -1,0 +1,15 @@
+# Addresses of the local services. Source it:  . deploy/local/env.sh
+# Sourced into the caller's shell, so no `set -e` here: it would change the caller's shell options.
+# Ports and the state dir keep any value the caller already set; the URLs always follow the ports.
+# shellcheck shell=bash
+
+export KAFKA_PORT="${KAFKA_PORT:-19092}"
+export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
+export PG_PORT="${PG_PORT:-15432}"
+export REDIS_PORT="${REDIS_PORT:-16379}"
+# Outside the repo on purpose: postgres runs as the `postgres` user, which cannot enter /root (mode 700).
+export GDS_STATE_DIR="${GDS_STATE_DIR:-/tmp/gds-local}"
+
+export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_PORT}"
+export PG_DSN="postgresql://gds@127.0.0.1:${PG_PORT}/gds"
+export REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"

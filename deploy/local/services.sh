@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# All local services at once, then the project's Kafka topics.
+#   deploy/local/services.sh up|down|status
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+SERVICES=(kafka postgres redis)
+
+case "${1:-}" in
+  up)
+    for s in "${SERVICES[@]}"; do "$LOCAL_DIR/$s.sh" start; done
+    cd "$REPO_ROOT"
+    if [ -x .venv/bin/python ] && [ -f connectors/topics.py ]; then
+      say "creating project topics (python -m connectors.topics)"
+      .venv/bin/python -m connectors.topics || die "python -m connectors.topics failed (see above)"
+    else
+      say "skipping topic creation (.venv/bin/python or connectors/topics.py missing)"
+    fi
+    ;;
+  down)
+    # Stop everything even if one stop fails, then report the first failure.
+    rc=0
+    for s in "${SERVICES[@]}"; do "$LOCAL_DIR/$s.sh" stop || rc=1; done
+    exit "$rc"
+    ;;
+  status)
+    rc=0
+    for s in "${SERVICES[@]}"; do "$LOCAL_DIR/$s.sh" status || rc=1; done
+    echo "state dir: $GDS_STATE_DIR"
+    exit "$rc"
+    ;;
+  *) echo "usage: $0 up|down|status" >&2; exit 2 ;;
+esac
