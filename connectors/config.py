@@ -22,8 +22,14 @@ BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules" / "bundled"
 
 # name -> (default, description); the README table mirrors this.
 ENV_VARS: dict[str, tuple[str, str]] = {
-    "KAFKA_BOOTSTRAP_SERVERS": ("", "Kafka brokers `host:port,...`. Unset: replay the bundled sample and exit."),
-    "METRIC_TOPICS": (DEFAULT_METRIC_TOPICS, "Regex (leading `^`) or comma list of metric topics to consume."),
+    "KAFKA_BOOTSTRAP_SERVERS": (
+        "",
+        "Kafka brokers `host:port,...`. Unset: replay the bundled sample and exit.",
+    ),
+    "METRIC_TOPICS": (
+        DEFAULT_METRIC_TOPICS,
+        "Regex (leading `^`) or comma list of metric topics to consume.",
+    ),
     "KAFKA_START": ("earliest", "Where a first start (no recovery state) begins: `earliest` or `latest`."),
     "KAFKA_EXTRA_CONFIG": ("", "Extra librdkafka settings `key=value;key=value` (security, etc.)."),
     "INPUT_FORMAT": ("auto", "`json`, `avro` (Confluent wire format) or `auto` (by first byte)."),
@@ -36,7 +42,9 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "NOTIFY_URL": ("", "Notification service base URL (`POST {NOTIFY_URL}/alerts`). Unset: print."),
     "NOTIFY_TIMEOUT_S": ("5", "Per-request timeout in seconds."),
     "NOTIFY_MAX_IN_FLIGHT": ("8", "Concurrent notification requests per worker."),
-    "NOTIFY_MAX_ATTEMPTS": ("6", "Attempts before a notification goes to ALERTS_DLQ_TOPIC."),
+    "NOTIFY_MAX_ATTEMPTS": ("10", "Attempts before a notification goes to ALERTS_DLQ_TOPIC."),
+    "NOTIFY_DEADLINE_S": ("120", "Retry budget per notification (s); then it goes to ALERTS_DLQ_TOPIC."),
+    "NOTIFY_BREAKER_COOLDOWN_S": ("10", "How long the circuit stays open after repeated failures (s)."),
     "REDIS_URL": ("", "Redis for `maintenance:{instance_id}` keys and latest values."),
     "PG_DSN": ("", "PostgreSQL / TimescaleDB DSN (storage flow)."),
     "CLICKHOUSE_URL": ("", "ClickHouse server URL (rollups); unset: embedded chdb."),
@@ -67,7 +75,9 @@ class Settings:
     notify_url: str = ""
     notify_timeout_s: float = 5.0
     notify_max_in_flight: int = 8
-    notify_max_attempts: int = 6
+    notify_max_attempts: int = 10
+    notify_deadline_s: float = 120.0
+    notify_breaker_cooldown_s: float = 10.0
     redis_url: str = ""
     pg_dsn: str = ""
     clickhouse_url: str = ""
@@ -99,10 +109,10 @@ def _number(problems: list[str], env: Mapping[str, str], name: str, cast: type, 
         value = cast(raw)
     except ValueError:
         problems.append(f"{name}={raw!r}: not a number")
-        return cast(ENV_VARS[name][0])  # type: ignore[no-any-return]
+        return cast(ENV_VARS[name][0])
     if value < low:
         problems.append(f"{name}={raw!r}: must be >= {low}")
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def parse(env: Mapping[str, str]) -> Settings:
@@ -135,7 +145,9 @@ def parse(env: Mapping[str, str]) -> Settings:
     fmt = get("INPUT_FORMAT")
     if fmt not in ("json", "avro", "auto"):
         problems.append(f"INPUT_FORMAT={fmt!r}: expected json, avro or auto")
-    registry = _url(problems, "SCHEMA_REGISTRY_URL", env.get("SCHEMA_REGISTRY_URL", ""), ("http", "https", "mock"))
+    registry = _url(
+        problems, "SCHEMA_REGISTRY_URL", env.get("SCHEMA_REGISTRY_URL", ""), ("http", "https", "mock")
+    )
     if fmt == "avro" and not registry:
         problems.append("INPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL")
     rules_paths = tuple(Path(p.strip()) for p in get("RULES_PATH").split(",") if p.strip())
@@ -144,7 +156,9 @@ def parse(env: Mapping[str, str]) -> Settings:
             problems.append(f"RULES_PATH: {str(p)!r} does not exist")
     sample = Path(get("SAMPLE_PATH"))
     if not bootstrap and not sample.is_file():
-        problems.append(f"SAMPLE_PATH: {str(sample)!r} is not a file (needed when KAFKA_BOOTSTRAP_SERVERS is unset)")
+        problems.append(
+            f"SAMPLE_PATH: {str(sample)!r} is not a file (needed when KAFKA_BOOTSTRAP_SERVERS is unset)"
+        )
     for name in ("DLQ_TOPIC", "ALERTS_TOPIC", "ALERTS_DLQ_TOPIC"):
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", get(name)):
             problems.append(f"{name}={get(name)!r}: not a valid Kafka topic name")
@@ -164,6 +178,8 @@ def parse(env: Mapping[str, str]) -> Settings:
         notify_timeout_s=_number(problems, env, "NOTIFY_TIMEOUT_S", float, 0.01),
         notify_max_in_flight=int(_number(problems, env, "NOTIFY_MAX_IN_FLIGHT", int, 1)),
         notify_max_attempts=int(_number(problems, env, "NOTIFY_MAX_ATTEMPTS", int, 1)),
+        notify_deadline_s=_number(problems, env, "NOTIFY_DEADLINE_S", float, 0.1),
+        notify_breaker_cooldown_s=_number(problems, env, "NOTIFY_BREAKER_COOLDOWN_S", float, 0.0),
         redis_url=_url(problems, "REDIS_URL", env.get("REDIS_URL", ""), ("redis", "rediss", "unix")),
         pg_dsn=_url(problems, "PG_DSN", env.get("PG_DSN", ""), ("postgresql", "postgres")),
         clickhouse_url=_url(problems, "CLICKHOUSE_URL", env.get("CLICKHOUSE_URL", ""), ("http", "https")),

@@ -48,8 +48,11 @@ class _JsonlPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
             line = line.strip()
             if not line:
                 continue
-            out.append(KafkaSourceMessage(key=instance_key(line), value=line, topic=self._topic,
-                                          partition=0, offset=start))
+            out.append(
+                KafkaSourceMessage(
+                    key=instance_key(line), value=line, topic=self._topic, partition=0, offset=start
+                )
+            )
         if eof and not out:
             raise StopIteration()
         return out

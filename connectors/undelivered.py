@@ -36,8 +36,9 @@ class UndeliveredToKafka:
                 failures.append(str(err))
 
         with self._lock:
-            self._producer.produce(self._topic, json.dumps(body).encode(), event.message_id.encode(),
-                                   on_delivery=delivered)
+            self._producer.produce(
+                self._topic, json.dumps(body).encode(), event.message_id.encode(), on_delivery=delivered
+            )
             left = self._producer.flush(self._timeout)
         if left or failures:
             raise ConnectorError(

@@ -16,14 +16,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
-from connectors.dlq import dead_letter
+from connectors.dlq import dead_letter_from
 from connectors.files import JsonlSource
 from connectors.serde import make_decoder
 from flows.common import Decoder, Poison, WallClock, alert_message, evaluate, print_notification, wall_clock
@@ -46,7 +45,7 @@ class Outputs:
 
 def build_flow(
     ruleset: RuleSet,
-    source: Source[KafkaSourceMessage],
+    source: Source[Any],  # KafkaSourceMessage items (KafkaSource, JsonlSource, TestingSource)
     outputs: Outputs,
     decode: Decoder,
     *,
@@ -57,7 +56,9 @@ def build_flow(
 ) -> Dataflow:
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
-    events, poison = evaluate("rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof)
+    events, poison = evaluate(
+        "rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof
+    )
     op.output("alerts-topic", op.map("alert-record", events, outputs.alerts_fn), outputs.alerts)
     to_send = op.filter("to-send", events, lambda e: e.notify is not None and e.suppressed is None)
     op.output("notify", op.map("notify-item", to_send, outputs.notify_fn), outputs.notify)
@@ -66,8 +67,7 @@ def build_flow(
 
 
 def poison_to_dlq(p: Poison) -> Any:
-    m = p.msg
-    return dead_letter(m.value, m.key, m.topic or "", m.partition or 0, m.offset or 0, p.error, p.stage, time.time())
+    return dead_letter_from(p.msg, p.error, p.stage, time.time())
 
 
 def embedded_outputs() -> Outputs:
@@ -108,7 +108,10 @@ def kafka_outputs(settings: Settings) -> Outputs:
                 settings.notify_url,
                 timeout_s=settings.notify_timeout_s,
                 max_in_flight=settings.notify_max_in_flight,
-                retry=RetryPolicy(max_attempts=settings.notify_max_attempts),
+                retry=RetryPolicy(
+                    max_attempts=settings.notify_max_attempts, deadline_s=settings.notify_deadline_s
+                ),
+                cooldown_s=settings.notify_breaker_cooldown_s,
             ),
             on_undeliverable=handler,
             is_muted=is_muted,
@@ -129,15 +132,29 @@ def kafka_outputs(settings: Settings) -> Outputs:
 
 def from_settings(settings: Settings) -> Dataflow:
     ruleset = load_rules(settings.rules_paths)
-    decode = make_decoder(settings.input_format if not settings.embedded else "json",
-                          settings.schema_registry_url or None, max_future_s=settings.max_future_s)
+    decode = make_decoder(
+        settings.input_format if not settings.embedded else "json",
+        settings.schema_registry_url or None,
+        max_future_s=settings.max_future_s,
+    )
     if settings.embedded:
-        return build_flow(ruleset, JsonlSource([settings.sample_path]), embedded_outputs(), decode,
-                          shards=settings.shards, wall=None, flush_on_eof=True)
+        return build_flow(
+            ruleset,
+            JsonlSource([settings.sample_path]),
+            embedded_outputs(),
+            decode,
+            shards=settings.shards,
+            wall=None,
+            flush_on_eof=True,
+        )
     from connectors.kafka import metric_source
 
-    source = metric_source(list(settings.bootstrap), settings.metric_topics, starting=settings.kafka_start,
-                           add_config=dict(settings.kafka_extra))
+    source = metric_source(
+        list(settings.bootstrap),
+        settings.metric_topics,
+        starting_offset=settings.kafka_start,
+        add_config=dict(settings.kafka_extra),
+    )
     return build_flow(ruleset, source, kafka_outputs(settings), decode, shards=settings.shards)
 
 
@@ -148,8 +165,11 @@ def _default_flow() -> Dataflow:
     except (ConfigError, RuleFileError) as exc:
         print(f"flows.alerting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    mode = "replaying bundled sample " + str(settings.sample_path) if settings.embedded else (
-        "tailing " + settings.metric_topics + " on " + ",".join(settings.bootstrap))
+    mode = (
+        "replaying bundled sample " + str(settings.sample_path)
+        if settings.embedded
+        else ("tailing " + settings.metric_topics + " on " + ",".join(settings.bootstrap))
+    )
     print(json.dumps({"job": "alerting", "mode": mode}), file=sys.stderr)
     return flow
 

@@ -27,8 +27,14 @@ from rules.model import AlertEvent, AlertState, RuleSet
 NOTIFIED_STATES = (AlertState.FIRING, AlertState.RESOLVED)
 
 
-def build_flow(ruleset: RuleSet, inputs: Sequence[Path], events: list[AlertEvent], poison: list[Poison],
-               *, shards: int = 64) -> Dataflow:
+def build_flow(
+    ruleset: RuleSet,
+    inputs: Sequence[Path],
+    events: list[AlertEvent],
+    poison: list[Poison],
+    *,
+    shards: int = 64,
+) -> Dataflow:
     flow = Dataflow("backtest")
     raw = op.input("metrics", flow, JsonlSource(list(inputs)))
     # no future check: a recording's timestamps are in the past of any "now" that matters
@@ -41,14 +47,19 @@ def build_flow(ruleset: RuleSet, inputs: Sequence[Path], events: list[AlertEvent
 
 def transitions(events: Sequence[AlertEvent], all_states: bool = False) -> list[dict[str, object]]:
     """Records sorted by (time, rule, labels): the same whatever the worker count."""
-    keep = [e for e in events if all_states or (e.state in NOTIFIED_STATES and e.notify is not None
-                                                 and e.notify.value != "repeat_elapsed")]
+    keep = [
+        e
+        for e in events
+        if all_states
+        or (e.state in NOTIFIED_STATES and e.notify is not None and e.notify.value != "repeat_elapsed")
+    ]
     keep.sort(key=lambda e: (e.at, e.alert_name, e.labels, e.state.value))
     return [e.to_record() for e in keep]
 
 
-def run(ruleset: RuleSet, inputs: Sequence[Path], *, all_states: bool = False) -> tuple[list[dict[str, object]],
-                                                                                       list[Poison]]:
+def run(
+    ruleset: RuleSet, inputs: Sequence[Path], *, all_states: bool = False
+) -> tuple[list[dict[str, object]], list[Poison]]:
     events: list[AlertEvent] = []
     poison: list[Poison] = []
     run_main(build_flow(ruleset, inputs, events, poison))
@@ -80,9 +91,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     for p in poison[:20]:
         print(f"skipped {p.msg.topic}@{p.msg.offset}: {p.error}", file=sys.stderr)
     lines = sum(1 for path in args.input for _ in path.open("rb"))
-    print(json.dumps({"transitions": len(records), "bad_messages": len(poison), "messages": lines,
-                      "seconds": round(elapsed, 3), "messages_per_s": round(lines / elapsed) if elapsed else None}),
-          file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "transitions": len(records),
+                "bad_messages": len(poison),
+                "messages": lines,
+                "seconds": round(elapsed, 3),
+                "messages_per_s": round(lines / elapsed) if elapsed else None,
+            }
+        ),
+        file=sys.stderr,
+    )
     return 0
 
 

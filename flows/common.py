@@ -57,7 +57,9 @@ def shard_router(shards: int) -> Callable[[KafkaSourceMessage], str]:
 class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", bytes]):
     """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events."""
 
-    def __init__(self, engine: ShardEngine, decode: Decoder, wall: WallClock | None, flush_on_eof: bool) -> None:
+    def __init__(
+        self, engine: ShardEngine, decode: Decoder, wall: WallClock | None, flush_on_eof: bool
+    ) -> None:
         self.engine = engine
         self.decode = decode
         self.wall = wall

@@ -48,12 +48,28 @@ def rows() -> list[dict[str, object]]:
             if dbt == "postgresql" and "replica" in iid:
                 values["replication_lag_seconds"] = round(abs(rng.gauss(2, 1)), 3)
             for name, value in values.items():
-                out.append({"timestamp": stamp, "database_type": dbt, "instance_id": iid,
-                            "metric_name": name, "value": value, "tags": tags,
-                            "metadata": {"collector": "sample", "version": "1"}})
-            out.append({"timestamp": stamp, "database_type": dbt, "instance_id": iid,
-                        "metric_name": "disk_usage_percent", "value": round(55 + minute * 0.05, 2),
-                        "tags": {**tags, "mount": "/var/lib/data"}, "metadata": {"collector": "sample"}})
+                out.append(
+                    {
+                        "timestamp": stamp,
+                        "database_type": dbt,
+                        "instance_id": iid,
+                        "metric_name": name,
+                        "value": value,
+                        "tags": tags,
+                        "metadata": {"collector": "sample", "version": "1"},
+                    }
+                )
+            out.append(
+                {
+                    "timestamp": stamp,
+                    "database_type": dbt,
+                    "instance_id": iid,
+                    "metric_name": "disk_usage_percent",
+                    "value": round(55 + minute * 0.05, 2),
+                    "tags": {**tags, "mount": "/var/lib/data"},
+                    "metadata": {"collector": "sample"},
+                }
+            )
     return out
 
 

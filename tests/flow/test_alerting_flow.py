@@ -28,7 +28,7 @@ def messages(bad: bool = True) -> list[Any]:
         raw = json.dumps(r).encode()
         out.append(
             KafkaSourceMessage(
-                r["instance_id"].encode(),
+                str(r["instance_id"]).encode(),
                 raw,
                 topic="gds.metrics.postgresql.production",
                 partition=0,

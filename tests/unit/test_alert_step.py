@@ -22,7 +22,7 @@ def rule(for_m: float = 5, keep_m: float = 0, repeat_m: float = 240) -> Rule:
 def walk(r: Rule, script: str, policy: Policy = P) -> list[tuple[int, str]]:
     """`script`: one char a minute: T true, F false, . no data, S stale. Returns (minute, change)."""
     inst = INACTIVE
-    out = []
+    out: list[tuple[int, str]] = []
     for minute, ch in enumerate(script):
         holds = {"T": True, "F": False, ".": None, "S": None}[ch]
         inst, changes = step(inst, holds, 90.0 if holds else 10.0, minute * M, r, policy, stale=ch == "S")
@@ -93,7 +93,7 @@ def test_firing_carries_times_and_counts() -> None:
 def test_flapping_marks_changes_after_threshold() -> None:
     r = rule(0)
     inst = INACTIVE
-    flags = []
+    flags: list[bool] = []
     for minute, holds in enumerate([True, False] * 4):
         inst, changes = step(inst, holds, 0.0, minute * M, r, P)
         flags.extend(c.flapping for c in changes)

@@ -1,0 +1,596 @@
+"""Delivery of alert notifications to the notification service (`POST {NOTIFY_URL}/alerts`).
+
+A Bytewax `DynamicSink`: each worker gets a `NotifyPartition` that owns an asyncio loop and an
+`httpx.AsyncClient`; `write_batch` (sync, as Bytewax calls it) posts the whole batch with bounded
+concurrency and returns only when every item is either delivered, muted or handed to
+`on_undeliverable`. Nothing is dropped silently: that callback is the flow's DLQ producer
+(`gds.alerts.dlq`), and an exception it raises propagates out of `write_batch` and stops the flow
+rather than losing the notification (on restart Bytewax replays the epoch; duplicates are harmless
+because every post carries `Idempotency-Key: <message_id>` and the message_id of a transition is
+deterministic).
+
+Policy, each piece injectable so it can be tested without sleeping or a network:
+- Retries: exponential backoff with full jitter, bounded by `max_attempts` and/or a per-message
+  `deadline_s`. Retried: connect/read/write errors, timeouts, 5xx and 429 (honouring Retry-After on
+  429/503). Not retried: every other status (4xx, and 3xx because redirects are not followed): the
+  request itself is wrong, so it is undeliverable at once.
+- A circuit breaker per partition: after `failure_threshold` consecutive retryable failures it
+  opens for `cooldown_s`; while open, attempts fail fast without touching the network, then one
+  half-open probe decides. A message whose remaining retry budget is shorter than the time left in
+  the cooldown is handed to `on_undeliverable` immediately, so `cooldown_s > deadline_s` (the
+  default) drains an outage to the DLQ instead of stalling the dataflow, and `cooldown_s <
+  deadline_s` rides out short outages at the price of blocking the worker while it waits.
+- Per-alert order: notifications with the same fingerprint in one batch are sent one after the
+  other (firing before resolved); different alerts go concurrently. Batches are sequential, so
+  order also holds across batches.
+- Maintenance: an optional batch hook `is_muted(events) -> list[bool]` (see
+  `connectors.maintenance`); muted events are not posted but passed to `on_muted` marked
+  `suppressed=Suppression.MAINTENANCE`. If the hook itself fails the batch is delivered anyway
+  (fail open): a Redis outage must not swallow alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import REGISTRY, Counter
+
+from connectors.errors import ConnectorError
+from rules.model import AlertEvent, Suppression
+from rules.payload import notification_payload
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+RandomSource = Callable[[], float]
+ClientFactory = Callable[[], httpx.AsyncClient]
+UndeliverableHandler = Callable[[AlertEvent, Mapping[str, Any] | None, str], None]
+EventHandler = Callable[[AlertEvent], None]
+MuteCheck = Callable[[Sequence[AlertEvent]], Sequence[bool]]
+
+
+class NotifyError(ConnectorError):
+    """Root exception of the notification delivery connector (configuration and callback errors)."""
+
+
+def _counter(name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+    """Create a Counter once per process, reusing it if this module is imported again (reload)."""
+    try:
+        return Counter(name, documentation, labelnames)
+    except ValueError:  # already registered: same process, module re-imported
+        existing = REGISTRY._names_to_collectors.get(name)  # the only lookup API
+        if isinstance(existing, Counter):
+            return existing
+        raise
+
+
+DELIVERED_TOTAL = _counter("gds_notify_delivered_total", "Notifications accepted (2xx) by the service.")
+RETRIED_TOTAL = _counter("gds_notify_retried_total", "Notification attempts scheduled for a retry.")
+UNDELIVERABLE_TOTAL = _counter(
+    "gds_notify_undeliverable_total",
+    "Notifications handed to the DLQ callback, by reason.",
+    ("reason",),
+)
+MUTED_TOTAL = _counter("gds_notify_muted_total", "Notifications not posted: instance in maintenance.")
+SKIPPED_TOTAL = _counter(
+    "gds_notify_skipped_total", "Items reaching the notify sink that were not meant for delivery."
+)
+
+
+class Verdict(enum.Enum):
+    """What one HTTP attempt means for the message."""
+
+    DELIVERED = "delivered"
+    RETRY = "retry"  # transient: worth another attempt, and counts against the breaker
+    REJECT = "reject"  # permanent: the request is wrong, retrying cannot help
+
+
+class Undeliverable(enum.Enum):
+    """Why a message went to `on_undeliverable` (the `reason` label of the counter)."""
+
+    REJECTED = "rejected"  # non-retryable HTTP status
+    EXHAUSTED = "exhausted"  # retry budget spent on transient failures
+    CIRCUIT_OPEN = "circuit_open"  # breaker open for longer than the remaining budget
+    ERROR = "error"  # payload could not be built / client misuse
+
+
+_RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+
+
+def classify_status(status: int) -> Verdict:
+    """2xx delivered; 429 and 5xx transient; anything else (4xx, unfollowed 3xx, 1xx) permanent."""
+    if 200 <= status < 300:
+        return Verdict.DELIVERED
+    if status == 429 or status >= 500:
+        return Verdict.RETRY
+    return Verdict.REJECT
+
+
+def classify_exception(exc: BaseException) -> Verdict:
+    """Network trouble and timeouts are transient; a bad URL, protocol or payload is not."""
+    if isinstance(exc, _RETRYABLE_EXCEPTIONS):
+        return Verdict.RETRY
+    return Verdict.REJECT
+
+
+def parse_retry_after(value: str | None, now: datetime) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # RFC 9110 dates are GMT
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff and budget of one message; at least one of max_attempts / deadline_s bounds it."""
+
+    base_s: float = 0.2
+    cap_s: float = 5.0
+    max_attempts: int | None = 6
+    deadline_s: float | None = 15.0  # measured from the message's first attempt
+
+    def __post_init__(self) -> None:
+        if self.max_attempts is None and self.deadline_s is None:
+            raise NotifyError("RetryPolicy: set max_attempts or deadline_s, or retries never end")
+        if self.max_attempts is not None and self.max_attempts < 1:
+            raise NotifyError(f"RetryPolicy: max_attempts must be >= 1, got {self.max_attempts}")
+        if self.base_s <= 0 or self.cap_s < self.base_s:
+            raise NotifyError(f"RetryPolicy: need 0 < base_s <= cap_s, got {self.base_s}, {self.cap_s}")
+
+    def backoff(self, retry: int, rand: float) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**retry)), `retry` counting from 0.
+
+        Full rather than equal jitter because a burst of failures (an outage) should spread its
+        retries over the whole window instead of re-synchronising them.
+        """
+        ceiling = min(self.cap_s, self.base_s * 2.0 ** min(retry, 60))
+        return rand * ceiling
+
+    def may_attempt_again(self, attempts: int) -> bool:
+        return self.max_attempts is None or attempts < self.max_attempts
+
+    def fits(self, elapsed: float, delay: float) -> bool:
+        """Whether waiting `delay` more still leaves the next attempt inside the deadline."""
+        return self.deadline_s is None or elapsed + delay <= self.deadline_s
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+class CircuitBreaker:
+    """Consecutive-failure breaker: CLOSED -> OPEN (cooldown) -> HALF_OPEN (one probe) -> ...
+
+    Only the clock is injected; no I/O, so the transitions are unit-testable. Verdicts that arrive
+    while OPEN (from requests started before it opened) are ignored: only the half-open probe
+    decides whether to close again.
+    """
+
+    def __init__(self, failure_threshold: int = 5, cooldown_s: float = 30.0, clock: Clock = time.monotonic):
+        if failure_threshold < 1:
+            raise NotifyError(f"CircuitBreaker: failure_threshold must be >= 1, got {failure_threshold}")
+        if cooldown_s < 0:
+            raise NotifyError(f"CircuitBreaker: cooldown_s must be >= 0, got {cooldown_s}")
+        self.failure_threshold = failure_threshold
+        self.cooldown_s = cooldown_s
+        self._clock = clock
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._opened_at = 0.0
+        self._probe_in_flight = False
+        self.opened_count = 0  # times it tripped; for tests and logs
+
+    @property
+    def state(self) -> BreakerState:
+        return self._state
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def allow(self) -> bool:
+        """May a request go out now? In HALF_OPEN this reserves the single probe."""
+        if self._state is BreakerState.CLOSED:
+            return True
+        if self._state is BreakerState.OPEN:
+            if self._clock() - self._opened_at < self.cooldown_s:
+                return False
+            self._state = BreakerState.HALF_OPEN
+            self._probe_in_flight = False
+        if self._probe_in_flight:
+            return False
+        self._probe_in_flight = True
+        return True
+
+    def retry_in(self) -> float:
+        """Seconds until the breaker lets a probe through (0 unless OPEN)."""
+        if self._state is not BreakerState.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.cooldown_s - self._clock())
+
+    def record_success(self) -> None:
+        if self._state is BreakerState.OPEN:
+            return
+        self._state = BreakerState.CLOSED
+        self._failures = 0
+        self._probe_in_flight = False
+
+    def record_failure(self) -> None:
+        if self._state is BreakerState.OPEN:
+            return
+        if self._state is BreakerState.HALF_OPEN:
+            self._trip()
+            return
+        self._failures += 1
+        if self._failures >= self.failure_threshold:
+            self._trip()
+
+    def release(self) -> None:
+        """Free a half-open probe that ended without a verdict about the server (client-side error)."""
+        self._probe_in_flight = False
+
+    def _trip(self) -> None:
+        self._state = BreakerState.OPEN
+        self._opened_at = self._clock()
+        self._probe_in_flight = False
+        self._failures = 0
+        self.opened_count += 1
+        log.warning("notify: circuit breaker opened for %.1fs", self.cooldown_s)
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyConfig:
+    """Where and how hard to try. `base_url` is NOTIFY_URL; the post goes to base_url + path."""
+
+    base_url: str
+    path: str = "/alerts"
+    timeout_s: float = 5.0
+    max_in_flight: int = 8
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    failure_threshold: int = 5
+    cooldown_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.max_in_flight < 1:
+            raise NotifyError(f"NotifyConfig: max_in_flight must be >= 1, got {self.max_in_flight}")
+        if self.timeout_s <= 0:
+            raise NotifyError(f"NotifyConfig: timeout_s must be > 0, got {self.timeout_s}")
+
+    @property
+    def url(self) -> str:
+        return self.base_url.rstrip("/") + "/" + self.path.lstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one message's delivery, reported to the callbacks after the batch."""
+
+    event: AlertEvent
+    payload: Mapping[str, Any] | None
+    attempts: int
+    error: str = ""  # empty when delivered
+    reason: Undeliverable | None = None  # None when delivered
+
+    @property
+    def delivered(self) -> bool:
+        return self.reason is None
+
+
+def mute_each(predicate: Callable[[AlertEvent], bool]) -> MuteCheck:
+    """Adapt a per-event predicate to the batch `is_muted` hook."""
+
+    def check(events: Sequence[AlertEvent]) -> list[bool]:
+        return [predicate(e) for e in events]
+
+    return check
+
+
+class NotifyPartition(StatelessSinkPartition[AlertEvent]):
+    """One worker's delivery: its own loop, client, semaphore and breaker."""
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        *,
+        on_undeliverable: UndeliverableHandler,
+        on_delivered: EventHandler | None = None,
+        on_muted: EventHandler | None = None,
+        is_muted: MuteCheck | None = None,
+        client_factory: ClientFactory | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: RandomSource = random.random,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.config = config
+        self._on_undeliverable = on_undeliverable
+        self._on_delivered = on_delivered
+        self._on_muted = on_muted
+        self._is_muted = is_muted
+        self._client_factory = client_factory or self._default_client_factory(config, transport)
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self.breaker = breaker or CircuitBreaker(config.failure_threshold, config.cooldown_s, clock)
+        self._loop = asyncio.new_event_loop()
+        self._sem = asyncio.Semaphore(config.max_in_flight)
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+        self.delivered = 0
+        self.retried = 0
+        self.undeliverable = 0
+        self.muted = 0
+        self.skipped = 0
+        self.mute_check_errors = 0
+
+    @staticmethod
+    def _default_client_factory(
+        config: NotifyConfig, transport: httpx.AsyncBaseTransport | None
+    ) -> ClientFactory:
+        def make() -> httpx.AsyncClient:
+            limits = httpx.Limits(
+                max_connections=config.max_in_flight, max_keepalive_connections=config.max_in_flight
+            )
+            return httpx.AsyncClient(timeout=config.timeout_s, limits=limits, transport=transport)
+
+        return make
+
+    def write_batch(self, items: list[AlertEvent]) -> None:
+        """Deliver, mute or dead-letter every item before returning (Bytewax calls this sync)."""
+        if self._closed:
+            raise NotifyError("notify: write_batch after close")
+        candidates = [item for item in items if self._deliverable(item)]
+        if not candidates:
+            return
+        to_send = self._apply_maintenance(candidates)
+        if not to_send:
+            return
+        outcomes = self._loop.run_until_complete(self._deliver_all(to_send))
+        # Callbacks run here, on the worker thread and in batch order, so an exception in the DLQ
+        # producer propagates to Bytewax instead of vanishing inside a task.
+        for outcome in outcomes:
+            if outcome.delivered:
+                self.delivered += 1
+                DELIVERED_TOTAL.inc()
+                if self._on_delivered is not None:
+                    self._on_delivered(outcome.event)
+            else:
+                reason = outcome.reason or Undeliverable.ERROR
+                self.undeliverable += 1
+                UNDELIVERABLE_TOTAL.labels(reason.value).inc()
+                log.warning(
+                    "notify: undeliverable message_id=%s alert=%s after %d attempt(s): %s",
+                    outcome.event.message_id,
+                    outcome.event.alert_name,
+                    outcome.attempts,
+                    outcome.error,
+                )
+                self._on_undeliverable(outcome.event, outcome.payload, outcome.error)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._client is not None:
+                self._loop.run_until_complete(self._client.aclose())
+        finally:
+            self._client = None
+            self._loop.close()
+
+    def _deliverable(self, item: object) -> bool:
+        """The flow filters upstream; anything else reaching us is a wiring bug worth a warning."""
+        if isinstance(item, AlertEvent) and item.notify is not None and item.suppressed is None:
+            return True
+        self.skipped += 1
+        SKIPPED_TOTAL.inc()
+        log.warning(
+            "notify: skipping item not meant for delivery (message_id=%s, notify=%s, suppressed=%s)",
+            getattr(item, "message_id", "?"),
+            getattr(item, "notify", "?"),
+            getattr(item, "suppressed", "?"),
+        )
+        return False
+
+    def _apply_maintenance(self, events: list[AlertEvent]) -> list[AlertEvent]:
+        if self._is_muted is None:
+            return events
+        try:
+            flags = list(self._is_muted(events))
+            if len(flags) != len(events):
+                raise NotifyError(f"is_muted returned {len(flags)} flags for {len(events)} events")
+        except Exception as exc:
+            self.mute_check_errors += 1
+            log.warning("notify: maintenance check failed, delivering the batch anyway: %s", exc)
+            return events
+        keep: list[AlertEvent] = []
+        for event, muted in zip(events, flags, strict=True):
+            if not muted:
+                keep.append(event)
+                continue
+            self.muted += 1
+            MUTED_TOTAL.inc()
+            log.info(
+                "notify: muted (maintenance) message_id=%s instance=%s", event.message_id, event.instance_id
+            )
+            if self._on_muted is not None:
+                self._on_muted(replace(event, suppressed=Suppression.MAINTENANCE))
+        return keep
+
+    async def _deliver_all(self, events: list[AlertEvent]) -> list[Outcome]:
+        if self._client is None:
+            self._client = self._client_factory()
+        client = self._client
+        groups: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            groups.setdefault(event.fingerprint, []).append(index)
+        results: list[Outcome | None] = [None] * len(events)
+
+        async def run_group(indexes: list[int]) -> None:
+            for index in indexes:  # same alert: keep the transition order
+                results[index] = await self._deliver_one(client, events[index])
+
+        await asyncio.gather(*(run_group(g) for g in groups.values()))
+        done = [r for r in results if r is not None]
+        if len(done) != len(events):  # cannot happen: _deliver_one returns for every event
+            raise NotifyError(f"notify: {len(events) - len(done)} message(s) without an outcome")
+        return done
+
+    async def _deliver_one(self, client: httpx.AsyncClient, event: AlertEvent) -> Outcome:
+        try:
+            payload = notification_payload(event)
+        except Exception as exc:
+            return Outcome(event, None, 0, f"payload: {_describe(exc)}", Undeliverable.ERROR)
+        headers = {"Idempotency-Key": event.message_id}
+        policy = self.config.retry
+        started: float | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            retry_after: float | None = None
+            circuit_open = False
+            async with self._sem:
+                if started is None:
+                    started = self._clock()
+                if self.breaker.allow():
+                    verdict, error, retry_after = await self._attempt(client, payload, headers)
+                else:
+                    verdict, error, circuit_open = Verdict.RETRY, "circuit open", True
+            if verdict is Verdict.DELIVERED:
+                return Outcome(event, payload, attempts)
+            if verdict is Verdict.REJECT:
+                return Outcome(event, payload, attempts, error, Undeliverable.REJECTED)
+            give_up = Undeliverable.CIRCUIT_OPEN if circuit_open else Undeliverable.EXHAUSTED
+            if not policy.may_attempt_again(attempts):
+                return Outcome(event, payload, attempts, f"{error} (max attempts)", give_up)
+            delay = policy.backoff(attempts - 1, self._rand())
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            if circuit_open:
+                delay = max(delay, self.breaker.retry_in())
+            if not policy.fits(self._clock() - started, delay):
+                return Outcome(event, payload, attempts, f"{error} (retry deadline)", give_up)
+            self.retried += 1
+            RETRIED_TOTAL.inc()
+            log.info(
+                "notify: retry %d of message_id=%s in %.3fs: %s", attempts, event.message_id, delay, error
+            )
+            await self._sleep(delay)
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> tuple[Verdict, str, float | None]:
+        """One POST; feeds the breaker. Returns (verdict, error text, Retry-After seconds)."""
+        try:
+            response = await client.post(self.config.url, json=payload, headers=headers)
+        except Exception as exc:
+            verdict = classify_exception(exc)
+            if verdict is Verdict.RETRY:
+                self.breaker.record_failure()
+            else:
+                self.breaker.release()
+            return verdict, _describe(exc), None
+        verdict = classify_status(response.status_code)
+        if verdict is Verdict.RETRY:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()  # a 4xx still proves the service is up
+        if verdict is Verdict.DELIVERED:
+            return verdict, "", None
+        retry_after = None
+        if response.status_code in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+        body = response.text.strip().replace("\n", " ")[:200]
+        return (
+            verdict,
+            f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}",
+            retry_after,
+        )
+
+
+class NotifySink(DynamicSink[AlertEvent]):
+    """Bytewax sink posting AlertEvents; every worker builds its own `NotifyPartition`.
+
+    Callbacks are called on the worker threads, so they must be thread-safe (a confluent-kafka
+    Producer is). `parts` keeps the built partitions so tests and metrics endpoints can read
+    their counters.
+    """
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        *,
+        on_undeliverable: UndeliverableHandler,
+        on_delivered: EventHandler | None = None,
+        on_muted: EventHandler | None = None,
+        is_muted: MuteCheck | None = None,
+        client_factory: ClientFactory | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: RandomSource = random.random,
+    ) -> None:
+        self.config = config
+        self._kwargs: dict[str, Any] = {
+            "on_undeliverable": on_undeliverable,
+            "on_delivered": on_delivered,
+            "on_muted": on_muted,
+            "is_muted": is_muted,
+            "client_factory": client_factory,
+            "transport": transport,
+            "clock": clock,
+            "sleep": sleep,
+            "rand": rand,
+        }
+        self.parts: list[NotifyPartition] = []
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> NotifyPartition:
+        part = NotifyPartition(self.config, **self._kwargs)
+        self.parts.append(part)
+        return part
+
+    def totals(self) -> dict[str, int]:
+        """Counters summed over this process's partitions."""
+        keys = ("delivered", "retried", "undeliverable", "muted", "skipped", "mute_check_errors")
+        return {k: sum(getattr(p, k) for p in self.parts) for k in keys}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
