@@ -1,0 +1,50 @@
+"""`python -m bytewax.run flows.alerting` as a newcomer runs it, in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_job(extra_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "NOTIFY_URL")}
+    env.update(extra_env)
+    return subprocess.run(
+        [sys.executable, "-m", "bytewax.run", "flows.alerting"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_embedded_default_replays_the_sample_and_exits() -> None:
+    r = run_job({})
+    assert r.returncode == 0, r.stderr
+    notify = [line for line in r.stdout.splitlines() if line.startswith("NOTIFY")]
+    assert len(notify) == 2
+    assert notify[0].startswith("NOTIFY [FIRING:warning]") and "prod-db-01" in notify[0]
+    assert notify[1].startswith("NOTIFY [RESOLVED]")
+
+
+def test_bad_rules_stop_the_job_with_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(
+        "alert_rules:\n  - name: X\n    metric: cpu\n    condition: {operator: '=>', threshold: hi}\n"
+    )
+    r = run_job({"RULES_PATH": str(bad)})
+    assert r.returncode == 2
+    assert "rule 'X': operator" in r.stderr and "rule 'X': threshold" in r.stderr
+    assert "NOTIFY" not in r.stdout
+
+
+def test_bad_configuration_stops_the_job_with_every_problem() -> None:
+    r = run_job({"NOTIFY_TIMEOUT_S": "-1", "INPUT_FORMAT": "xml"})
+    assert r.returncode == 2
+    assert "NOTIFY_TIMEOUT_S" in r.stderr and "INPUT_FORMAT" in r.stderr
