@@ -496,14 +496,23 @@ class NotifyPartition(StatelessSinkPartition[AlertEvent]):
                 return Outcome(event, payload, attempts)
             if verdict is Verdict.REJECT:
                 return Outcome(event, payload, attempts, error, Undeliverable.REJECTED)
-            give_up = Undeliverable.CIRCUIT_OPEN if circuit_open else Undeliverable.EXHAUSTED
+            if circuit_open:
+                # No request was made, so no attempt is spent: a message waits out the breaker
+                # (bounded by the deadline) instead of burning its attempts in a tight loop.
+                attempts -= 1
+                delay = max(policy.backoff(0, self._rand()), self.breaker.retry_in())
+                if not policy.fits(self._clock() - started, delay):
+                    return Outcome(
+                        event, payload, attempts, f"{error} (retry deadline)", Undeliverable.CIRCUIT_OPEN
+                    )
+                await self._sleep(delay)
+                continue
+            give_up = Undeliverable.EXHAUSTED
             if not policy.may_attempt_again(attempts):
                 return Outcome(event, payload, attempts, f"{error} (max attempts)", give_up)
             delay = policy.backoff(attempts - 1, self._rand())
             if retry_after is not None:
                 delay = max(delay, retry_after)
-            if circuit_open:
-                delay = max(delay, self.breaker.retry_in())
             if not policy.fits(self._clock() - started, delay):
                 return Outcome(event, payload, attempts, f"{error} (retry deadline)", give_up)
             self.retried += 1
