@@ -31,6 +31,7 @@ ENV_VARS: dict[str, tuple[str, str]] = {
         "Regex (leading `^`) or comma list of metric topics to consume.",
     ),
     "KAFKA_START": ("earliest", "Where a first start (no recovery state) begins: `earliest` or `latest`."),
+    "KAFKA_TAIL": ("true", "`false`: stop at the end of the topics (bounded run, flushes all windows)."),
     "KAFKA_EXTRA_CONFIG": ("", "Extra librdkafka settings `key=value;key=value` (security, etc.)."),
     "INPUT_FORMAT": ("auto", "`json`, `avro` (Confluent wire format) or `auto` (by first byte)."),
     "SCHEMA_REGISTRY_URL": ("", "Schema registry URL; required for `avro`/`auto` with Avro data."),
@@ -65,6 +66,7 @@ class Settings:
     metric_topics: str = DEFAULT_METRIC_TOPICS
     kafka_start: str = "earliest"
     kafka_extra: Mapping[str, str] = field(default_factory=dict)
+    kafka_tail: bool = True
     input_format: str = "auto"
     schema_registry_url: str = ""
     dlq_topic: str = "gds.metrics.dlq"
@@ -135,6 +137,9 @@ def parse(env: Mapping[str, str]) -> Settings:
     start = get("KAFKA_START")
     if start not in ("earliest", "latest"):
         problems.append(f"KAFKA_START={start!r}: expected earliest or latest")
+    tail = get("KAFKA_TAIL").lower()
+    if tail not in ("true", "false", "1", "0", "yes", "no"):
+        problems.append(f"KAFKA_TAIL={tail!r}: expected true or false")
     extra: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(";"))):
         k, sep, v = item.partition("=")
@@ -167,6 +172,7 @@ def parse(env: Mapping[str, str]) -> Settings:
         metric_topics=topics,
         kafka_start=start,
         kafka_extra=extra,
+        kafka_tail=tail in ("true", "1", "yes"),
         input_format=fmt,
         schema_registry_url=registry,
         dlq_topic=get("DLQ_TOPIC"),

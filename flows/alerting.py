@@ -149,13 +149,23 @@ def from_settings(settings: Settings) -> Dataflow:
         )
     from connectors.kafka import metric_source
 
+    topics = settings.metric_topics
     source = metric_source(
         list(settings.bootstrap),
-        settings.metric_topics,
+        topics if topics.startswith("^") else [t.strip() for t in topics.split(",") if t.strip()],
         starting_offset=settings.kafka_start,
         add_config=dict(settings.kafka_extra),
+        tail=settings.kafka_tail,
     )
-    return build_flow(ruleset, source, kafka_outputs(settings), decode, shards=settings.shards)
+    # a bounded run (KAFKA_TAIL=false) ends like a backtest: every window is evaluated
+    return build_flow(
+        ruleset,
+        source,
+        kafka_outputs(settings),
+        decode,
+        shards=settings.shards,
+        flush_on_eof=not settings.kafka_tail,
+    )
 
 
 def _default_flow() -> Dataflow:

@@ -23,34 +23,11 @@ from flows import backtest
 from flows.alerting import build_flow, kafka_outputs
 from flows.common import wall_clock
 from rules.loader import BUNDLED, load_rules
+from tests.support.data import incident_rows
 from tests.support.http_receiver import Recorder, RecordingServer
 
 pytestmark = pytest.mark.integration
-T0 = 1_736_935_200  # 2025-01-15T10:00:00Z
 RULES = load_rules([BUNDLED])
-
-
-def incident_rows(instances: int = 24, minutes: int = 40) -> list[dict[str, Any]]:
-    """Each instance has one CPU incident of 9-14 minutes at a staggered start."""
-    out = []
-    for step in range(minutes * 4):
-        ts = T0 + step * 15
-        minute = step / 4
-        for k in range(instances):
-            start = 5 + k % 7
-            hot = start <= minute < start + 9 + k % 6
-            stamp = f"2025-01-15T{10 + int(ts - T0) // 3600:02d}:{(int(ts - T0) // 60) % 60:02d}:{int(ts - T0) % 60:02d}Z"
-            out.append(
-                {
-                    "timestamp": stamp,
-                    "database_type": "postgresql",
-                    "instance_id": f"db-{k:02d}",
-                    "metric_name": "cpu_usage_percent",
-                    "value": 88.0 + k % 5 if hot else 30.0 + k % 9,
-                    "tags": {"environment": "production", "region": "eu-west-1"},
-                }
-            )
-    return out
 
 
 def consume_all(bootstrap: str, topic: str, expect_at_least: int) -> list[Any]:
