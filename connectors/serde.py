@@ -22,6 +22,7 @@ from io import BytesIO
 from pathlib import Path
 from typing import Any, Final
 
+import orjson
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
@@ -42,7 +43,10 @@ SCHEMA_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 REQUIRED_FIELDS: Final = ("timestamp", "database_type", "instance_id", "metric_name", "value")
 METRIC_RECORD: Final = "com.gds.metrics.Metric"
 
-_loads = json.loads
+# orjson parses bytes ~3x faster than the stdlib; the stdlib still reads what orjson refuses
+# (NaN, Infinity) so those get the precise reason instead of "invalid JSON".
+_loads = orjson.loads
+_slow_loads = json.loads
 _isfinite = math.isfinite
 _fromisoformat = datetime.fromisoformat
 # `Metric(...)` runs the NamedTuple's Python-level __new__ (~0.5 us); `tuple.__new__` builds
@@ -69,8 +73,11 @@ def decode_json(raw: bytes, now: float, max_future_s: float = DEFAULT_MAX_FUTURE
     """
     try:
         d = _loads(raw)
-    except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, None
-        raise PoisonMessage(_json_error(raw, exc)) from None
+    except (ValueError, TypeError):
+        try:
+            d = _slow_loads(raw)
+        except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, None
+            raise PoisonMessage(_json_error(raw, exc)) from None
     if type(d) is not dict:
         raise PoisonMessage(f"message is not a JSON object (got {_json_type(d)})")
     try:

@@ -55,6 +55,11 @@ _AGG: dict[Aggregation, Callable[[Sequence[float], Sequence[float]], float | Non
 }
 
 
+def aggregator(agg: Aggregation) -> Callable[[Sequence[float], Sequence[float]], float | None]:
+    """The function behind `agg`, looked up once per series rather than once per evaluation."""
+    return _AGG[agg]
+
+
 def aggregate(agg: Aggregation, ts: Sequence[float], vs: Sequence[float]) -> float | None:
     """Aggregate samples (sorted by time); None when there is nothing to aggregate."""
     if not vs:

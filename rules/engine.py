@@ -24,9 +24,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rules.aggregate import aggregate
+from rules.aggregate import aggregator
 from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, is_active, step
 from rules.model import (
+    Aggregation,
     AlertEvent,
     AlertState,
     Metric,
@@ -86,17 +87,8 @@ class Binding:
 class Series:
     """Sample buffer of one series (instance, metric, tags) and the rules bound to it."""
 
-    __slots__ = (
-        "bindings",
-        "database_type",
-        "horizon",
-        "last_pruned",
-        "metric_name",
-        "tags",
-        "ts",
-        "unsorted",
-        "vs",
-    )
+    __slots__ = ("bindings", "database_type", "groups", "horizon", "last_pruned", "metric_name", "tags", "ts",
+                 "unsorted", "vs")  # fmt: skip
 
     def __init__(self, metric: Metric, bindings: list[Binding]) -> None:
         self.metric_name = metric.metric_name
@@ -108,6 +100,14 @@ class Series:
         self.last_pruned = -math.inf  # newest sample time already pruned from the buffer
         self.bindings = bindings
         self.horizon = max(b.rule.window_s for b in bindings)
+        # rules sharing a window and an aggregation share one computation per tick
+        groups: dict[tuple[float, Aggregation | None], list[Binding]] = {}
+        for b in bindings:
+            groups.setdefault((b.rule.window_s, None if b.rule.no_data else b.rule.aggregation), []).append(b)
+        self.groups = [
+            (w, agg is Aggregation.RATE, None if agg is None else aggregator(agg), bs)
+            for (w, agg), bs in groups.items()
+        ]
 
 
 class Instance:
@@ -281,23 +281,31 @@ class ShardEngine:
             hi = bisect_right(ts, tick)
             newest = ts[hi - 1] if hi else s.last_pruned
             stale = tick - newest >= staleness
-            for b in s.bindings:
-                rule = b.rule
-                lo = bisect_right(ts, tick - rule.window_s, 0, hi)
-                if rule.no_data:
-                    holds: bool | None = lo == hi
+            for window, needs_ts, fn, group in s.groups:
+                lo = bisect_right(ts, tick - window, 0, hi)
+                if fn is None:  # no-data rules: the condition is an empty window
+                    holds_all: bool | None = lo == hi
                     value = float(hi - lo)
+                elif hi > lo:
+                    got = fn(ts[lo:hi] if needs_ts else (), vs[lo:hi])
+                    holds_all, value = None, math.nan if got is None else got
                 else:
-                    agg = aggregate(rule.aggregation, ts[lo:hi], vs[lo:hi]) if hi > lo else None
-                    holds = None if agg is None else rule.op.holds(agg, rule.threshold)
-                    value = math.nan if agg is None else agg
-                prev = b.inst
-                nxt, changes = step(
-                    prev, holds, value, tick, rule, self.policy, stale=stale and not rule.no_data
-                )
-                b.inst = nxt
-                for c in changes:
-                    produced.append((b, c, prev, value))
+                    holds_all, value = None, math.nan
+                for b in group:
+                    rule = b.rule
+                    if fn is None or math.isnan(value):
+                        holds = holds_all
+                    else:
+                        holds = rule.op.holds(value, rule.threshold)
+                    prev = b.inst
+                    if not holds and (prev.state is AlertState.INACTIVE or prev.state is AlertState.RESOLVED):
+                        continue  # the common case; `step` would return it unchanged
+                    nxt, changes = step(
+                        prev, holds, value, tick, rule, self.policy, stale=stale and fn is not None
+                    )
+                    b.inst = nxt
+                    for c in changes:
+                        produced.append((b, c, prev, value))
         if produced:
             self._emit(inst, produced, out)
 
