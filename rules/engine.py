@@ -223,7 +223,8 @@ class ShardEngine:
 
     # -- evaluation -----------------------------------------------------------------
     def _new_instance(self, m: Metric) -> Instance:
-        first_tick = math.floor((m.ts - self.lateness) / self.interval) * self.interval
+        # the last tick strictly before the first sample's watermark: that sample is never late
+        first_tick = math.ceil((m.ts - self.lateness) / self.interval) * self.interval - self.interval
         inst = self.instances[m.instance_id] = Instance(first_tick)
         return inst
 

@@ -192,3 +192,11 @@ def test_quantile_and_rate() -> None:
     assert rate([0, 10, 20, 30], [100.0, 110.0, 5.0, 15.0]) == pytest.approx((10 + 5 + 10) / 30)
     assert rate([0], [1.0]) is None
     assert aggregate(Aggregation.AVG, [], []) is None
+
+
+def test_first_sample_on_a_tick_boundary_without_lateness_is_not_late() -> None:
+    rs = replace(RULES, allowed_lateness_s=0.0, eval_interval_s=1.0)
+    eng = ShardEngine(rs)
+    events = eng.ingest([Metric(T0, "postgresql", "db1", "connection_usage_percent", 99.0, {})])
+    assert eng.stats.late == 0 and eng.stats.samples == 1
+    assert [e.state for e in events] == [AlertState.PENDING]
