@@ -50,6 +50,8 @@ Encoder = Callable[[Metric, str], bytes]
 """`encode(metric, topic) -> message value`; the topic names the Avro subject."""
 Shape = Callable[[Metric, str], Any]
 """`shape(metric, topic) -> sink item`."""
+TopicOf = Callable[[str, str], str]
+"""`topic_of(database_type, environment) -> topic`."""
 
 
 def json_encoder(metric: Metric, topic: str) -> bytes:
@@ -82,8 +84,8 @@ def _log_health(_step_id: str, outcome: Outcome) -> None:
         log.log(logging.INFO if n.health is Health.UP else logging.WARNING, "%s", n)
 
 
-def _messages(shape: Shape, outcome: Outcome) -> list[Any]:
-    topic = metric_topic(outcome.poll.database_type, outcome.poll.environment)
+def _messages(shape: Shape, topic_of: TopicOf, outcome: Outcome) -> list[Any]:
+    topic = topic_of(outcome.poll.database_type, outcome.poll.environment)
     return [shape(m, topic) for m in outcome.metrics]
 
 
@@ -96,20 +98,22 @@ def build_flow(
     encode: Encoder = json_encoder,
     shape: Shape | None = None,
     make_collector: CollectorFactory = create_collector,
+    topic_of: TopicOf = metric_topic,
     polls: int | None = None,
     name: str = "collect",
 ) -> Dataflow:
     """The collector flow; the sink gets `KafkaSinkMessage`s unless `shape` says otherwise.
 
     `clock` stamps the samples (one call per poll); `polls` ends the flow after that many
-    polls per target (tests, one-shot runs).
+    polls per target (tests, one-shot runs); `topic_of` defaults to the seed's
+    `gds.metrics.{database_type}.{environment}`.
     """
     flow = Dataflow(name)
     polled = op.input("poll", flow, CollectSource(targets, clock, make_collector=make_collector, polls=polls))
     keyed = op.key_on("by-target", polled, lambda p: p.target)
     checked = op.key_rm("outcome", op.stateful_map("policy", keyed, partial(step, policy or CollectPolicy())))
     op.inspect("health-log", checked, _log_health)
-    messages = op.flat_map("messages", checked, partial(_messages, shape or kafka_shape(encode)))
+    messages = op.flat_map("messages", checked, partial(_messages, shape or kafka_shape(encode), topic_of))
     op.output("out", messages, sink)
     return flow
 

@@ -86,7 +86,7 @@ class Collector(Protocol):
 
     def collect(self, now: float) -> list[Metric] | Awaitable[list[Metric]]: ...
 
-    def close(self) -> None | Awaitable[None]: ...
+    def close(self) -> Awaitable[None] | None: ...
 
 
 class CollectorClass(Protocol):
@@ -123,7 +123,7 @@ class BaseCollector(ABC):
     @abstractmethod
     def collect(self, now: float) -> list[Metric] | Awaitable[list[Metric]]: ...
 
-    def close(self) -> None | Awaitable[None]:
+    def close(self) -> Awaitable[None] | None:
         return None
 
 
