@@ -23,8 +23,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Receiver, emit, messages, rules_file  # noqa: E402
-from connectors.serde import decode_json  # noqa: E402
+from bench.common import Receiver, emit, messages, rules_file
+from connectors.serde import decode_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,8 +36,15 @@ def make_topic(admin: AdminClient, partitions: int) -> str:
 
 
 def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
-                  "queue.buffering.max.messages": 2_000_000, "compression.type": "lz4"})
+    p = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 2_000_000,
+            "compression.type": "lz4",
+        }
+    )
     for key, value in msgs:
         while True:
             try:
@@ -50,8 +57,14 @@ def produce(bootstrap: str, topic: str, msgs: list[tuple[bytes, bytes]]) -> None
 
 def ceiling(bootstrap: str, topic: str, n: int) -> float:
     """The best a Python consumer can do here: consume in batches and decode every message."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"bench-{uuid.uuid4().hex}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"bench-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
     meta = c.list_topics(topic, timeout=10).topics[topic]
     c.assign([TopicPartition(topic, p, 0) for p in meta.partitions])
     seen = 0
@@ -72,8 +85,15 @@ def run_flow(args: list[str], env: dict[str, str], procs: int = 1) -> tuple[floa
     children = []
     for i in range(procs):
         extra = ["-i", str(i), "-a", env["_ADDRS"]] if procs > 1 else []
-        children.append(subprocess.Popen([sys.executable, "-m", "bytewax.run", "flows.alerting", *args, *extra],
-                                         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        children.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "bytewax.run", "flows.alerting", *args, *extra],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+        )
     for c in children:
         _, err = c.communicate(timeout=1800)
         if c.returncode != 0:
@@ -97,20 +117,39 @@ def main() -> None:
     del msgs
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     receiver = Receiver()
-    env = {**os.environ, "KAFKA_TAIL": "false", "RULES_PATH": str(rules_file(tmp / "rules.yml")),
-           "NOTIFY_URL": receiver.url, "ALERTS_TOPIC": f"bench.alerts.{uuid.uuid4().hex[:6]}",
-           "_ADDRS": "127.0.0.1:19771;127.0.0.1:19772"}
+    env = {
+        **os.environ,
+        "KAFKA_TAIL": "false",
+        "RULES_PATH": str(rules_file(tmp / "rules.yml")),
+        "NOTIFY_URL": receiver.url,
+        "ALERTS_TOPIC": f"bench.alerts.{uuid.uuid4().hex[:6]}",
+        "_ADDRS": "127.0.0.1:19771;127.0.0.1:19772",
+    }
     admin.create_topics([NewTopic(env["ALERTS_TOPIC"], num_partitions=1, replication_factor=1)])
     ceil = ceiling(bootstrap, topic, n)
     emit({"bench": "ceiling_consume_decode", "messages": n, "messages_per_s": round(ceil)})
     startup, _ = run_flow(["-w1"], {**env, "METRIC_TOPICS": empty})
-    for label, args, procs in (("1_worker", ["-w1"], 1), ("2_workers", ["-w2"], 1), ("2_processes", ["-w1"], 2)):
+    for label, args, procs in (
+        ("1_worker", ["-w1"], 1),
+        ("2_workers", ["-w2"], 1),
+        ("2_processes", ["-w1"], 2),
+    ):
         elapsed, rss = run_flow(args, {**env, "METRIC_TOPICS": topic}, procs)
         rate = n / max(elapsed - startup, 1e-9)
-        emit({"bench": f"alerting_{label}", "messages": n, "series": a.instances * 10, "rules": 50,
-              "seconds": round(elapsed, 2), "startup_s": round(startup, 2), "messages_per_s": round(rate),
-              "ratio_to_ceiling": round(rate / ceil, 3), "peak_rss_mib": round(rss / 1024, 1),
-              "notifications": len(receiver.posts)})
+        emit(
+            {
+                "bench": f"alerting_{label}",
+                "messages": n,
+                "series": a.instances * 10,
+                "rules": 50,
+                "seconds": round(elapsed, 2),
+                "startup_s": round(startup, 2),
+                "messages_per_s": round(rate),
+                "ratio_to_ceiling": round(rate / ceil, 3),
+                "peak_rss_mib": round(rss / 1024, 1),
+                "notifications": len(receiver.posts),
+            }
+        )
     admin.delete_topics([topic, empty, env["ALERTS_TOPIC"]])
 
 

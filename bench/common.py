@@ -25,7 +25,9 @@ def rules_file(path: Path, metrics: list[str] = METRICS) -> Path:
         for j, agg in enumerate(aggs):
             rules.append({
                 "name": f"{m}_{agg}_high", "metric": m, "window": "1m",
-                "condition": {"operator": ">", "threshold": 90 + j, "duration": f"{j + 1}m", "aggregation": agg},
+                "condition": {
+                    "operator": ">", "threshold": 90 + j, "duration": f"{j + 1}m", "aggregation": agg,
+                },
                 "severity": "critical" if j == 4 else "warning",
                 "annotations": {"summary": "{{ $labels.instance_id }} " + m + " at {{ $value }}"},
             })  # fmt: skip
@@ -46,8 +48,14 @@ def messages(instances: int, samples_per_series: int, seed: int = 1) -> list[tup
             for m in METRICS:
                 v = min(100.0, max(0.0, level[(i, m)] + rng.gauss(0, 3)))
                 level[(i, m)] = v
-                body = {"timestamp": stamp, "database_type": "postgresql", "instance_id": iid, "metric_name": m,
-                        "value": round(v, 2), "tags": {"environment": "production", "region": "eu-west-1"}}
+                body = {
+                    "timestamp": stamp,
+                    "database_type": "postgresql",
+                    "instance_id": iid,
+                    "metric_name": m,
+                    "value": round(v, 2),
+                    "tags": {"environment": "production", "region": "eu-west-1"},
+                }
                 out.append((key, json.dumps(body, separators=(",", ":")).encode()))
     return out
 

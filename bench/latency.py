@@ -27,7 +27,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Receiver, emit  # noqa: E402
+from bench.common import Receiver, emit
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,8 +65,10 @@ def main() -> None:
     rules = tmp / "rules.yml"
     rules.write_text(yaml.safe_dump({
         "settings": {"evaluation_interval": "1s", "allowed_lateness": "0s"},
-        "alert_rules": [{"name": "LatencyProbe", "metric": "bench_latency", "window": "1s", "severity": "warning",
-                         "condition": {"operator": ">", "threshold": 50, "duration": "0s", "aggregation": "last"}}],
+        "alert_rules": [{
+            "name": "LatencyProbe", "metric": "bench_latency", "window": "1s", "severity": "warning",
+            "condition": {"operator": ">", "threshold": 50, "duration": "0s", "aggregation": "last"},
+        }],
     }))  # fmt: skip
     receiver = Receiver()
     env = {
