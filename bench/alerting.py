@@ -71,8 +71,9 @@ def ceiling(bootstrap: str, topic: str, n: int) -> float:
     start = time.perf_counter()
     while seen < n:
         for msg in c.consume(1000, timeout=1.0):
-            if msg.error() is None:
-                decode_json(msg.value(), math.inf)
+            value = msg.value()
+            if msg.error() is None and value is not None:
+                decode_json(value, math.inf)
                 seen += 1
     elapsed = time.perf_counter() - start
     c.close()
