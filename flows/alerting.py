@@ -24,6 +24,13 @@ from bytewax.outputs import Sink
 from connectors.config import ConfigError, Settings
 from connectors.dlq import dead_letter_from
 from connectors.files import JsonlSource
+from connectors.monitoring import (
+    HeartbeatSource,
+    InstrumentedSink,
+    MonitoringSettings,
+    heartbeat_message,
+    start,
+)
 from connectors.serde import make_decoder
 from flows.common import Decoder, Poison, WallClock, alert_message, evaluate, print_notification, wall_clock
 from rules.loader import RuleFileError, load_rules
@@ -53,13 +60,18 @@ def build_flow(
     wall: WallClock | None = wall_clock,
     flush_on_eof: bool = False,
     name: str = "alerting",
+    heartbeat: Source[Any] | None = None,
 ) -> Dataflow:
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
     events, poison = evaluate(
         "rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof
     )
-    op.output("alerts-topic", op.map("alert-record", events, outputs.alerts_fn), outputs.alerts)
+    records = op.map("alert-record", events, outputs.alerts_fn)
+    if heartbeat is not None:  # a live pipeline says so on the alerts topic even when all is quiet
+        beats = op.map("heartbeat-record", op.input("heartbeat", flow, heartbeat), heartbeat_message)
+        records = op.merge("alerts-and-heartbeats", records, beats)
+    op.output("alerts-topic", records, outputs.alerts)
     to_send = op.filter("to-send", events, lambda e: e.notify is not None and e.suppressed is None)
     op.output("notify", op.map("notify-item", to_send, outputs.notify_fn), outputs.notify)
     op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
@@ -121,16 +133,16 @@ def kafka_outputs(settings: Settings) -> Outputs:
         notify = StdOutSink()
         notify_fn = lambda e: print_notification(notification_payload(e))  # noqa: E731
     return Outputs(
-        alerts=kafka_sink(brokers, settings.alerts_topic, extra),
-        notify=notify,
-        dlq=kafka_sink(brokers, settings.dlq_topic, extra),
+        alerts=InstrumentedSink(kafka_sink(brokers, settings.alerts_topic, extra), "alerting", "alerts"),
+        notify=InstrumentedSink(notify, "alerting", "notify"),
+        dlq=InstrumentedSink(kafka_sink(brokers, settings.dlq_topic, extra), "alerting", "dlq"),
         alerts_fn=alert_message,
         notify_fn=notify_fn,
         dlq_fn=poison_to_dlq,
     )
 
 
-def from_settings(settings: Settings) -> Dataflow:
+def from_settings(settings: Settings, monitoring: MonitoringSettings | None = None) -> Dataflow:
     ruleset = load_rules(settings.rules_paths)
     decode = make_decoder(
         settings.input_format if not settings.embedded else "json",
@@ -157,7 +169,11 @@ def from_settings(settings: Settings) -> Dataflow:
         add_config=dict(settings.kafka_extra),
         tail=settings.kafka_tail,
     )
-    # a bounded run (KAFKA_TAIL=false) ends like a backtest: every window is evaluated
+    # a bounded run (KAFKA_TAIL=false) ends like a backtest: every window is evaluated;
+    # only a tailing job has heartbeats (a heartbeat source never ends)
+    beat = None
+    if settings.kafka_tail and monitoring is not None:
+        beat = HeartbeatSource("alerting", monitoring.heartbeat_interval_s)
     return build_flow(
         ruleset,
         source,
@@ -165,21 +181,33 @@ def from_settings(settings: Settings) -> Dataflow:
         decode,
         shards=settings.shards,
         flush_on_eof=not settings.kafka_tail,
+        heartbeat=beat,
     )
 
 
 def _default_flow() -> Dataflow:
+    problems: list[str] = []
+    settings = monitoring = None
     try:
         settings = Settings.from_env()
-        flow = from_settings(settings)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        monitoring = MonitoringSettings.from_env()
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        if settings is None or monitoring is None:
+            raise ConfigError(problems)
+        flow = from_settings(settings, monitoring)
     except (ConfigError, RuleFileError) as exc:
         print(f"flows.alerting: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    mode = (
-        "replaying bundled sample " + str(settings.sample_path)
-        if settings.embedded
-        else ("tailing " + settings.metric_topics + " on " + ",".join(settings.bootstrap))
-    )
+    if settings.embedded:
+        mode = f"replaying bundled sample {settings.sample_path}"
+    else:
+        mode = f"tailing {settings.metric_topics} on {','.join(settings.bootstrap)}"
+        start("alerting", monitoring)  # /metrics, /healthz, /readyz for pods
     print(json.dumps({"job": "alerting", "mode": mode}), file=sys.stderr)
     return flow
 

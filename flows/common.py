@@ -23,6 +23,7 @@ from bytewax.operators import StatefulBatchLogic
 
 from connectors.errors import PoisonMessage
 from connectors.files import instance_key
+from connectors.monitoring import record_batch, record_events
 from rules.engine import ShardEngine
 from rules.model import AlertEvent, Metric, RuleSet, utc
 
@@ -58,12 +59,14 @@ class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", 
     """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events."""
 
     def __init__(
-        self, engine: ShardEngine, decode: Decoder, wall: WallClock | None, flush_on_eof: bool
+        self, engine: ShardEngine, decode: Decoder, wall: WallClock | None, flush_on_eof: bool, name: str
     ) -> None:
         self.engine = engine
         self.decode = decode
         self.wall = wall
         self.flush_on_eof = flush_on_eof
+        self.name = name
+        self._late_seen = engine.stats.late
 
     def on_batch(self, values: list[KafkaSourceMessage]) -> tuple[list[AlertEvent | Poison], bool]:
         now = self.wall() if self.wall is not None else math.inf
@@ -79,12 +82,20 @@ class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", 
                 metrics.append(decode(raw, now))
             except PoisonMessage as exc:
                 out.append(Poison(msg, exc.reason))
-        out.extend(self.engine.ingest(metrics, 0.0 if now == math.inf else now))
+        events = self.engine.ingest(metrics, 0.0 if now == math.inf else now)
+        late = self.engine.stats.late
+        record_batch(self.name, len(values), len(values) - len(metrics), late - self._late_seen)
+        self._late_seen = late
+        if events:
+            record_events(self.name, events)
+            out.extend(events)
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[list[AlertEvent | Poison], bool]:
         assert self.wall is not None  # notify_at is None without a wall clock
-        return list(self.engine.advance_idle(self.wall())), StatefulBatchLogic.RETAIN
+        events = self.engine.advance_idle(self.wall())
+        record_events(self.name, events)
+        return list(events), StatefulBatchLogic.RETAIN
 
     def on_eof(self) -> tuple[list[AlertEvent | Poison], bool]:
         if self.flush_on_eof:
@@ -108,6 +119,7 @@ def evaluate(
     shards: int,
     wall: WallClock | None,
     flush_on_eof: bool,
+    name: str = "alerting",
 ) -> tuple[Stream[AlertEvent], Stream[Poison]]:
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
@@ -119,7 +131,7 @@ def evaluate(
         engine = ShardEngine(ruleset, live=wall is not None)
         if resume is not None:
             engine.restore(resume, wall() if wall is not None else 0.0)
-        return EngineLogic(engine, decode, wall, flush_on_eof)
+        return EngineLogic(engine, decode, wall, flush_on_eof, name)
 
     route = shard_router(shards)
     # one Python call per batch rather than one per message (key_on maps item by item)

@@ -72,6 +72,7 @@ def base_env(kafka_bootstrap: str, topics: dict[str, str], url: str) -> dict[str
         "NOTIFY_URL": url,
         "NOTIFY_TIMEOUT_S": "2",
         "ALERT_SHARDS": "16",
+        "METRICS_PORT": "0",  # two processes on one host
     }
 
 

@@ -1,0 +1,279 @@
+"""The monitoring server over real HTTP on loopback, a real `bytewax.run` process, a real broker.
+
+Health is driven by an injected clock: no assertion depends on how long anything took. Waits
+on the child process are bounded polls of what it serves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import bytewax.operators as op
+import httpx
+import pytest
+from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
+from bytewax.dataflow import Dataflow
+from bytewax.testing import run_main
+from confluent_kafka import Consumer, Message, TopicPartition
+
+from connectors import monitoring
+from connectors.kafka import kafka_sink
+from connectors.monitoring import (
+    Health,
+    HeartbeatSource,
+    MonitoringServer,
+    MonitoringSettings,
+    heartbeat_message,
+    record_batch,
+    serve,
+)
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+T0 = 1736937000.0
+DEADLINE_S = 60.0  # an upper bound for a child process or the broker, not a timing assertion
+
+
+class FakeClock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture()
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture()
+def served(clock: FakeClock) -> Iterator[tuple[MonitoringServer, Health]]:
+    health = Health(clock, stale_s=60)
+    server = serve("127.0.0.1", 0, health)
+    try:
+        yield server, health
+    finally:
+        server.close()
+
+
+def get(server: MonitoringServer, path: str) -> httpx.Response:
+    return httpx.get(server.url + path, timeout=10)
+
+
+def test_metrics_endpoint_serves_our_metrics_and_bytewax_consumer_lag(
+    served: tuple[MonitoringServer, Health],
+) -> None:
+    server, health = served
+    flow = f"http-{uuid.uuid4().hex[:8]}"
+    record_batch(flow, 7, 1, 2, health=health)
+    topic = f"lag-{uuid.uuid4().hex[:8]}"
+    # KafkaSource sets this gauge from librdkafka statistics, in the same default registry
+    BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id="alerting.metrics", topic=topic, partition=3).set(42)
+
+    r = get(server, "/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain; version=")  # Prometheus text format
+    text = r.text
+    assert f'gds_messages_in_total{{flow="{flow}"}} 7.0' in text
+    assert f'gds_dlq_total{{flow="{flow}",stage="decode"}} 1.0' in text
+    assert f'gds_late_samples_total{{flow="{flow}"}} 2.0' in text
+    assert f'gds_last_batch_timestamp_seconds{{flow="{flow}"}} 1.736937e+09' in text
+    assert (
+        f'bytewax_kafka_consumer_lag{{partition="3",step_id="alerting.metrics",topic="{topic}"}} 42.0' in text
+    )
+    assert "# TYPE gds_notify_latency_seconds histogram" in text
+    assert "process_resident_memory_bytes" in text
+
+
+def test_healthz_and_readyz_follow_activity_and_the_clock(
+    served: tuple[MonitoringServer, Health], clock: FakeClock
+) -> None:
+    server, health = served
+    assert get(server, "/healthz").status_code == 200  # process up, nothing built yet
+    r = get(server, "/readyz")
+    assert r.status_code == 503 and r.json()["status"] == "not ready"
+
+    health.register("alerting")
+    assert get(server, "/readyz").status_code == 503  # built, dataflow not running yet
+    clock.now += 5
+    health.alive("alerting")  # first heartbeat tick: running, idle
+    assert get(server, "/healthz").status_code == 200
+    r = get(server, "/readyz")
+    assert r.status_code == 200
+    assert r.json()["flows"]["alerting"] == {
+        "batches": 0,
+        "heartbeats": 1,
+        "idle_s": 0.0,
+        "last_batch_age_s": None,
+        "live": True,
+        "started": True,
+    }
+
+    clock.now += 61  # no batch, no heartbeat for longer than stale_s: the worker is stuck
+    r = get(server, "/healthz")
+    assert r.status_code == 503
+    body = r.json()
+    assert body["status"] == "stale" and body["stale_s"] == 60
+    assert body["flows"]["alerting"]["idle_s"] == 61.0
+    assert get(server, "/readyz").status_code == 503
+
+    record_batch("alerting", 3, health=health)  # it moves again
+    assert get(server, "/healthz").status_code == 200
+    assert get(server, "/readyz").json()["flows"]["alerting"]["batches"] == 1
+
+
+def test_unknown_paths_are_404_and_query_strings_ignored(served: tuple[MonitoringServer, Health]) -> None:
+    server, _ = served
+    assert get(server, "/").status_code == 404
+    assert get(server, "/metrics?x=1").status_code == 200
+
+
+@pytest.fixture()
+def process_server() -> Iterator[None]:
+    """`start` keeps a per-process server; close it so other tests can start their own."""
+    assert monitoring._PROCESS.server is None, "a server from an earlier test is still running"
+    try:
+        yield
+    finally:
+        if monitoring._PROCESS.server is not None:
+            monitoring._PROCESS.server.close()
+            monitoring._PROCESS.server = None
+
+
+@pytest.mark.usefixtures("process_server")
+def test_start_is_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
+    port = free_port()
+    settings = MonitoringSettings(port=port, host="127.0.0.1")
+    first = monitoring.start("flow-a", settings)
+    second = monitoring.start("flow-b", settings)  # another flow, or a second worker thread
+    assert first is not None and first is second
+    assert first.port == port
+    flows = get(first, "/healthz").json()["flows"]
+    assert {"flow-a", "flow-b"} <= set(flows)
+
+
+@pytest.mark.usefixtures("process_server")
+def test_start_disabled_or_port_taken_never_raises(caplog: pytest.LogCaptureFixture) -> None:
+    assert monitoring.start("flow-off", MonitoringSettings(port=0)) is None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        with caplog.at_level(logging.ERROR, logger="connectors.monitoring"):
+            assert monitoring.start("flow-clash", MonitoringSettings(port=port, host="127.0.0.1")) is None
+    assert f"cannot serve on 127.0.0.1:{port}" in caplog.text
+
+
+FLOW_MODULE = '''
+"""A heartbeat-only flow that starts the monitoring server the way flows do."""
+from bytewax.connectors.stdio import StdOutSink
+from bytewax.dataflow import Dataflow
+import bytewax.operators as op
+
+from connectors import monitoring
+
+settings = monitoring.MonitoringSettings.from_env()
+flow = Dataflow("probe")
+beats = op.input("heartbeat", flow, monitoring.HeartbeatSource("probe", 0.2, limit=600))
+op.output("out", op.map("line", beats, lambda h: f"beat {h.worker}"), StdOutSink())
+monitoring.start("probe", settings)
+'''
+
+
+def test_a_bytewax_run_process_serves_probes_and_metrics(tmp_path: Path) -> None:
+    """`python -m bytewax.run` with two workers: one server, ready once the heartbeats run."""
+    (tmp_path / "probe_flow.py").write_text(FLOW_MODULE)
+    port = free_port()
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        "METRICS_PORT": str(port),
+        "METRICS_HOST": "127.0.0.1",
+        "HEARTBEAT_INTERVAL_S": "1",
+        "HEALTH_STALE_S": "1000",
+    }
+    log = tmp_path / "run.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "probe_flow", "-w", "2"],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        ready: httpx.Response | None = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                ready = httpx.get(url + "/readyz", timeout=5)
+                if ready.status_code == 200 and ready.json()["flows"]["probe"]["heartbeats"] >= 2:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert ready is not None and ready.status_code == 200, log.read_text(errors="replace")[-3000:]
+        assert httpx.get(url + "/healthz", timeout=5).status_code == 200
+        metrics = httpx.get(url + "/metrics", timeout=5)
+        assert metrics.status_code == 200 and "# TYPE gds_messages_in_total counter" in metrics.text
+    finally:
+        proc.terminate()
+        proc.wait(timeout=DEADLINE_S)
+    assert "cannot serve" not in log.read_text(errors="replace")  # one server for both workers
+
+
+def test_heartbeats_reach_a_real_topic_with_their_shape(
+    kafka_bootstrap: str, topic_factory: Callable[..., str]
+) -> None:
+    topic = topic_factory("alerts", 1)
+    df = Dataflow("heartbeat-kafka")
+    beats = op.input("hb", df, HeartbeatSource("alerting", 0.01, host="pod-0", health=Health(), limit=2))
+    op.output("alerts", op.map("msg", beats, heartbeat_message), kafka_sink([kafka_bootstrap], topic))
+    run_main(df)
+
+    consumer = Consumer(
+        {
+            "bootstrap.servers": kafka_bootstrap,
+            "group.id": f"test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    consumer.assign([TopicPartition(topic, 0, 0)])
+    got: list[Message] = []
+    deadline = time.monotonic() + DEADLINE_S
+    try:
+        while len(got) < 2 and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            assert msg.error() is None, msg.error()
+            got.append(msg)
+    finally:
+        consumer.close()
+    assert len(got) == 2
+    for msg in got:
+        raw = msg.value()
+        assert raw is not None
+        record = json.loads(raw)
+        assert record["type"] == "heartbeat" and record["flow"] == "alerting"
+        assert record["host"] == "pod-0" and record["worker"] == 0
+        assert record["at"].endswith("Z")
+        assert msg.key() == b"heartbeat:alerting:pod-0:0"
+        assert dict(msg.headers() or []) == {"type": b"heartbeat"}
