@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 from connectors.errors import ConnectorError
@@ -19,6 +20,7 @@ from connectors.errors import ConnectorError
 DEFAULT_METRIC_TOPICS = r"^gds\.metrics\.(?!dlq$).+"
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "flows" / "sample" / "metrics.jsonl"
 BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules" / "bundled"
+CHDB_PATH = Path(__file__).resolve().parent.parent / ".local" / "chdb"
 
 # name -> (default, description); the README table mirrors this.
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -51,6 +53,20 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "CLICKHOUSE_URL": ("", "ClickHouse server URL (rollups); unset: embedded chdb."),
     "ALERT_SHARDS": ("64", "Key-space shards of the alert state (>= total workers)."),
     "MAX_FUTURE_S": ("600", "Messages stamped further than this in the future go to the DLQ."),
+    "PG_SCHEMA": ("public", "PostgreSQL schema of `metrics_hot` and `alert_events` (storage flow)."),
+    "PG_BATCH_ROWS": ("5000", "Rows per COPY + INSERT transaction (storage flow)."),
+    "PG_RETENTION_DAYS": ("30", "Days of raw samples kept in `metrics_hot`."),
+    "PG_COMPRESS_AFTER_DAYS": ("2", "TimescaleDB only: compress `metrics_hot` chunks older than this."),
+    "REDIS_LATEST_TTL_S": ("86400", "TTL of the `latest:*` keys (s)."),
+    "STORAGE_RETRY_DEADLINE_S": (
+        "600",
+        "How long a storage sink retries one batch through an outage before it stops the flow (s).",
+    ),
+    "CLICKHOUSE_PATH": (str(CHDB_PATH), "Data directory of the embedded chdb engine (no CLICKHOUSE_URL)."),
+    "CLICKHOUSE_DATABASE": ("gds", "ClickHouse database of the rollup tables."),
+    "ROLLUP_LATENESS_S": ("60", "Rollups: a window closes this long after its end (event time)."),
+    "ROLLUP_TTL_DAYS": ("30,180,730", "TTL of `metrics_1m`, `metrics_5m`, `metrics_1h` (days)."),
+    "AGGREGATED_TOPIC": ("metrics-aggregated", "Rollups are also produced here (JSON)."),
 }
 
 
@@ -85,6 +101,17 @@ class Settings:
     clickhouse_url: str = ""
     shards: int = 64
     max_future_s: float = 600.0
+    pg_schema: str = "public"
+    pg_batch_rows: int = 5000
+    pg_retention_days: int = 30
+    pg_compress_after_days: int = 2
+    redis_latest_ttl_s: int = 86400
+    storage_retry_deadline_s: float = 600.0
+    clickhouse_path: Path = CHDB_PATH
+    clickhouse_database: str = "gds"
+    rollup_lateness_s: float = 60.0
+    rollup_ttl_days: tuple[int, int, int] = (30, 180, 730)
+    aggregated_topic: str = "metrics-aggregated"
 
     @property
     def embedded(self) -> bool:
@@ -164,7 +191,7 @@ def parse(env: Mapping[str, str]) -> Settings:
         problems.append(
             f"SAMPLE_PATH: {str(sample)!r} is not a file (needed when KAFKA_BOOTSTRAP_SERVERS is unset)"
         )
-    for name in ("DLQ_TOPIC", "ALERTS_TOPIC", "ALERTS_DLQ_TOPIC"):
+    for name in ("DLQ_TOPIC", "ALERTS_TOPIC", "ALERTS_DLQ_TOPIC", "AGGREGATED_TOPIC"):
         if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", get(name)):
             problems.append(f"{name}={get(name)!r}: not a valid Kafka topic name")
     settings = Settings(
@@ -191,7 +218,42 @@ def parse(env: Mapping[str, str]) -> Settings:
         clickhouse_url=_url(problems, "CLICKHOUSE_URL", env.get("CLICKHOUSE_URL", ""), ("http", "https")),
         shards=int(_number(problems, env, "ALERT_SHARDS", int, 1)),
         max_future_s=_number(problems, env, "MAX_FUTURE_S", float, 0),
+        **_storage_settings(problems, env, get),
     )
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+def _storage_settings(
+    problems: list[str], env: Mapping[str, str], get: Callable[[str], str]
+) -> dict[str, Any]:
+    """The storage and rollup flows' variables (PG_*, REDIS_LATEST_TTL_S, CLICKHOUSE_*, ROLLUP_*)."""
+    schema = get("PG_SCHEMA")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
+        problems.append(f"PG_SCHEMA={schema!r}: expected a plain identifier (letters, digits, _)")
+    database = get("CLICKHOUSE_DATABASE")
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database):
+        problems.append(f"CLICKHOUSE_DATABASE={database!r}: expected a plain identifier (letters, digits, _)")
+    ttl_raw = get("ROLLUP_TTL_DAYS")
+    ttl: tuple[int, int, int] = (30, 180, 730)
+    try:
+        parts = tuple(int(x) for x in ttl_raw.split(","))
+        if len(parts) != 3 or min(parts) < 1:
+            raise ValueError
+        ttl = (parts[0], parts[1], parts[2])
+    except ValueError:
+        problems.append(f"ROLLUP_TTL_DAYS={ttl_raw!r}: expected three day counts >= 1, e.g. 30,180,730")
+    return {
+        "pg_schema": schema,
+        "pg_batch_rows": int(_number(problems, env, "PG_BATCH_ROWS", int, 1)),
+        "pg_retention_days": int(_number(problems, env, "PG_RETENTION_DAYS", int, 1)),
+        "pg_compress_after_days": int(_number(problems, env, "PG_COMPRESS_AFTER_DAYS", int, 1)),
+        "redis_latest_ttl_s": int(_number(problems, env, "REDIS_LATEST_TTL_S", int, 1)),
+        "storage_retry_deadline_s": _number(problems, env, "STORAGE_RETRY_DEADLINE_S", float, 1),
+        "clickhouse_path": Path(get("CLICKHOUSE_PATH")),
+        "clickhouse_database": database,
+        "rollup_lateness_s": _number(problems, env, "ROLLUP_LATENESS_S", float, 0),
+        "rollup_ttl_days": ttl,
+        "aggregated_topic": get("AGGREGATED_TOPIC"),
+    }

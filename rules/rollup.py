@@ -156,10 +156,6 @@ class Partial:
         return acc.freeze()
 
 
-def merge_partials(a: Partial | None, b: Partial) -> Partial:
-    return b if a is None else a.merge(b)
-
-
 class WindowAcc(SketchBuilder):
     """The open 1m window of one series: the only object touched per raw sample."""
 
