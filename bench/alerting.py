@@ -124,7 +124,8 @@ def main() -> None:
         "RULES_PATH": str(rules_file(tmp / "rules.yml")),
         "NOTIFY_URL": receiver.url,
         "ALERTS_TOPIC": f"bench.alerts.{uuid.uuid4().hex[:6]}",
-        "_ADDRS": "127.0.0.1:19771;127.0.0.1:19772", "METRICS_PORT": "0",
+        "_ADDRS": "127.0.0.1:19771;127.0.0.1:19772",
+        "METRICS_PORT": "0",
     }
     admin.create_topics([NewTopic(env["ALERTS_TOPIC"], num_partitions=1, replication_factor=1)])
     ceil = ceiling(bootstrap, topic, n)
