@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -22,7 +21,6 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
-from connectors.dlq import dead_letter_from
 from connectors.files import JsonlSource
 from connectors.monitoring import (
     HeartbeatSource,
@@ -32,7 +30,18 @@ from connectors.monitoring import (
     start,
 )
 from connectors.serde import make_decoder
-from flows.common import Decoder, Poison, WallClock, alert_message, evaluate, print_notification, wall_clock
+from flows.common import (
+    Decoder,
+    Poison,
+    WallClock,
+    alert_message,
+    evaluate,
+    lazy_flow,
+    poison_to_dlq,
+    print_notification,
+    settings_source,
+    wall_clock,
+)
 from rules.loader import RuleFileError, load_rules
 from rules.model import AlertEvent, RuleSet
 from rules.payload import notification_payload
@@ -76,10 +85,6 @@ def build_flow(
     op.output("notify", op.map("notify-item", to_send, outputs.notify_fn), outputs.notify)
     op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
     return flow
-
-
-def poison_to_dlq(p: Poison) -> Any:
-    return dead_letter_from(p.msg, p.error, p.stage, time.time())
 
 
 def embedded_outputs() -> Outputs:
@@ -159,16 +164,7 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
             wall=None,
             flush_on_eof=True,
         )
-    from connectors.kafka import metric_source
-
-    topics = settings.metric_topics
-    source = metric_source(
-        list(settings.bootstrap),
-        topics if topics.startswith("^") else [t.strip() for t in topics.split(",") if t.strip()],
-        starting_offset=settings.kafka_start,
-        add_config=dict(settings.kafka_extra),
-        tail=settings.kafka_tail,
-    )
+    source = settings_source(settings)
     # a bounded run (KAFKA_TAIL=false) ends like a backtest: every window is evaluated;
     # only a tailing job has heartbeats (a heartbeat source never ends)
     beat = None
@@ -212,10 +208,4 @@ def _default_flow() -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Any:
-    # Built on first access, so importing this module (tests) reads no environment.
-    if name == "flow":
-        value = _default_flow()
-        globals()["flow"] = value
-        return value
-    raise AttributeError(name)
+__getattr__ = lazy_flow(globals(), _default_flow)

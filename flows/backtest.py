@@ -1,30 +1,85 @@
-"""Backtest: `python -m flows.backtest --rules PATH --input FILE.jsonl --output FILE.jsonl`.
+"""Backtest: what would these rules have done over recorded data?
 
-Runs the alerting job's own evaluation sub-flow (flows.common.evaluate) over recorded
-metric messages on event time only: no wall clock, no notifications, no writes anywhere
-but the output file. One JSON line per transition, sorted by time.
+    python -m flows.backtest --rules PATH --input FILE.jsonl|FILE.avro --output FILE.jsonl
+    python -m flows.backtest --rules PATH --topic PATTERN --from -7d [--to now] [--compare PATH]
+    python -m flows.backtest --promtool TESTS.yml
+
+Runs the alerting job's own evaluation sub-flow (flows.common.evaluate) over recorded metric
+messages on event time only: no wall clock, no notifications, no writes anywhere but the
+files asked for. State carries across the whole range in one flow run (no chunking), so
+`for` and `keep_firing_for` behave as they would have live. With `--compare` a second rule
+set is evaluated by a second sub-flow fed by the same input stream: one pass over the data.
+The transition log is one JSON line per transition, sorted by time.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bytewax.operators as op
+import yaml
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
 from bytewax.testing import TestingSink, run_main
 
-from connectors.files import JsonlSource
-from connectors.serde import make_decoder
+from connectors.errors import ConnectorError
+from connectors.kafka import resolve_topics
+from connectors.replay import (
+    OUT_OF_RANGE,
+    FileSource,
+    KafkaRangeSource,
+    Observed,
+    Progress,
+    parse_time,
+    plan_ranges,
+    windowed_decoder,
+)
+from connectors.serde import Decoder, make_decoder
 from flows.common import Poison, evaluate
-from rules.loader import RuleFileError, load_rules
-from rules.model import AlertEvent, AlertState, RuleSet
+from rules import promql, report
+from rules.loader import RuleFileError, load_rules, parse_duration
+from rules.model import AlertEvent, AlertState, RuleSet, iso
 
 NOTIFIED_STATES = (AlertState.FIRING, AlertState.RESOLVED)
+SIDES = ("A", "B")
+
+
+# --------------------------------------------------------------------------- flow
+
+
+def build_replay_flow(
+    source: Source[Any],
+    sides: Mapping[str, tuple[RuleSet, Decoder]],
+    events: Mapping[str, list[AlertEvent]],
+    poison: list[Poison],
+    *,
+    shards: int = 64,
+) -> Dataflow:
+    """One input, one `evaluate` sub-flow per rule set (step ids prefixed by the side name).
+
+    Poison is taken from the first side only (every side decodes the same messages), minus
+    the messages the event-time window skipped.
+    """
+    flow = Dataflow("backtest")
+    raw = op.input("metrics", flow, source)
+    for i, (side, (ruleset, decode)) in enumerate(sides.items()):
+        ev, bad = evaluate(
+            f"rules-{side.lower()}", raw, ruleset, decode, shards=shards, wall=None, flush_on_eof=True
+        )
+        op.output(f"events-{side.lower()}", ev, TestingSink(events[side]))
+        if i == 0:
+            kept = op.filter("in-range", bad, lambda p: p.error != OUT_OF_RANGE)
+            op.output("poison", kept, TestingSink(poison))
+    return flow
 
 
 def build_flow(
@@ -35,14 +90,11 @@ def build_flow(
     *,
     shards: int = 64,
 ) -> Dataflow:
-    flow = Dataflow("backtest")
-    raw = op.input("metrics", flow, JsonlSource(list(inputs)))
-    # no future check: a recording's timestamps are in the past of any "now" that matters
-    decode = make_decoder("json", max_future_s=float("inf"))
-    ev, bad = evaluate("rules", raw, ruleset, decode, shards=shards, wall=None, flush_on_eof=True)
-    op.output("events", ev, TestingSink(events))
-    op.output("poison", bad, TestingSink(poison))
-    return flow
+    """The single-rule-set flow over files (kept for callers of the first version)."""
+    decode = make_decoder("json", max_future_s=math.inf)
+    return build_replay_flow(
+        FileSource(list(inputs)), {"A": (ruleset, decode)}, {"A": events}, poison, shards=shards
+    )
 
 
 def transitions(events: Sequence[AlertEvent], all_states: bool = False) -> list[dict[str, object]]:
@@ -57,53 +109,374 @@ def transitions(events: Sequence[AlertEvent], all_states: bool = False) -> list[
     return [e.to_record() for e in keep]
 
 
+# --------------------------------------------------------------------------- inputs and runs
+
+
+@dataclass(frozen=True)
+class ReplayInput:
+    """A bounded input and how to read it; `start`/`end` is the event-time window [start, end)."""
+
+    source: Source[Any]
+    progress: Progress
+    decode: Decoder
+    start: float = -math.inf
+    end: float = math.inf
+    describe: str = ""
+
+
+def _decoder(fmt: str, registry: str | None) -> Decoder:
+    # no future check: a recording's timestamps are in the past of any "now" that matters
+    return make_decoder(fmt, registry, max_future_s=math.inf)
+
+
+def file_input(
+    paths: Sequence[Path],
+    *,
+    fmt: str = "json",
+    registry: str | None = None,
+    start: float = -math.inf,
+    end: float = math.inf,
+    progress_s: float = 2.0,
+    batch_size: int = 1000,
+) -> ReplayInput:
+    progress = Progress(sum(p.stat().st_size for p in paths if p.is_file()), interval_s=progress_s)
+    source = FileSource(list(paths), batch_size=batch_size, progress=progress)
+    return ReplayInput(source, progress, _decoder(fmt, registry), start, end, ", ".join(map(str, paths)))
+
+
+def kafka_input(
+    brokers: Sequence[str],
+    topics: Sequence[str],
+    start: float,
+    end: float,
+    *,
+    slack_s: float = 300.0,
+    add_config: Mapping[str, Any] | None = None,
+    fmt: str = "json",
+    registry: str | None = None,
+    progress_s: float = 2.0,
+    batch_size: int = 1000,
+) -> ReplayInput:
+    """Topics (names or `^patterns`) between two event times; offsets are planned now.
+
+    `slack_s` widens the offset search on both sides: record timestamps only approximate
+    event times (collector batching, clock skew); the exact window is applied after decoding.
+    """
+    names: list[str] = []
+    for t in topics:
+        names.extend(n for n in resolve_topics(brokers, t, add_config=add_config) if n not in names)
+    ranges = plan_ranges(brokers, names, start - slack_s, end + slack_s, add_config=add_config)
+    progress = Progress(sum(r.size for r in ranges), unit="offsets", interval_s=progress_s)
+    source = KafkaRangeSource(
+        brokers, ranges, add_config=add_config, batch_size=batch_size, progress=progress
+    )
+    text = ", ".join(f"{r.topic}[{r.partition}] {r.start}..{r.end}" for r in ranges)
+    return ReplayInput(source, progress, _decoder(fmt, registry), start, end, text)
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    records: Mapping[str, list[dict[str, object]]]  # per side ("A", "B"), sorted transitions
+    poison: list[Poison]
+    messages: int  # read from the input
+    skipped: int  # outside the event-time window
+    first_ts: float | None  # event-time span of the messages evaluated
+    last_ts: float | None
+    seconds: float
+
+
+def replay(
+    rulesets: Sequence[tuple[str, RuleSet]],
+    inp: ReplayInput,
+    *,
+    shards: int = 64,
+    all_states: bool = False,
+) -> ReplayResult:
+    """Run every rule set over `inp` in one flow; blocks until the input is exhausted."""
+    events: dict[str, list[AlertEvent]] = {side: [] for side, _ in rulesets}
+    poison: list[Poison] = []
+    sides: dict[str, tuple[RuleSet, Decoder]] = {}
+    seen: list[Callable[[], Observed]] = []
+    for side, ruleset in rulesets:
+        decode, observed = windowed_decoder(inp.decode, inp.start, inp.end)
+        sides[side] = (ruleset, decode)
+        seen.append(observed)
+    flow = build_replay_flow(inp.source, sides, events, poison, shards=shards)
+    started = time.perf_counter()
+    run_main(flow)
+    seconds = time.perf_counter() - started
+    first = seen[0]()
+    return ReplayResult(
+        records={side: transitions(evs, all_states) for side, evs in events.items()},
+        poison=poison,
+        messages=inp.progress.messages,
+        skipped=first.skipped,
+        first_ts=first.first,
+        last_ts=first.last,
+        seconds=seconds,
+    )
+
+
 def run(
     ruleset: RuleSet, inputs: Sequence[Path], *, all_states: bool = False
 ) -> tuple[list[dict[str, object]], list[Poison]]:
-    events: list[AlertEvent] = []
-    poison: list[Poison] = []
-    run_main(build_flow(ruleset, inputs, events, poison))
-    return transitions(events, all_states), poison
+    """Transitions of `ruleset` over JSONL/Avro files (tests and scripts)."""
+    result = replay([("A", ruleset)], file_input(inputs, progress_s=0), all_states=all_states)
+    return result.records["A"], result.poison
+
+
+# --------------------------------------------------------------------------- promtool
+
+
+def run_promtool(path: Path) -> promql.SuiteResult:
+    """Read a promtool test file and its rule files (relative to it, globs allowed) and run it."""
+    suite = yaml.safe_load(path.read_text(encoding="utf-8"))
+    if not isinstance(suite, dict) or not isinstance(suite.get("tests"), list):
+        raise promql.NotMappableError(f"{path}: expected a mapping with `rule_files:` and `tests:`")
+    docs: list[tuple[str, object]] = []
+    for pattern in suite.get("rule_files") or []:
+        matches = sorted(path.parent.glob(str(pattern))) if any(c in str(pattern) for c in "*?[") else []
+        for f in matches or [path.parent / str(pattern)]:
+            docs.append((str(f), yaml.safe_load(f.read_text(encoding="utf-8"))))
+    return promql.run_suite(suite, docs, str(path))
+
+
+def promtool_main(paths: Sequence[Path]) -> int:
+    """Pass/fail per check, unmappable rules named, then `N passed, N failed`; 1 unless all passed."""
+    passed = failed = skipped = 0
+    for path in paths:
+        try:
+            result = run_promtool(path)
+        except (OSError, yaml.YAMLError, promql.NotMappableError, KeyError, ValueError) as exc:
+            print(f"ERROR {path}: {exc}", file=sys.stderr)
+            return 2
+        print(f"{path}: {len(result.conversion.rules)} rule(s) mapped")
+        for u in result.conversion.unmappable:
+            print(f"SKIP {u}")
+        for note in (*result.conversion.notes, *result.problems):
+            print(f"NOTE {note}")
+        for o in result.outcomes:
+            print(o)
+        passed, failed, skipped = passed + result.passed, failed + result.failed, skipped + result.skipped
+    if skipped:
+        print(f"{skipped} check(s) skipped: their rules are not mappable")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 and skipped == 0 else 1
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _kafka_config(text: str) -> dict[str, str]:
+    out = {}
+    for item in filter(None, (s.strip() for s in text.split(";"))):
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise ValueError(f"--kafka-config: {item!r} is not key=value")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="python -m flows.backtest",
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="TIME: ISO 8601 with a zone (2025-01-15T10:00:00Z), a date, now, or relative (-7d, -36h).",
+    )
+    ap.add_argument("--rules", action="append", help="rule file or directory (repeatable): rule set A")
+    ap.add_argument("--compare", action="append", metavar="RULES", help="rule set B, run over the same data")
+    src = ap.add_argument_group("input: files, or Kafka by time range")
+    src.add_argument("--input", action="append", type=Path, help="JSONL or .avro container file (repeatable)")
+    src.add_argument("--topic", action="append", help="topic name or ^regex (repeatable)")
+    src.add_argument("--from", dest="start", metavar="TIME", help="first event time (inclusive)")
+    src.add_argument(
+        "--to", dest="end", metavar="TIME", help="last event time (exclusive); Kafka default: now"
+    )
+    src.add_argument("--bootstrap", default=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"), help="Kafka brokers")
+    src.add_argument("--kafka-config", default=os.environ.get("KAFKA_EXTRA_CONFIG", ""), help="k=v;k=v")
+    src.add_argument("--slack", default="5m", help="widen the Kafka offset search by this (default 5m)")
+    src.add_argument("--format", choices=("json", "avro", "auto"), help="message format (default json)")
+    src.add_argument("--schema-registry", default=os.environ.get("SCHEMA_REGISTRY_URL") or None)
+    out = ap.add_argument_group("output")
+    out.add_argument("--output", type=Path, help="transition log to write (JSONL)")
+    out.add_argument("--summary", type=Path, help="per-rule summary as JSON")
+    out.add_argument("--diff", type=Path, help="A/B diff as JSON (needs --compare)")
+    out.add_argument("--html", type=Path, help="self-contained HTML report with an SVG timeline")
+    out.add_argument("--all-states", action="store_true", help="also log pending/inactive and repeats")
+    out.add_argument("--progress", type=float, default=2.0, help="seconds between progress lines; 0: none")
+    ap.add_argument("--shards", type=int, default=64, help=argparse.SUPPRESS)
+    ap.add_argument("--promtool", action="append", type=Path, help="run a promtool test file (repeatable)")
+    return ap
+
+
+def _write_json(path: Path, data: object) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _glue_relative_times(argv: Sequence[str]) -> list[str]:
+    """`--from -7d` -> `--from=-7d`: argparse would take `-7d` for an option."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1] in ("--from", "--to") and arg.startswith("-") and arg[1:2].isdigit():
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m flows.backtest", description=__doc__.splitlines()[0])
-    ap.add_argument("--rules", required=True, action="append", help="rule file or directory (repeatable)")
-    ap.add_argument("--input", required=True, action="append", type=Path, help="JSONL of metric messages")
-    ap.add_argument("--output", required=True, type=Path, help="transition log to write (JSONL)")
-    ap.add_argument("--all-states", action="store_true", help="also log pending/inactive and repeats")
-    args = ap.parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(_glue_relative_times(sys.argv[1:] if argv is None else argv))
+    if args.promtool:
+        return promtool_main(args.promtool)
+    if not args.rules:
+        ap.error("--rules is required (or --promtool)")
+    if bool(args.input) == bool(args.topic):
+        ap.error("give either --input FILE or --topic PATTERN --from TIME")
+    if args.diff and not args.compare:
+        ap.error("--diff needs --compare")
+    now = time.time()
     try:
-        ruleset = load_rules(args.rules)
+        start = parse_time(args.start, now) if args.start else -math.inf
+        end = parse_time(args.end, now) if args.end else (now if args.topic else math.inf)
+        slack = parse_duration(args.slack)
+        kafka_config = _kafka_config(args.kafka_config)
+    except ValueError as exc:
+        ap.error(str(exc))
+    if args.topic and start == -math.inf:
+        ap.error("--topic needs --from TIME")
+    if not start < end:
+        ap.error("--from must be before --to")
+    try:
+        rulesets = [("A", load_rules(args.rules))]
+        if args.compare:
+            rulesets.append(("B", load_rules(args.compare)))
     except RuleFileError as exc:
         print(exc, file=sys.stderr)
         return 2
-    started = time.perf_counter()
+    fmt = args.format or ("auto" if args.schema_registry else "json")
     try:
-        records, poison = run(ruleset, args.input, all_states=args.all_states)
+        if args.topic:
+            if not args.bootstrap:
+                ap.error("--topic needs --bootstrap or $KAFKA_BOOTSTRAP_SERVERS")
+            brokers = [b.strip() for b in args.bootstrap.split(",") if b.strip()]
+            inp = kafka_input(
+                brokers,
+                args.topic,
+                start,
+                end,
+                slack_s=slack,
+                add_config=kafka_config,
+                fmt=fmt,
+                registry=args.schema_registry,
+                progress_s=args.progress,
+            )
+        else:
+            inp = file_input(
+                args.input,
+                fmt=fmt,
+                registry=args.schema_registry,
+                start=start,
+                end=end,
+                progress_s=args.progress,
+            )
+        result = replay(rulesets, inp, shards=args.shards, all_states=args.all_states)
+    except ConnectorError as exc:
+        print(f"backtest: {exc}", file=sys.stderr)
+        return 1
     except Exception as exc:  # bytewax wraps errors; show the cause, not a Rust backtrace
         print(f"backtest failed: {exc}", file=sys.stderr)
         return 1
-    elapsed = time.perf_counter() - started
-    with args.output.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(rec, sort_keys=True) + "\n")
-    for p in poison[:20]:
+    _report(args, rulesets, inp, result)
+    return 0
+
+
+def _report(
+    args: argparse.Namespace,
+    rulesets: Sequence[tuple[str, RuleSet]],
+    inp: ReplayInput,
+    result: ReplayResult,
+) -> None:
+    comparing = len(rulesets) > 1
+    a = result.records["A"]
+    b = result.records.get("B")
+    if args.output:
+        with args.output.open("w", encoding="utf-8") as f:
+            if comparing:
+                rows = [{**r, "side": side} for side in SIDES[: len(rulesets)] for r in result.records[side]]
+                rows.sort(key=lambda r: (str(r["at"]), str(r["side"])))
+            else:
+                rows = a
+            for rec in rows:
+                f.write(json.dumps(rec, sort_keys=True) + "\n")
+    # the report covers the data evaluated: from --from (or the first event) to the last event
+    lo = inp.start if math.isfinite(inp.start) else result.first_ts
+    hi = result.last_ts if result.last_ts is not None else (inp.end if math.isfinite(inp.end) else None)
+    lo = lo if lo is not None else (hi if hi is not None else 0.0)
+    hi = hi if hi is not None and hi > lo else lo
+    names = {side: [r.name for r in rs.rules] for side, rs in rulesets}
+    summaries = {side: report.summarize(result.records[side], hi, names[side]) for side, _ in rulesets}
+    print(f"backtest {iso(lo)} .. {iso(hi)}: {inp.describe}")
+    if comparing:
+        print(f"A = {', '.join(args.rules)}; B = {', '.join(args.compare)}")
+        print(report.compare_table(summaries["A"], summaries["B"]))
+        assert b is not None
+        d = report.diff(a, b, hi)
+        print()
+        print(report.diff_text(d))
+        if args.diff:
+            _write_json(args.diff, {"from": iso(lo), "to": iso(hi), **d.as_dict()})
+    else:
+        print(report.summary_table(summaries["A"]))
+    if args.summary:
+        data: dict[str, Any] = {
+            "from": iso(lo),
+            "to": iso(hi),
+            "messages": result.messages,
+            "rules": list(args.rules),
+            "summary": [s.as_dict() for s in summaries["A"]],
+        }
+        if comparing:
+            data["compare"] = {"rules": list(args.compare), "summary": [s.as_dict() for s in summaries["B"]]}
+        _write_json(args.summary, data)
+    if args.html:
+        args.html.write_text(
+            report.html_report(
+                title="Backtest" + (" A/B" if comparing else ""),
+                start=lo,
+                end=hi,
+                a=a,
+                b=b,
+                rules_a=names["A"],
+                rules_b=names.get("B", ()),
+                facts={
+                    "input": inp.describe,
+                    "rules A": ", ".join(args.rules),
+                    **({"rules B": ", ".join(args.compare)} if comparing else {}),
+                    "messages": result.messages,
+                    "bad messages": len(result.poison),
+                    "outside the window": result.skipped,
+                },
+            ),
+            encoding="utf-8",
+        )
+    for p in result.poison[:20]:
         print(f"skipped {p.msg.topic}@{p.msg.offset}: {p.error}", file=sys.stderr)
-    lines = sum(1 for path in args.input for _ in path.open("rb"))
     print(
         json.dumps(
             {
-                "transitions": len(records),
-                "bad_messages": len(poison),
-                "messages": lines,
-                "seconds": round(elapsed, 3),
-                "messages_per_s": round(lines / elapsed) if elapsed else None,
+                "transitions": len(a),
+                **({"transitions_b": len(b)} if b is not None else {}),
+                "bad_messages": len(result.poison),
+                "skipped_out_of_range": result.skipped,
+                "messages": result.messages,
+                "seconds": round(result.seconds, 3),
+                "messages_per_s": round(result.messages / result.seconds) if result.seconds else None,
             }
         ),
         file=sys.stderr,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -41,6 +41,7 @@ from connectors.config import ConfigError
 from connectors.errors import ConnectorError
 from connectors.serde import AvroCodec, encode_json
 from connectors.topics import metric_topic
+from flows.common import lazy_flow
 from rules.collect_policy import CollectPolicy, Health, Outcome, step
 from rules.model import Metric
 
@@ -180,10 +181,4 @@ def _default_flow() -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Any:
-    # Built on first access, so importing this module (tests) reads no environment.
-    if name == "flow":
-        value = _default_flow()
-        globals()["flow"] = value
-        return value
-    raise AttributeError(name)
+__getattr__ = lazy_flow(globals(), _default_flow)

@@ -18,9 +18,11 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
-from bytewax.dataflow import Stream
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
 
+from connectors.config import Settings
+from connectors.dlq import dead_letter_from
 from connectors.errors import PoisonMessage
 from connectors.files import instance_key
 from connectors.monitoring import record_batch, record_events
@@ -55,6 +57,24 @@ def shard_router(shards: int) -> Callable[[KafkaSourceMessage], str]:
     return route
 
 
+def decode_batch(
+    values: list[KafkaSourceMessage], decode: Decoder, now: float
+) -> tuple[list[Metric], list[Poison]]:
+    """Decode a batch after routing; what cannot be decoded becomes `Poison` (to the DLQ)."""
+    metrics: list[Metric] = []
+    poison: list[Poison] = []
+    for msg in values:
+        raw = msg.value
+        if raw is None:
+            poison.append(Poison(msg, "empty message (tombstone)"))
+            continue
+        try:
+            metrics.append(decode(raw, now))
+        except PoisonMessage as exc:
+            poison.append(Poison(msg, exc.reason))
+    return metrics, poison
+
+
 class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", bytes]):
     """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events."""
 
@@ -70,21 +90,11 @@ class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", 
 
     def on_batch(self, values: list[KafkaSourceMessage]) -> tuple[list[AlertEvent | Poison], bool]:
         now = self.wall() if self.wall is not None else math.inf
-        decode = self.decode
-        metrics: list[Metric] = []
-        out: list[AlertEvent | Poison] = []
-        for msg in values:
-            raw = msg.value
-            if raw is None:
-                out.append(Poison(msg, "empty message (tombstone)"))
-                continue
-            try:
-                metrics.append(decode(raw, now))
-            except PoisonMessage as exc:
-                out.append(Poison(msg, exc.reason))
+        metrics, poison = decode_batch(values, self.decode, now)
+        out: list[AlertEvent | Poison] = list(poison)
         events = self.engine.ingest(metrics, 0.0 if now == math.inf else now)
         late = self.engine.stats.late
-        record_batch(self.name, len(values), len(values) - len(metrics), late - self._late_seen)
+        record_batch(self.name, len(values), len(poison), late - self._late_seen)
         self._late_seen = late
         if events:
             record_events(self.name, events)
@@ -159,3 +169,38 @@ def print_notification(payload: dict[str, Any]) -> str:
 
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def poison_to_dlq(p: Poison) -> KafkaSinkMessage[bytes | None, bytes]:
+    return dead_letter_from(p.msg, p.error, p.stage, time.time())
+
+
+def settings_source(settings: Settings, topics: str | None = None, **kw: Any) -> Any:
+    """The KafkaSource a job reads: METRIC_TOPICS (regex or comma list) from the settings."""
+    from connectors.kafka import metric_source
+
+    spec = settings.metric_topics if topics is None else topics
+    names: str | list[str] = (
+        spec if spec.startswith("^") else [t.strip() for t in spec.split(",") if t.strip()]
+    )
+    return metric_source(
+        list(settings.bootstrap),
+        names,
+        starting_offset=settings.kafka_start,
+        add_config=dict(settings.kafka_extra),
+        tail=settings.kafka_tail,
+        **kw,
+    )
+
+
+def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Callable[[str], Any]:
+    """A module `__getattr__` that builds `flow` on first access (`python -m bytewax.run`),
+    so importing a flow module (tests) reads no environment and connects to nothing."""
+
+    def __getattr__(name: str) -> Any:  # noqa: N807 - the module protocol's name
+        if name == "flow":
+            value = namespace["flow"] = build()
+            return value
+        raise AttributeError(name)
+
+    return __getattr__

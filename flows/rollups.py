@@ -31,12 +31,20 @@ from bytewax.outputs import Sink
 from prometheus_client import REGISTRY, Counter
 
 from connectors.config import ConfigError, Settings
-from connectors.errors import PoisonMessage
 from connectors.files import JsonlSource
 from connectors.serde import make_decoder
-from flows.alerting import poison_to_dlq
-from flows.common import Decoder, Poison, WallClock, shard_router, wall_clock
-from rules.model import Metric, utc
+from flows.common import (
+    Decoder,
+    Poison,
+    WallClock,
+    decode_batch,
+    lazy_flow,
+    poison_to_dlq,
+    settings_source,
+    shard_router,
+    wall_clock,
+)
+from rules.model import utc
 from rules.rollup import DEFAULT_RESOLUTIONS, Resolution, Rollup, RollupConfig, RollupShard
 
 
@@ -74,18 +82,8 @@ class RollupLogic(StatefulBatchLogic[KafkaSourceMessage, "Rollup | Poison", byte
 
     def on_batch(self, values: list[KafkaSourceMessage]) -> tuple[list[Rollup | Poison], bool]:
         now = self.wall() if self.wall is not None else math.inf
-        decode = self.decode
-        metrics: list[Metric] = []
-        out: list[Rollup | Poison] = []
-        for msg in values:
-            raw = msg.value
-            if raw is None:
-                out.append(Poison(msg, "empty message (tombstone)"))
-                continue
-            try:
-                metrics.append(decode(raw, now))
-            except PoisonMessage as exc:
-                out.append(Poison(msg, exc.reason))
+        metrics, poison = decode_batch(values, self.decode, now)
+        out: list[Rollup | Poison] = list(poison)
         late = self.shard.stats.late
         out.extend(self.shard.ingest(metrics, 0.0 if now == math.inf else now))
         return self._counted(out, late), StatefulBatchLogic.RETAIN
@@ -285,18 +283,11 @@ def from_settings(settings: Settings) -> Dataflow:
             flush_on_eof=True,
         )
 
-    from connectors.kafka import kafka_sink, metric_source
+    from connectors.kafka import kafka_sink
 
     brokers = list(settings.bootstrap)
     extra = dict(settings.kafka_extra)
-    topics = settings.metric_topics
-    source = metric_source(
-        brokers,
-        topics if topics.startswith("^") else [t.strip() for t in topics.split(",") if t.strip()],
-        starting_offset=settings.kafka_start,
-        add_config=extra,
-        tail=settings.kafka_tail,
-    )
+    source = settings_source(settings)
     outputs = RollupOutputs(
         sink,
         kafka_sink(brokers, settings.dlq_topic, extra),
@@ -332,10 +323,4 @@ def _default_flow() -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Any:
-    # Built on first access, so importing this module (tests) reads no environment.
-    if name == "flow":
-        value = _default_flow()
-        globals()["flow"] = value
-        return value
-    raise AttributeError(name)
+__getattr__ = lazy_flow(globals(), _default_flow)

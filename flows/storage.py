@@ -34,8 +34,7 @@ from connectors.errors import PoisonMessage
 from connectors.files import JsonlSource
 from connectors.serde import make_decoder
 from connectors.timescale import AlertRow, decode_alert_record
-from flows.alerting import poison_to_dlq
-from flows.common import Decoder, Poison, WallClock, wall_clock
+from flows.common import Decoder, Poison, WallClock, lazy_flow, poison_to_dlq, settings_source, wall_clock
 from rules.model import Metric
 
 
@@ -150,26 +149,12 @@ def from_settings(settings: Settings) -> Dataflow:
         )
         return build_flow(JsonlSource([settings.sample_path]), outputs, decode, wall=None)
 
-    from connectors.kafka import kafka_sink, metric_source
+    from connectors.kafka import kafka_sink
 
     brokers = list(settings.bootstrap)
     extra = dict(settings.kafka_extra)
-    topics = settings.metric_topics
-    source = metric_source(
-        brokers,
-        topics if topics.startswith("^") else [t.strip() for t in topics.split(",") if t.strip()],
-        starting_offset=settings.kafka_start,
-        add_config=extra,
-        tail=settings.kafka_tail,
-    )
-    alerts_source = metric_source(
-        brokers,
-        [settings.alerts_topic],
-        starting_offset=settings.kafka_start,
-        add_config=extra,
-        tail=settings.kafka_tail,
-        exclude=(),
-    )
+    source = settings_source(settings)
+    alerts_source = settings_source(settings, settings.alerts_topic, exclude=())
     outputs = StorageOutputs(
         MetricsHotSink(pg),
         AlertEventsSink(pg),
@@ -203,10 +188,4 @@ def _default_flow() -> Dataflow:
     return flow
 
 
-def __getattr__(name: str) -> Any:
-    # Built on first access, so importing this module (tests) reads no environment.
-    if name == "flow":
-        value = _default_flow()
-        globals()["flow"] = value
-        return value
-    raise AttributeError(name)
+__getattr__ = lazy_flow(globals(), _default_flow)
