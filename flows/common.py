@@ -8,6 +8,7 @@ keeps two processes from spending their time pickling parsed dicts across the ex
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import time
@@ -21,7 +22,7 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators import StatefulBatchLogic
 
-from connectors.config import Settings
+from connectors.config import ConfigError, Settings
 from connectors.dlq import dead_letter_from
 from connectors.errors import PoisonMessage
 from connectors.files import instance_key
@@ -204,3 +205,16 @@ def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Calla
         raise AttributeError(name)
 
     return __getattr__
+
+
+def build_or_exit(job: str, build: Callable[[Settings], Dataflow]) -> tuple[Settings, Dataflow]:
+    """Settings from the environment and the job's flow; a bad configuration exits with status 2
+    and every problem listed, before anything connects."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = Settings.from_env()
+        return settings, build(settings)
+    except ConfigError as exc:
+        print(f"flows.{job}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -12,7 +12,6 @@ faster than bytewax's `fold_window`, and parsed objects never cross the worker e
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from collections.abc import Callable
@@ -30,13 +29,14 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 from prometheus_client import REGISTRY, Counter
 
-from connectors.config import ConfigError, Settings
+from connectors.config import Settings
 from connectors.files import JsonlSource
 from connectors.serde import make_decoder
 from flows.common import (
     Decoder,
     Poison,
     WallClock,
+    build_or_exit,
     decode_batch,
     lazy_flow,
     poison_to_dlq,
@@ -302,14 +302,7 @@ def from_settings(settings: Settings) -> Dataflow:
 
 
 def _default_flow() -> Dataflow:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.from_env()
-        flow = from_settings(settings)
-    except ConfigError as exc:
-        print(f"flows.rollups: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings, flow = build_or_exit("rollups", from_settings)
     url = urlparse(settings.clickhouse_url)  # never log the password of the URL
     target = (
         f"{url.scheme}://{url.hostname}:{url.port}" if url.hostname else f"chdb at {settings.clickhouse_path}"

@@ -15,7 +15,6 @@ writes absorb.
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from collections.abc import Callable, Iterable
@@ -34,7 +33,16 @@ from connectors.errors import PoisonMessage
 from connectors.files import JsonlSource
 from connectors.serde import make_decoder
 from connectors.timescale import AlertRow, decode_alert_record
-from flows.common import Decoder, Poison, WallClock, lazy_flow, poison_to_dlq, settings_source, wall_clock
+from flows.common import (
+    Decoder,
+    Poison,
+    WallClock,
+    build_or_exit,
+    lazy_flow,
+    poison_to_dlq,
+    settings_source,
+    wall_clock,
+)
 from rules.model import Metric
 
 
@@ -166,14 +174,7 @@ def from_settings(settings: Settings) -> Dataflow:
 
 
 def _default_flow() -> Dataflow:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        settings = Settings.from_env()
-        flow = from_settings(settings)
-    except ConfigError as exc:
-        print(f"flows.storage: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings, flow = build_or_exit("storage", from_settings)
     mode = (
         "replaying bundled sample " + str(settings.sample_path)
         if settings.embedded
