@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.backtest", description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--series", type=int, default=10_000)
-    ap.add_argument("--shards", type=int, default=64)
+    ap.add_argument("--shards", type=int, default=backtest.DEFAULT_SHARDS)
     ap.add_argument("--keep", type=Path, help="write the recording here and keep it")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         ruleset = load_rules([BUNDLED])
         started = time.perf_counter()
         result = backtest.replay(
-            [("a", ruleset)], backtest.file_input([path], progress_s=0), shards=args.shards
+            [("A", ruleset)], backtest.file_input([path], progress_s=0), shards=args.shards
         )
         seconds = time.perf_counter() - started
     print(
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                 "messages_per_s": round(result.messages / seconds) if seconds else None,
                 "generated": n,
                 "series": args.series,
-                "transitions": len(result.records["a"]),
+                "transitions": len(result.records["A"]),
                 "bad_messages": len(result.poison),
             }
         )

@@ -1,0 +1,513 @@
+"""Backtest reports: pure functions over transition records (`AlertEvent.to_record()` dicts).
+
+Firing spans, per-rule summaries, the A/B diff of two rule sets over the same data, and
+their renderings (text tables, JSON-ready dicts, an SVG timeline and a self-contained HTML
+page: no script, no external asset, so a report can be attached to a ticket as is).
+Working from records rather than events means a report can be rebuilt from a saved
+`--output` log without re-running the replay.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from rules.model import iso
+
+Record = Mapping[str, Any]
+Labels = tuple[tuple[str, str], ...]
+Key = tuple[str, Labels]  # (alert name, label set): one alert instance
+
+MAX_SVG_ROWS = 400  # beyond this a timeline is unreadable; the rest is counted, not drawn
+COLOR = {"A": "#c9302c", "B": "#2a6ebb"}
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+def labels_of(rec: Record) -> Labels:
+    return tuple(sorted((str(k), str(v)) for k, v in dict(rec.get("labels") or {}).items()))
+
+
+def instance_text(labels: Labels) -> str:
+    """Short row label: instance_id plus the labels that tell two series of it apart."""
+    skip = {"alertname", "severity", "instance_id", "database_type", "team", "environment", "region"}
+    d = dict(labels)
+    rest = ",".join(f"{k}={v}" for k, v in labels if k not in skip)
+    return d.get("instance_id", "?") + (f" {{{rest}}}" if rest else "")
+
+
+# --------------------------------------------------------------------------- spans
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """One firing period of one alert instance; `end` None: still firing when the data ended."""
+
+    alert_name: str
+    labels: Labels
+    start: float
+    end: float | None = None
+    stale: bool = False  # resolved because the series went stale, not because it recovered
+
+    @property
+    def key(self) -> Key:
+        return (self.alert_name, self.labels)
+
+    def until(self, range_end: float) -> float:
+        return self.end if self.end is not None else max(range_end, self.start)
+
+    def overlaps(self, other: Span, range_end: float) -> bool:
+        return self.start < other.until(range_end) and other.start < self.until(range_end)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alert_name": self.alert_name,
+            "labels": dict(self.labels),
+            "fired_at": iso(self.start),
+            "resolved_at": iso(self.end) if self.end is not None else None,
+            "stale": self.stale,
+        }
+
+
+def is_fire(rec: Record) -> bool:
+    """A transition into firing; repeats (`notify: repeat_elapsed`) are not new fires."""
+    return rec.get("state") == "firing" and rec.get("notify") != "repeat_elapsed"
+
+
+def spans(records: Iterable[Record]) -> list[Span]:
+    """Pair each fire with the next resolve of the same instance, in time order."""
+    ordered = sorted(records, key=lambda r: (parse_iso(str(r["at"])), r.get("state") == "firing"))
+    open_: dict[Key, float] = {}
+    out: list[Span] = []
+    for r in ordered:
+        key = (str(r["alert_name"]), labels_of(r))
+        if is_fire(r):
+            open_.setdefault(key, parse_iso(str(r["at"])))
+        elif r.get("state") == "resolved" and key in open_:
+            out.append(Span(key[0], key[1], open_.pop(key), parse_iso(str(r["at"])), bool(r.get("stale"))))
+    out.extend(Span(k[0], k[1], t) for k, t in open_.items())
+    out.sort(key=lambda s: (s.start, s.alert_name, s.labels))
+    return out
+
+
+# --------------------------------------------------------------------------- summary
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSummary:
+    """What one rule did over the range.
+
+    `flaps` counts instances that fired more than once (each extra fire after a resolve is
+    a page a human had already closed); `still_firing` those firing when the data ended.
+    """
+
+    rule: str
+    fires: int = 0
+    resolves: int = 0
+    firing_s: float = 0.0
+    flaps: int = 0
+    instances: int = 0
+    still_firing: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "fires": self.fires,
+            "resolves": self.resolves,
+            "firing_s": round(self.firing_s, 3),
+            "flaps": self.flaps,
+            "instances": self.instances,
+            "still_firing": self.still_firing,
+        }
+
+
+def summarize(records: Iterable[Record], range_end: float, rules: Iterable[str] = ()) -> list[RuleSummary]:
+    """Per rule, sorted by name; `rules` adds rows for rules that never fired (silent is news too)."""
+    by_rule: dict[str, list[Span]] = {name: [] for name in rules}
+    for s in spans(records):
+        by_rule.setdefault(s.alert_name, []).append(s)
+    out = []
+    for name in sorted(by_rule):
+        ss = by_rule[name]
+        per_instance: dict[Labels, int] = {}
+        for s in ss:
+            per_instance[s.labels] = per_instance.get(s.labels, 0) + 1
+        out.append(
+            RuleSummary(
+                rule=name,
+                fires=len(ss),
+                resolves=sum(1 for s in ss if s.end is not None),
+                firing_s=math.fsum(s.until(range_end) - s.start for s in ss),
+                flaps=sum(1 for n in per_instance.values() if n > 1),
+                instances=len(per_instance),
+                still_firing=sum(1 for s in ss if s.end is None),
+            )
+        )
+    return out
+
+
+def duration_text(seconds: float) -> str:
+    """`2h05m`, `14m30s`, `45s`: readable in a table column."""
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    if m:
+        return f"{m}m{sec:02d}s" if sec else f"{m}m"
+    return f"{sec}s"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Plain-text table: first column left-aligned, numbers right-aligned."""
+    widths = [max(len(c) for c in col) for col in zip(header, *rows, strict=True)]
+
+    def fmt(cells: Sequence[str]) -> str:
+        return "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths), *(fmt(r) for r in rows)])
+
+
+def summary_table(summaries: Sequence[RuleSummary]) -> str:
+    header = ("rule", "fires", "resolves", "firing", "flaps", "instances", "still firing")
+    rows = [
+        (
+            s.rule,
+            str(s.fires),
+            str(s.resolves),
+            duration_text(s.firing_s),
+            str(s.flaps),
+            str(s.instances),
+            str(s.still_firing),
+        )
+        for s in summaries
+    ]
+    return _table(header, rows)
+
+
+def compare_table(a: Sequence[RuleSummary], b: Sequence[RuleSummary]) -> str:
+    """Side by side per rule name: `A / B` in every column."""
+    ia, ib = {s.rule: s for s in a}, {s.rule: s for s in b}
+    header = ("rule", "fires A/B", "resolves A/B", "firing A/B", "flaps A/B", "instances A/B")
+    rows = []
+    for name in sorted(ia.keys() | ib.keys()):
+        x, y = ia.get(name), ib.get(name)
+
+        def pair(f: str, x: RuleSummary | None = x, y: RuleSummary | None = y) -> str:
+            def one(s: RuleSummary | None) -> str:
+                if s is None:
+                    return "-"
+                v = getattr(s, f)
+                return duration_text(v) if f == "firing_s" else str(v)
+
+            return f"{one(x)} / {one(y)}"
+
+        rows.append(
+            (name, pair("fires"), pair("resolves"), pair("firing_s"), pair("flaps"), pair("instances"))
+        )
+    return _table(header, rows)
+
+
+# --------------------------------------------------------------------------- diff
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """The same alert instance fired under both rule sets, at different times."""
+
+    a: Span
+    b: Span
+
+    @property
+    def fire_shift_s(self) -> float:
+        return self.b.start - self.a.start
+
+    @property
+    def resolve_shift_s(self) -> float | None:
+        if self.a.end is None or self.b.end is None:
+            return None
+        return self.b.end - self.a.end
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "alert_name": self.a.alert_name,
+            "labels": dict(self.a.labels),
+            "a": self.a.as_dict(),
+            "b": self.b.as_dict(),
+            "fire_shift_s": self.fire_shift_s,
+            "resolve_shift_s": self.resolve_shift_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Diff:
+    only_a: tuple[Span, ...]
+    only_b: tuple[Span, ...]
+    moved: tuple[Moved, ...]
+    same: int  # spans identical in both (fire and resolve times)
+
+    @property
+    def identical(self) -> bool:
+        return not (self.only_a or self.only_b or self.moved)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "only_a": [s.as_dict() for s in self.only_a],
+            "only_b": [s.as_dict() for s in self.only_b],
+            "moved": [m.as_dict() for m in self.moved],
+            "same": self.same,
+        }
+
+
+def diff(a: Iterable[Record], b: Iterable[Record], range_end: float) -> Diff:
+    """Match A's firing spans to B's per alert instance (rule name + labels).
+
+    Identical spans match first; then spans that overlap in time are the same incident
+    seen earlier/later or longer/shorter ("moved"); whatever is left fired only on one side.
+    """
+    sa: dict[Key, list[Span]] = {}
+    sb: dict[Key, list[Span]] = {}
+    for s in spans(a):
+        sa.setdefault(s.key, []).append(s)
+    for s in spans(b):
+        sb.setdefault(s.key, []).append(s)
+    only_a: list[Span] = []
+    only_b: list[Span] = []
+    moved: list[Moved] = []
+    same = 0
+    for key in sorted(sa.keys() | sb.keys()):
+        left = list(sa.get(key, []))
+        right = list(sb.get(key, []))
+        for s in list(left):
+            twin = next((t for t in right if t.start == s.start and t.end == s.end), None)
+            if twin is not None:
+                left.remove(s)
+                right.remove(twin)
+                same += 1
+        for s in list(left):
+            twin = next((t for t in right if s.overlaps(t, range_end)), None)
+            if twin is not None:
+                left.remove(s)
+                right.remove(twin)
+                moved.append(Moved(s, twin))
+        only_a.extend(left)
+        only_b.extend(right)
+
+    def order(s: Span) -> tuple[float, str, Labels]:
+        return (s.start, s.alert_name, s.labels)
+
+    return Diff(
+        tuple(sorted(only_a, key=order)),
+        tuple(sorted(only_b, key=order)),
+        tuple(sorted(moved, key=lambda m: order(m.a))),
+        same,
+    )
+
+
+def _shift(s: float | None) -> str:
+    if s is None:
+        return "n/a"
+    return ("+" if s >= 0 else "-") + duration_text(abs(s))
+
+
+def diff_text(d: Diff) -> str:
+    """Readable diff: one line per span, grouped as only-A, only-B, moved."""
+    if d.identical:
+        return f"A and B fire identically ({d.same} firing span(s))."
+    out = [f"diff: {len(d.only_a)} only in A, {len(d.only_b)} only in B, {len(d.moved)} moved, {d.same} same"]
+
+    def when(s: Span) -> str:
+        return f"{iso(s.start)} .. {iso(s.end) if s.end is not None else '(still firing)'}"
+
+    for title, group in (("only in A", d.only_a), ("only in B", d.only_b)):
+        if group:
+            out.append(f"{title}:")
+            out.extend(f"  {s.alert_name:<24} {instance_text(s.labels):<32} {when(s)}" for s in group)
+    if d.moved:
+        out.append("moved (A -> B):")
+        out.extend(
+            f"  {m.a.alert_name:<24} {instance_text(m.a.labels):<32} fired {_shift(m.fire_shift_s)}, "
+            f"resolved {_shift(m.resolve_shift_s)}  (A {when(m.a)}; B {when(m.b)})"
+            for m in d.moved
+        )
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- SVG / HTML
+
+_TICKS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """One timeline row: an alert instance on one side ("A", "B")."""
+
+    label: str
+    side: str
+    spans: tuple[Span, ...]
+
+
+def timeline_rows(a: Iterable[Record], b: Iterable[Record] | None = None) -> list[Row]:
+    """One row per alert instance (A and B rows adjacent when comparing), by first fire."""
+    sides = {"A": spans(a)} if b is None else {"A": spans(a), "B": spans(b)}
+    first: dict[Key, float] = {}
+    grouped: dict[tuple[Key, str], list[Span]] = {}
+    for side, ss in sides.items():
+        for s in ss:
+            first[s.key] = min(first.get(s.key, s.start), s.start)
+            grouped.setdefault((s.key, side), []).append(s)
+    rows = []
+    for key in sorted(first, key=lambda k: (first[k], k)):
+        for side in sides:
+            got = grouped.get((key, side), [])
+            if b is not None or got:
+                rows.append(Row(f"{key[0]} {instance_text(key[1])}", side, tuple(got)))
+    return rows
+
+
+def timeline_svg(rows: Sequence[Row], start: float, end: float, *, width: int = 1100) -> str:
+    """A hand-written SVG: label column, time axis, one bar per firing span (tooltip: <title>)."""
+    if not end > start:
+        end = start + 60
+    label_w, row_h, top = 380, 16, 28
+    shown = list(rows[:MAX_SVG_ROWS])
+    plot_w = width - label_w - 10
+    height = top + row_h * max(1, len(shown)) + (20 if len(rows) > len(shown) else 6)
+
+    def x(t: float) -> float:
+        return label_w + (min(max(t, start), end) - start) / (end - start) * plot_w
+
+    esc = html.escape
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="11">',
+        f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
+    ]
+    step = next((t for t in _TICKS if (end - start) / t <= 10), _TICKS[-1])
+    tick = math.ceil(start / step) * step
+    while tick <= end:
+        tx = x(tick)
+        text = iso(tick)[5:16].replace("T", " ")
+        parts.append(
+            f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{height}" stroke="#ddd"/>'
+            f'<text x="{tx:.1f}" y="{top - 10}" text-anchor="middle" fill="#555">{esc(text)}</text>'
+        )
+        tick += step
+    for i, row in enumerate(shown):
+        y = top + i * row_h
+        if i % 2 == 0:
+            parts.append(f'<rect x="0" y="{y}" width="{width}" height="{row_h}" fill="#f6f6f6"/>')
+        label = row.label if len(row.label) <= 52 else row.label[:51] + "\u2026"
+        parts.append(f'<text x="4" y="{y + 12}" fill="#222">{esc(row.side)} {esc(label)}</text>')
+        for s in row.spans:
+            x0, x1 = x(s.start), x(s.until(end))
+            until = iso(s.end) if s.end is not None else "still firing"
+            tip = f"{row.side} {s.alert_name} {instance_text(s.labels)}: {iso(s.start)} .. {until}"
+            parts.append(
+                f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(2.0, x1 - x0):.1f}" height="{row_h - 6}" '
+                f'fill="{COLOR.get(row.side, "#555")}"'
+                + (' fill-opacity="0.55"' if s.end is None else "")
+                + f"><title>{esc(tip)}</title></rect>"
+            )
+    if len(rows) > len(shown):
+        parts.append(
+            f'<text x="4" y="{height - 6}" fill="#a00">{len(rows) - len(shown)} more row(s) not drawn</text>'
+        )
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+_CSS = """
+body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
+table { border-collapse: collapse; margin: 8px 0 20px; }
+th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; font-size: 13px; }
+th:first-child, td:first-child { text-align: left; }
+code, .mono { font-family: monospace; }
+.a { color: #c9302c; } .b { color: #2a6ebb; }
+"""
+
+
+def _html_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    esc = html.escape
+    head = "".join(f"<th>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{esc(str(c))}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def html_report(
+    *,
+    title: str,
+    start: float,
+    end: float,
+    a: Sequence[Record],
+    b: Sequence[Record] | None = None,
+    rules_a: Iterable[str] = (),
+    rules_b: Iterable[str] = (),
+    facts: Mapping[str, object] | None = None,
+) -> str:
+    """The whole report as one HTML document (summary, diff when comparing, timeline)."""
+    esc = html.escape
+    parts = [
+        "<!doctype html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{esc(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{esc(title)}</h1>",
+        f"<p class='mono'>{esc(iso(start))} .. {esc(iso(end))} ({esc(duration_text(end - start))})</p>",
+    ]
+    if facts:
+        parts.append(_html_table(("fact", "value"), sorted((k, v) for k, v in facts.items())))
+    cols = ("rule", "fires", "resolves", "firing", "flaps", "instances", "still firing")
+
+    def rows(ss: Sequence[RuleSummary]) -> list[tuple[object, ...]]:
+        return [
+            (s.rule, s.fires, s.resolves, duration_text(s.firing_s), s.flaps, s.instances, s.still_firing)
+            for s in ss
+        ]
+
+    parts.append("<h2>Summary" + (" <span class='a'>A</span>" if b is not None else "") + "</h2>")
+    parts.append(_html_table(cols, rows(summarize(a, end, rules_a))))
+    if b is not None:
+        parts.append("<h2>Summary <span class='b'>B</span></h2>")
+        parts.append(_html_table(cols, rows(summarize(b, end, rules_b))))
+        d = diff(a, b, end)
+        parts.append(
+            f"<h2>Diff</h2><p>{len(d.only_a)} only in A, {len(d.only_b)} only in B, "
+            f"{len(d.moved)} moved, {d.same} same</p>"
+        )
+
+        def span_row(side: str, s: Span) -> tuple[object, ...]:
+            resolved = iso(s.end) if s.end is not None else "still firing"
+            return (side, s.alert_name, instance_text(s.labels), iso(s.start), resolved)
+
+        listed = [span_row("only A", s) for s in d.only_a] + [span_row("only B", s) for s in d.only_b]
+        if listed:
+            parts.append(_html_table(("where", "rule", "instance", "fired", "resolved"), listed))
+        if d.moved:
+            parts.append(
+                _html_table(
+                    ("rule", "instance", "fired A", "fired B", "fire shift", "resolve shift"),
+                    [
+                        (
+                            m.a.alert_name,
+                            instance_text(m.a.labels),
+                            iso(m.a.start),
+                            iso(m.b.start),
+                            _shift(m.fire_shift_s),
+                            _shift(m.resolve_shift_s),
+                        )
+                        for m in d.moved
+                    ],
+                )
+            )
+    parts.append("<h2>Timeline</h2>")
+    parts.append(timeline_svg(timeline_rows(a, b), start, end))
+    parts.append("</body></html>")
+    return "\n".join(parts)
