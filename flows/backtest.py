@@ -77,7 +77,14 @@ def build_replay_flow(
     raw = op.input("metrics", flow, source)
     for i, (side, (ruleset, decode)) in enumerate(sides.items()):
         ev, bad = evaluate(
-            f"rules-{side.lower()}", raw, ruleset, decode, shards=shards, wall=None, flush_on_eof=True
+            f"rules-{side.lower()}",
+            raw,
+            ruleset,
+            decode,
+            shards=shards,
+            wall=None,
+            flush_on_eof=True,
+            name=f"backtest-{side.lower()}",  # not counted as the live job in /metrics
         )
         op.output(f"events-{side.lower()}", ev, TestingSink(events[side]))
         if i == 0:

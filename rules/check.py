@@ -39,7 +39,9 @@ from rules.model import AlertState, Metric, RulesError, RuleSet
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")
 _LABEL = re.compile(r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
-_ITEM = re.compile(r"^(-?[\d.eE+]+|_)(?:([+-])([\d.eE+]+))?x(\d+)$")
+_ITEM = re.compile(
+    r"^(-?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|_)(?:([+-])(\d+\.?\d*(?:[eE][+-]?\d+)?))?x(\d+)$"
+)
 
 
 class CaseError(RulesError):
