@@ -11,7 +11,7 @@ Kafka record timestamps only *find* offsets; the event-time window itself is app
 decoded `timestamp` (`windowed_decoder`), so a producer clock that is a little off costs a
 few extra messages read (`slack`), never a wrong result.
 
-`FileSource` reads JSONL (the items, offsets and snapshots of `connectors.files.JsonlSource`,
+`FileSource` reads JSONL (items keyed with `connectors.files.instance_key`,
 read by block) and Avro object container files (`.avro`, fastavro), the latter re-encoded as
 the seed JSON so the flow has one decode path. Every partition counts what it reads into a
 shared `Progress`, once per batch (never per message).

@@ -21,7 +21,6 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
-from connectors.files import JsonlSource
 from connectors.monitoring import (
     HeartbeatSource,
     InstrumentedSink,
@@ -29,6 +28,7 @@ from connectors.monitoring import (
     heartbeat_message,
     start,
 )
+from connectors.replay import FileSource
 from connectors.serde import make_decoder
 from flows.common import (
     Decoder,
@@ -61,7 +61,7 @@ class Outputs:
 
 def build_flow(
     ruleset: RuleSet,
-    source: Source[Any],  # KafkaSourceMessage items (KafkaSource, JsonlSource, TestingSource)
+    source: Source[Any],  # KafkaSourceMessage items (KafkaSource, FileSource, TestingSource)
     outputs: Outputs,
     decode: Decoder,
     *,
@@ -157,7 +157,7 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
     if settings.embedded:
         return build_flow(
             ruleset,
-            JsonlSource([settings.sample_path]),
+            FileSource([settings.sample_path]),
             embedded_outputs(),
             decode,
             shards=settings.shards,

@@ -30,7 +30,7 @@ from bytewax.outputs import Sink
 from prometheus_client import REGISTRY, Counter
 
 from connectors.config import Settings
-from connectors.files import JsonlSource
+from connectors.replay import FileSource
 from connectors.serde import make_decoder
 from flows.common import (
     Decoder,
@@ -274,7 +274,7 @@ def from_settings(settings: Settings) -> Dataflow:
             lambda r: "ROLLUP " + json.dumps(r.to_record()),
         )
         return build_flow(
-            JsonlSource([settings.sample_path]),
+            FileSource([settings.sample_path]),
             outputs,
             decode,
             config=config,

@@ -30,7 +30,7 @@ from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
 from connectors.errors import PoisonMessage
-from connectors.files import JsonlSource
+from connectors.replay import FileSource
 from connectors.serde import make_decoder
 from connectors.timescale import AlertRow, decode_alert_record
 from flows.common import (
@@ -155,7 +155,7 @@ def from_settings(settings: Settings) -> Dataflow:
             lambda p: f"DLQ {p.msg.topic}@{p.msg.offset}: {p.error}",
             latest,
         )
-        return build_flow(JsonlSource([settings.sample_path]), outputs, decode, wall=None)
+        return build_flow(FileSource([settings.sample_path]), outputs, decode, wall=None)
 
     from connectors.kafka import kafka_sink
 
