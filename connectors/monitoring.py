@@ -295,6 +295,9 @@ HEALTH = _PROCESS.health
 # -- helpers the flows call ---------------------------------------------------------------
 
 
+_BATCH_CHILDREN: dict[str, tuple[Any, Any, Any]] = {}
+
+
 def record_batch(
     flow: str,
     n_in: int,
@@ -306,13 +309,21 @@ def record_batch(
 ) -> None:
     """After each input batch (in `StatefulBatchLogic.on_batch`): counts, liveness, readiness."""
     h = health or HEALTH
+    children = _BATCH_CHILDREN.get(flow)
+    if children is None:  # `.labels()` locks and hashes: resolve once per flow, not per batch
+        children = _BATCH_CHILDREN[flow] = (
+            MESSAGES_IN.labels(flow),
+            LATE_SAMPLES.labels(flow),
+            LAST_BATCH.labels(flow),
+        )
+    messages_in, late_samples, last_batch = children
     if n_in:
-        MESSAGES_IN.labels(flow).inc(n_in)
+        messages_in.inc(n_in)
     if n_dlq:
         DLQ_TOTAL.labels(flow, stage).inc(n_dlq)
     if n_late:
-        LATE_SAMPLES.labels(flow).inc(n_late)
-    LAST_BATCH.labels(flow).set(h.clock())
+        late_samples.inc(n_late)
+    last_batch.set(h.clock())
     h.batch(flow)
 
 
