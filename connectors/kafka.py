@@ -30,6 +30,13 @@ from confluent_kafka.admin import AdminClient
 from connectors.errors import ConnectorError
 from connectors.topics import DLQ_TOPICS
 
+CONSUMER_DEFAULTS: Final[Mapping[str, str]] = {
+    # librdkafka prefetches up to 64 MiB per partition by default: during a catch-up that is
+    # most of a job's memory (measured: 463 MiB RSS for 1M messages over 4 partitions).
+    # 16 MiB still keeps a batch of 1000 ready on every poll.
+    "queued.max.messages.kbytes": "16384",
+}
+
 PRODUCER_DEFAULTS: Final[Mapping[str, str]] = {
     "acks": "all",  # a write is durable once the in-sync replicas have it
     "enable.idempotence": "true",  # librdkafka retries never duplicate or reorder
@@ -131,7 +138,7 @@ def metric_source(
         names,
         tail=tail,
         starting_offset=_offset(starting_offset),
-        add_config=dict(add_config or {}),
+        add_config={**CONSUMER_DEFAULTS, **(add_config or {})},
         batch_size=batch_size,
         raise_on_errors=raise_on_errors,
     )

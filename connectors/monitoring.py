@@ -375,11 +375,6 @@ def mark_alive(flow: str, health: Health | None = None) -> None:
     (health or HEALTH).alive(flow)
 
 
-def register_flow(flow: str, health: Health | None = None) -> None:
-    """The flow is built; before this `/readyz` is 503 and `/healthz` does not watch it."""
-    (health or HEALTH).register(flow)
-
-
 def observe_notify_latency(seconds: float) -> None:
     """Arrival-to-post latency of one notification (negative values, from clock skew, count as 0)."""
     NOTIFY_LATENCY.observe(max(0.0, seconds))
@@ -635,7 +630,3 @@ def start(flow: str, settings: MonitoringSettings | None = None) -> MonitoringSe
             return None
         log.info("monitoring: serving /metrics /healthz /readyz on %s:%d", settings.host, settings.port)
         return _PROCESS.server
-
-
-def running_server() -> MonitoringServer | None:
-    return _PROCESS.server

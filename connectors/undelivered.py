@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from connectors.errors import ConnectorError
+from connectors.monitoring import record_dlq
 from rules.model import AlertEvent
 
 
@@ -45,3 +46,4 @@ class UndeliveredToKafka:
                 f"could not write undeliverable notification {event.message_id} to {self._topic}: "
                 f"{failures or 'flush timed out'}"
             )
+        record_dlq("alerting", "notify")

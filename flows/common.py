@@ -26,7 +26,7 @@ from connectors.config import ConfigError, Settings
 from connectors.dlq import dead_letter_from
 from connectors.errors import PoisonMessage
 from connectors.files import instance_key
-from connectors.monitoring import record_batch, record_events
+from connectors.monitoring import mark_alive, record_batch, record_events
 from rules.engine import ShardEngine
 from rules.model import AlertEvent, Metric, RuleSet, utc
 
@@ -105,6 +105,7 @@ class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", 
     def on_notify(self) -> tuple[list[AlertEvent | Poison], bool]:
         assert self.wall is not None  # notify_at is None without a wall clock
         events = self.engine.advance_idle(self.wall())
+        mark_alive(self.name)  # an idle worker still evaluates: that is liveness too
         record_events(self.name, events)
         return list(events), StatefulBatchLogic.RETAIN
 
@@ -166,10 +167,6 @@ def print_notification(payload: dict[str, Any]) -> str:
     """One readable line plus the JSON that would be posted (embedded mode)."""
     head = f"NOTIFY {payload.get('subject', '')}  message_id={payload.get('message_id', '')}"
     return head + "\n  " + json.dumps(payload, sort_keys=True)
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def poison_to_dlq(p: Poison) -> KafkaSinkMessage[bytes | None, bytes]:
