@@ -29,43 +29,29 @@ from connectors.notify import (
     NotifySink,
     RetryPolicy,
 )
-from rules.model import AlertEvent, AlertState, NotifyReason, Severity, Suppression
+from rules.model import AlertEvent, Suppression
 from rules.payload import payload_problems
+from tests.support.events import T0, alert_event, instance_labels
 from tests.support.http_receiver import Recorder, RecordingServer
 
 pytestmark = pytest.mark.integration
 
-T0 = 1736937000.0
 CLIENT_TIMEOUT_S = 0.3
 
 
 def make_event(prefix: str, n: int, **overrides: Any) -> AlertEvent:
     fields: dict[str, Any] = {
-        "alert_name": "HighCPUUsage",
         "fingerprint": f"{prefix}-fp{n:03d}",
-        "state": AlertState.FIRING,
         "at": T0 + 300 + n,
         "active_at": T0 + n,
         "fired_at": T0 + 300 + n,
-        "resolved_at": None,
         "value": 90.0 + n / 10,
-        "threshold": 85.0,
-        "severity": Severity.CRITICAL,
-        "labels": (
-            ("database_type", "postgresql"),
-            ("environment", "production"),
-            ("instance_id", f"{prefix}-db-{n:03d}"),
-            ("region", "us-east-1"),
-        ),
+        "labels": instance_labels(f"{prefix}-db-{n:03d}"),
         "annotations": (("summary", f"High CPU on {prefix}-db-{n:03d}"),),
-        "runbook_url": "https://runbooks.example.com/high-cpu",
         "dashboard_url": "",
-        "fire_count": 1,
         "message_id": f"{prefix}-msg-{n:03d}",
-        "notify": NotifyReason.FIRST,
     }
-    fields.update(overrides)
-    return AlertEvent(**fields)
+    return alert_event(**{**fields, **overrides})
 
 
 @pytest.fixture()

@@ -30,39 +30,20 @@ from connectors.notify import (
     mute_each,
     parse_retry_after,
 )
-from rules.model import AlertEvent, AlertState, NotifyReason, Severity, Suppression
+from rules.model import AlertEvent, AlertState, Suppression
 from rules.payload import notification_payload
-
-T0 = 1736937000.0
+from tests.support.events import T0, alert_event, instance_labels
 
 
 def make_event(n: int = 0, **overrides: Any) -> AlertEvent:
     fields: dict[str, Any] = {
-        "alert_name": "HighCPUUsage",
         "fingerprint": f"fp{n:04d}",
-        "state": AlertState.FIRING,
-        "at": T0 + 300,
-        "active_at": T0,
-        "fired_at": T0 + 300,
-        "resolved_at": None,
-        "value": 92.5,
-        "threshold": 85.0,
-        "severity": Severity.CRITICAL,
-        "labels": (
-            ("database_type", "postgresql"),
-            ("environment", "production"),
-            ("instance_id", f"db-{n}"),
-            ("region", "us-east-1"),
-        ),
+        "labels": instance_labels(f"db-{n}"),
         "annotations": (("summary", f"High CPU on db-{n}"),),
-        "runbook_url": "https://runbooks.example.com/high-cpu",
         "dashboard_url": "",
-        "fire_count": 1,
         "message_id": f"msg-{n:04d}",
-        "notify": NotifyReason.FIRST,
     }
-    fields.update(overrides)
-    return AlertEvent(**fields)
+    return alert_event(**{**fields, **overrides})
 
 
 class FakeTime:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rules.model import AlertEvent, AlertState, NotifyReason, Severity
+from rules.model import AlertState, NotifyReason, Severity
 from rules.payload import (
     CONTEXT_KEYS,
     REQUIRED_KEYS,
@@ -20,44 +20,9 @@ from rules.payload import (
     payload_problems,
     routing_key,
 )
+from tests.support.events import LABELS, T0, alert_event
 
-T0 = 1736937000.0  # 2025-01-15T10:30:00Z
-LABELS = {
-    "database_type": "postgresql",
-    "environment": "production",
-    "instance_id": "prod-db-01",
-    "metric_name": "cpu_usage_percent",
-    "region": "us-east-1",
-    "severity": "critical",
-}
-
-
-def make_event(**overrides: Any) -> AlertEvent:
-    """A firing HighCPUUsage event; override any AlertEvent field."""
-    fields: dict[str, Any] = {
-        "alert_name": "HighCPUUsage",
-        "fingerprint": "fp0123456789abcd",
-        "state": AlertState.FIRING,
-        "at": T0 + 300,
-        "active_at": T0,
-        "fired_at": T0 + 300,
-        "resolved_at": None,
-        "value": 92.5,
-        "threshold": 85.0,
-        "severity": Severity.CRITICAL,
-        "labels": tuple(sorted(LABELS.items())),
-        "annotations": (
-            ("description", "CPU usage on prod-db-01 is 92.5% (threshold 85%)"),
-            ("summary", "High CPU usage on prod-db-01"),
-        ),
-        "runbook_url": "https://runbooks.example.com/high-cpu",
-        "dashboard_url": "https://grafana.example.com/d/db?var-instance=prod-db-01",
-        "fire_count": 1,
-        "message_id": "msg-firing-1",
-        "notify": NotifyReason.FIRST,
-    }
-    fields.update(overrides)
-    return AlertEvent(**fields)
+make_event = alert_event
 
 
 FIRING_EXPECTED: dict[str, Any] = {
