@@ -74,7 +74,7 @@ def build_flow(
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
     events, poison = evaluate(
-        "rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof
+        "rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof, name=name
     )
     records = op.map("alert-record", events, outputs.alerts_fn)
     if heartbeat is not None:  # a live pipeline says so on the alerts topic even when all is quiet
