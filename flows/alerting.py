@@ -29,7 +29,6 @@ from connectors.monitoring import (
     start,
 )
 from connectors.replay import FileSource
-from connectors.serde import make_decoder
 from flows.common import (
     Decoder,
     Poison,
@@ -37,8 +36,10 @@ from flows.common import (
     alert_message,
     evaluate,
     lazy_flow,
+    poison_line,
     poison_to_dlq,
     print_notification,
+    settings_decoder,
     settings_source,
     wall_clock,
 )
@@ -89,9 +90,6 @@ def build_flow(
 
 def embedded_outputs() -> Outputs:
     """Print instead of producing: the newcomer's first run needs no services."""
-
-    def poison_line(p: Poison) -> str:
-        return f"DLQ {p.msg.topic}@{p.msg.offset}: {p.error}"
 
     return Outputs(
         alerts=StdOutSink(),
@@ -149,11 +147,7 @@ def kafka_outputs(settings: Settings) -> Outputs:
 
 def from_settings(settings: Settings, monitoring: MonitoringSettings | None = None) -> Dataflow:
     ruleset = load_rules(settings.rules_paths)
-    decode = make_decoder(
-        settings.input_format if not settings.embedded else "json",
-        settings.schema_registry_url or None,
-        max_future_s=settings.max_future_s,
-    )
+    decode = settings_decoder(settings)
     if settings.embedded:
         return build_flow(
             ruleset,

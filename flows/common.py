@@ -27,6 +27,7 @@ from connectors.dlq import dead_letter_from
 from connectors.errors import PoisonMessage
 from connectors.files import instance_key
 from connectors.monitoring import mark_alive, record_batch, record_events
+from connectors.serde import make_decoder
 from rules.engine import ShardEngine
 from rules.model import AlertEvent, Metric, RuleSet, utc
 
@@ -167,6 +168,20 @@ def print_notification(payload: dict[str, Any]) -> str:
     """One readable line plus the JSON that would be posted (embedded mode)."""
     head = f"NOTIFY {payload.get('subject', '')}  message_id={payload.get('message_id', '')}"
     return head + "\n  " + json.dumps(payload, sort_keys=True)
+
+
+def poison_line(p: Poison) -> str:
+    """A dead letter as one printed line (embedded runs have no DLQ topic)."""
+    return f"DLQ {p.msg.topic}@{p.msg.offset}: {p.error}"
+
+
+def settings_decoder(settings: Settings) -> Decoder:
+    """The configured input format; the bundled sample is always JSON."""
+    return make_decoder(
+        "json" if settings.embedded else settings.input_format,
+        settings.schema_registry_url or None,
+        max_future_s=settings.max_future_s,
+    )
 
 
 def poison_to_dlq(p: Poison) -> KafkaSinkMessage[bytes | None, bytes]:

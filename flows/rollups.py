@@ -31,7 +31,6 @@ from prometheus_client import REGISTRY, Counter
 
 from connectors.config import Settings
 from connectors.replay import FileSource
-from connectors.serde import make_decoder
 from flows.common import (
     Decoder,
     Poison,
@@ -39,7 +38,9 @@ from flows.common import (
     build_or_exit,
     decode_batch,
     lazy_flow,
+    poison_line,
     poison_to_dlq,
+    settings_decoder,
     settings_source,
     shard_router,
     wall_clock,
@@ -259,17 +260,13 @@ def from_settings(settings: Settings) -> Dataflow:
         retry=retry,
     )
     config = RollupConfig(resolutions, lateness_s=settings.rollup_lateness_s)
-    decode = make_decoder(
-        settings.input_format if not settings.embedded else "json",
-        settings.schema_registry_url or None,
-        max_future_s=settings.max_future_s,
-    )
+    decode = settings_decoder(settings)
     if settings.embedded:
         # also printed: the sample is older than the tables' TTL, which ClickHouse applies on insert
         outputs = RollupOutputs(
             sink,
             StdOutSink(),
-            lambda p: f"DLQ {p.msg.topic}@{p.msg.offset}: {p.error}",
+            poison_line,
             StdOutSink(),
             lambda r: "ROLLUP " + json.dumps(r.to_record()),
         )

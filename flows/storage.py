@@ -31,7 +31,6 @@ from bytewax.outputs import Sink
 from connectors.config import ConfigError, Settings
 from connectors.errors import PoisonMessage
 from connectors.replay import FileSource
-from connectors.serde import make_decoder
 from connectors.timescale import AlertRow, decode_alert_record
 from flows.common import (
     Decoder,
@@ -39,7 +38,9 @@ from flows.common import (
     WallClock,
     build_or_exit,
     lazy_flow,
+    poison_line,
     poison_to_dlq,
+    settings_decoder,
     settings_source,
     wall_clock,
 )
@@ -142,17 +143,13 @@ def from_settings(settings: Settings) -> Dataflow:
         if settings.redis_url
         else None
     )
-    decode = make_decoder(
-        settings.input_format if not settings.embedded else "json",
-        settings.schema_registry_url or None,
-        max_future_s=settings.max_future_s,
-    )
+    decode = settings_decoder(settings)
     if settings.embedded:
         outputs = StorageOutputs(
             MetricsHotSink(pg),
             AlertEventsSink(pg),
             StdOutSink(),
-            lambda p: f"DLQ {p.msg.topic}@{p.msg.offset}: {p.error}",
+            poison_line,
             latest,
         )
         return build_flow(FileSource([settings.sample_path]), outputs, decode, wall=None)
