@@ -46,7 +46,7 @@ from connectors.replay import (
 from connectors.serde import Decoder, make_decoder
 from flows.common import Poison, evaluate
 from rules import promql, report
-from rules.check import CaseError
+from rules.check import CaseError, not_a_test_file
 from rules.loader import RuleFileError, load_rules, parse_duration
 from rules.model import AlertEvent, AlertState, RulesError, RuleSet, iso
 
@@ -250,7 +250,7 @@ def run_promtool(path: Path) -> promql.SuiteResult:
     """Read a promtool test file and its rule files (relative to it, globs allowed) and run it."""
     suite = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(suite, dict) or not isinstance(suite.get("tests"), list):
-        raise CaseError(f"{path}: expected a mapping with `rule_files:` and `tests:`")
+        raise CaseError(not_a_test_file(path, suite))
     docs: list[tuple[str, object]] = []
     for pattern in suite.get("rule_files") or []:
         matches = sorted(path.parent.glob(str(pattern))) if any(c in str(pattern) for c in "*?[") else []

@@ -100,12 +100,12 @@ class Failure:
         return f"{self.file}: test #{self.test} at {self.eval_time:g}s, {self.alertname}: {self.message}"
 
 
-def _samples(case: dict[str, Any], interval: float) -> list[Metric]:
+def _samples(case: dict[str, Any], interval: float, instance_required: bool = True) -> list[Metric]:
     out: list[Metric] = []
     for s in case.get("input_series") or []:
         name, labels = parse_series(s["series"])
         iid = labels.pop("instance_id", "")
-        if not iid:
+        if not iid and instance_required:
             raise CaseError(f"series {s['series']!r} needs an instance_id label")
         dbt = labels.pop("database_type", "unknown")
         for i, v in enumerate(expand_values(s.get("values", ""))):
@@ -115,16 +115,27 @@ def _samples(case: dict[str, Any], interval: float) -> list[Metric]:
     return out
 
 
-def run_case(ruleset: RuleSet, case: dict[str, Any], file: str, index: int) -> tuple[int, list[Failure]]:
+def eval_time(check: dict[str, Any]) -> float:
+    """A check's `eval_time`; none means 0s, as in promtool."""
+    return parse_duration(check.get("eval_time") or 0)
+
+
+def run_case(
+    ruleset: RuleSet, case: dict[str, Any], file: str, index: int, *, instance_required: bool = True
+) -> tuple[int, list[Failure]]:
+    """`instance_required=False`: a series without `instance_id` is one of an instance named ""
+    (Prometheus series need no `instance` label; the seed messages always have one)."""
     interval = parse_duration(case.get("interval", "1m"))
-    samples = _samples(case, interval)
-    checks = sorted(case.get("alert_rule_test") or [], key=lambda c: parse_duration(c["eval_time"]))
+    samples = _samples(case, interval, instance_required)
+    checks = sorted(case.get("alert_rule_test") or [], key=eval_time)
     engine = ShardEngine(ruleset)
     failures: list[Failure] = []
     fed = 0
     for check in checks:
-        at = parse_duration(check["eval_time"])
-        name = check["alertname"]
+        at = eval_time(check)
+        name = check.get("alertname")
+        if not name:
+            raise CaseError(f"{file}: test #{index}: a check without `alertname:`")
         upto = fed
         while upto < len(samples) and samples[upto].ts <= at:
             upto += 1
@@ -170,10 +181,27 @@ def run_case(ruleset: RuleSet, case: dict[str, Any], file: str, index: int) -> t
     return len(checks), failures
 
 
+def not_a_test_file(path: Path, doc: object) -> str:
+    """Why `doc` is not a test file, naming what it is when it is a rule file."""
+    if isinstance(doc, dict) and "tests" not in doc:
+        if "groups" in doc:
+            return (
+                f"{path} is a Prometheus rule file, not a test file: run its promtool tests with "
+                f"`python -m flows.backtest --promtool TESTS.yml`; check the rules with "
+                f"`python -m rules.lint {path}`"
+            )
+        if any(k in doc for k in ("alert_rules", "rules", "alerting")):
+            return (
+                f"{path} is a rule file, not a test file: give a test file whose `rule_files:` lists it "
+                f"(see tests/rules/bundled_cases.yml); check the rules with `python -m rules.lint {path}`"
+            )
+    return f"{path}: expected a mapping with `rule_files:` and `tests:` (a list of test cases)"
+
+
 def run_file(path: Path) -> tuple[int, list[Failure]]:
     doc = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(doc, dict) or not isinstance(doc.get("tests"), list):
-        raise CaseError(f"{path}: expected a mapping with `rule_files:` and `tests:`")
+        raise CaseError(not_a_test_file(path, doc))
     files = [path.parent / f for f in doc.get("rule_files") or []]
     ruleset = load_rules(files)
     if "evaluation_interval" in doc:

@@ -7,12 +7,17 @@ Two seed formats load:
 
 Optional top-level sections: `settings:` (evaluation_interval, staleness, allowed_lateness,
 flap_window, flap_threshold), `silences:` and `inhibit_rules:`.
+
+Problems carry the line they are on (`file:line`): files are read with a YAML loader that
+keeps each mapping's and sequence's key/item lines (`load_yaml`, `line_of`), at no cost to
+what the rest of the code sees (they are dicts and lists).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -61,10 +66,92 @@ class Problem:
     rule: str
     field: str
     message: str
+    line: int | None = None  # 1-based, where the field (or else its rule) is written
 
     def __str__(self) -> str:
-        where = f"{self.file}: rule {self.rule!r}" if self.rule else self.file
+        at = f"{self.file}:{self.line}" if self.line else self.file
+        where = f"{at}: rule {self.rule!r}" if self.rule else at
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+# --------------------------------------------------------------------------- YAML with lines
+
+
+class _MarkedDict(dict[Any, Any]):
+    """A YAML mapping that knows its line and each key's line (1-based)."""
+
+    line: int | None = None
+    key_lines: dict[Any, int]
+
+
+class _MarkedList(list[Any]):
+    """A YAML sequence that knows its line and each item's line (1-based)."""
+
+    line: int | None = None
+    item_lines: list[int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    pass
+
+
+def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[_MarkedDict]:
+    data = _MarkedDict()
+    data.line = node.start_mark.line + 1
+    data.key_lines = {}
+    yield data  # first, as PyYAML's own constructor does, so recursive documents still build
+    data.update(loader.construct_mapping(node))
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if isinstance(key, Hashable):
+            data.key_lines.setdefault(key, key_node.start_mark.line + 1)
+
+
+def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Iterator[_MarkedList]:
+    data = _MarkedList()
+    data.line = node.start_mark.line + 1
+    data.item_lines = [n.start_mark.line + 1 for n in node.value]
+    yield data
+    data.extend(loader.construct_sequence(node))
+
+
+_LineLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
+_LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load`, with the lines `line_of` reads kept on mappings and sequences."""
+    return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
+
+
+def item_line(seq: object, index: int) -> int | None:
+    """Line of item `index` of a sequence read by `load_yaml`."""
+    if isinstance(seq, _MarkedList) and 0 <= index < len(seq.item_lines):
+        return seq.item_lines[index]
+    return None
+
+
+def line_of(node: object, path: str = "") -> int | None:
+    """Line of `path` (`condition.threshold`, `silences[1].matchers`) inside `node`.
+
+    Falls back to the deepest part found, then to `node`'s own line; None for data that
+    did not come from `load_yaml`.
+    """
+    line = getattr(node, "line", None)
+    for name, indexes in _PATH_PART.findall(path):
+        if not isinstance(node, _MarkedDict) or name not in node:
+            break
+        line = node.key_lines.get(name, line)
+        node = node[name]
+        for i in map(int, re.findall(r"\d+", indexes)):
+            if not isinstance(node, _MarkedList) or i >= len(node):
+                return line
+            line = node.item_lines[i]
+            node = node[i]
+    return line
 
 
 class RuleFileError(RulesError):
@@ -81,6 +168,8 @@ def parse_duration(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError(f"not a duration: {value!r}")
     if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError(f"not a duration: {value!r} (use a finite number of seconds, or 30s, 5m, 1h30m)")
         if value < 0:
             raise ValueError(f"negative duration: {value!r}")
         return float(value)
@@ -109,13 +198,40 @@ def _parse_time(value: object) -> float:
     return dt.timestamp()
 
 
+PROMETHEUS_FILE = (
+    "a Prometheus rule file (`groups:`): the live job does not load these yet; run its promtool "
+    "tests with `python -m flows.backtest --promtool TESTS.yml`, check how its rules map with "
+    "`python -m rules.lint FILE`"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Item:
+    """Where a list item that is not a mapping is written (problems point there)."""
+
+    line: int | None
+
+
 class _Collector:
+    """Problems of one file; `node` is the YAML mapping the fields being checked are in."""
+
     def __init__(self, file: str) -> None:
         self.file = file
         self.problems: list[Problem] = []
+        self.node: object = None
 
-    def add(self, rule: str, field: str, message: str) -> None:
-        self.problems.append(Problem(self.file, rule, field, message))
+    def add(self, rule: str, field: str, message: str, line: int | None = None) -> None:
+        if line is None:
+            line = _field_line(self.node, field)
+        self.problems.append(Problem(self.file, rule, field, message, line))
+
+
+def _field_line(node: object, field: str) -> int | None:
+    # rule fields may sit at the top of the rule or inside `condition:` (see `get` in _rule)
+    line = line_of(node, field)
+    if isinstance(node, _MarkedDict) and field.split(".")[0] not in node and "condition" in node:
+        line = line_of(node["condition"], field) or line
+    return line
 
 
 def _str_map(c: _Collector, rule: str, field: str, value: object) -> dict[str, str]:
@@ -202,6 +318,9 @@ def _rule(c: _Collector, raw: object, index: int, flat: bool) -> Rule | None:
     if isinstance(threshold_raw, bool) or not isinstance(threshold_raw, int | float):
         if not no_data or threshold_raw is not None:
             c.add(label, "threshold", f"must be a number, got {threshold_raw!r}")
+    elif not math.isfinite(threshold_raw):
+        # `.nan` compares false with everything and `.inf` true or false for ever: a typo
+        c.add(label, "threshold", f"must be a finite number, got {threshold_raw!r}")
     else:
         threshold = float(threshold_raw)
 
@@ -217,6 +336,8 @@ def _rule(c: _Collector, raw: object, index: int, flat: bool) -> Rule | None:
         severity = Severity(str(sev_raw).lower())
     except ValueError:
         severity = Severity.WARNING
+    if not severity.is_known:  # the notification service knows these three; another word is a typo
+        severity = Severity.WARNING
         c.add(label, "severity", f"one of {[s.value for s in Severity]}, got {sev_raw!r}")
 
     for_s = _duration(c, label, "duration", get("duration", "for"), 0.0)
@@ -227,7 +348,7 @@ def _rule(c: _Collector, raw: object, index: int, flat: bool) -> Rule | None:
     repeat_s = 4 * 3600.0
     if raw.get("cooldown_minutes") is not None:
         cm = raw["cooldown_minutes"]
-        if isinstance(cm, bool) or not isinstance(cm, int | float) or cm < 0:
+        if isinstance(cm, bool) or not isinstance(cm, int | float) or not 0 <= cm < math.inf:
             c.add(label, "cooldown_minutes", f"must be a non-negative number, got {cm!r}")
         else:
             repeat_s = float(cm) * 60
@@ -373,17 +494,23 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     for path in files:
         c = _Collector(str(path))
         try:
-            doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+            doc = load_yaml(path.read_text(encoding="utf-8"))
         except OSError as exc:
             c.add("", "", f"cannot read: {exc.strerror or exc}")
             problems.extend(c.problems)
             continue
         except yaml.YAMLError as exc:
-            c.add("", "", f"invalid YAML: {exc}")
+            mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+            c.add("", "", f"invalid YAML: {exc}", mark.line + 1 if mark is not None else None)
             problems.extend(c.problems)
             continue
         if not isinstance(doc, Mapping):
             c.add("", "", "top level must be a mapping with `alert_rules:` or `rules:`")
+            problems.extend(c.problems)
+            continue
+        c.node = doc
+        if "groups" in doc and not any(k in doc for k in ("alert_rules", "rules", "alerting")):
+            c.add("", "groups", PROMETHEUS_FILE)
             problems.extend(c.problems)
             continue
         flat = "alert_rules" not in doc
@@ -400,6 +527,8 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             c.add("", "alert_rules", "must be a list")
             raw_rules = []
         for i, raw in enumerate(raw_rules):
+            # a rule's problems point into the rule; one that is not a mapping, at its item
+            c.node = raw if isinstance(raw, Mapping) else _Item(item_line(raw_rules, i))
             name = raw.get("name", raw.get("alert")) if isinstance(raw, Mapping) else None
             if isinstance(name, str) and name in seen:
                 # names are alert identities (fingerprints): two rules must never share one
@@ -410,6 +539,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             rule = _rule(c, raw, i, flat)
             if rule is not None:
                 rules.append(rule)
+        c.node = doc
         silences.extend(_silences(c, doc.get("silences")))
         more = _inhibits(c, doc.get("inhibit_rules"))
         if more is not None:

@@ -71,13 +71,36 @@ class Aggregation(enum.Enum):
 
 
 class Severity(enum.Enum):
+    """info, warning, critical; and any other non-empty string, kept as written.
+
+    Prometheus rules carry whatever severity their teams route on (`page`, `ticket`): such a
+    value becomes a member of its own (`Severity("page").value == "page"`, same object on
+    every call and after unpickling) that ranks below warning. The seed loader still accepts
+    only the three known ones (`is_known`): there a different word is a typo.
+    """
+
     INFO = "info"
     WARNING = "warning"
     CRITICAL = "critical"
 
+    @classmethod
+    def _missing_(cls, value: object) -> Severity | None:
+        if not isinstance(value, str) or not value.strip():
+            return None
+        member = object.__new__(cls)
+        member._value_ = value
+        member._name_ = value
+        # cached, so `is` and hashing agree for every instance of one string
+        found = cls._value2member_map_.setdefault(value, member)
+        return found if isinstance(found, cls) else member
+
     @property
     def rank(self) -> int:
-        return _SEVERITY_RANK[self]
+        return _SEVERITY_RANK.get(self, 0)  # other strings: below warning, with info
+
+    @property
+    def is_known(self) -> bool:
+        return self in _SEVERITY_RANK
 
 
 _SEVERITY_RANK = {Severity.INFO: 0, Severity.WARNING: 1, Severity.CRITICAL: 2}

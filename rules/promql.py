@@ -12,8 +12,10 @@ window aggregation, one threshold):
     N < metric ...                      the comparison may be written either way round
 
 Anything else (arithmetic, `and`/`or`/`unless`, `by`/`without` aggregations, `offset`, `@`,
-subqueries, `bool`, other functions, recording rules) is reported as not mappable, with the
-rule name and the reason, and skipped: never silently.
+subqueries, `bool`, other functions, recording rules, and alerts that read a recording rule's
+output) is reported as not mappable, with the rule name and the reason, and skipped: never
+silently. So are two alerts with the same name and labels (their alerts could not be told
+apart); a promtool check of an alert name that has any skipped rule is skipped with the reason.
 
 Where the semantics differ (see README "Where we differ from Prometheus"):
 - Time: promtool evaluates every `evaluation_interval` from t=0 on a clock of its own; so do
@@ -27,8 +29,10 @@ Where the semantics differ (see README "Where we differ from Prometheus"):
   a sample exactly at `t - range`.
 - `stale` in `input_series` ends the series rather than writing a staleness marker.
 - Labels: `instance` is our `instance_id` (in matchers, templates, `input_series`, `exp_labels`);
-  `severity` must be info, warning or critical (others become warning, with a note);
+  an input series without one gets an empty `instance_id`. `severity` is kept as written
+  (`page`, `ticket`, ...); only `critical` mutes `warning` by default (rules/model.py `Severity`).
   `exp_labels` are matched as a subset (our alerts carry every tag of the series).
+- A check without `eval_time` is at 0s, as in promtool.
 """
 
 from __future__ import annotations
@@ -36,13 +40,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rules import template
 from rules.check import CaseError, parse_series, run_case
-from rules.loader import parse_duration
+from rules.loader import item_line, line_of, parse_duration
 from rules.model import Aggregation, Matcher, Op, Rule, RulesError, RuleSet, Severity
 
 LOOKBACK_S = 300.0  # Prometheus' default lookback delta for an instant selector
@@ -76,12 +80,14 @@ class NotMappableError(RulesError):
 
 @dataclass(frozen=True, slots=True)
 class Unmappable:
-    """A rule that was skipped, and why."""
+    """A rule that was skipped, and why; `line` where it is written, when the file was read
+    with `rules.loader.load_yaml`."""
 
     name: str
     expr: str
     reason: str
     group: str = ""
+    line: int | None = None
 
     def __str__(self) -> str:
         where = f" (group {self.group})" if self.group else ""
@@ -363,12 +369,12 @@ def convert_rule(raw: Mapping[str, Any], *, group: str = "", source: str = "") -
     cond = parse_condition(str(raw.get("expr", "")))
     notes: list[str] = []
     labels = {str(k): str(v) for k, v in dict(raw.get("labels") or {}).items()}
-    sev_text = labels.pop("severity", "warning").lower()
+    sev_text = labels.pop("severity", "warning")
     try:
-        severity = Severity(sev_text)
-    except ValueError:
+        severity = Severity(sev_text)  # any string, as written: receivers route on it
+    except ValueError:  # empty: in Prometheus an empty label is no label
         severity = Severity.WARNING
-        notes.append(f"{name}: severity {sev_text!r} is not info/warning/critical: mapped to warning")
+        notes.append(f"{name}: empty severity: mapped to warning")
     annotations: dict[str, str] = {}
     for k, v in dict(raw.get("annotations") or {}).items():
         text = convert_template(str(v))
@@ -402,18 +408,45 @@ def convert_rule(raw: Mapping[str, Any], *, group: str = "", source: str = "") -
     return rule, notes
 
 
-def convert_groups(doc: object, *, source: str = "", eval_interval_s: float | None = None) -> Conversion:
-    """A Prometheus rule file (`groups: [{name, interval, rules: [...]}]`) -> Conversion."""
+def recorded_names(doc: object) -> set[str]:
+    """Names of the recording rules (`record:`) in a Prometheus rule file."""
+    out: set[str] = set()
+    groups = doc.get("groups") if isinstance(doc, Mapping) else None
+    for g in groups if isinstance(groups, list) else []:
+        rules = g.get("rules") if isinstance(g, Mapping) else None
+        for raw in rules if isinstance(rules, list) else []:
+            if isinstance(raw, Mapping) and raw.get("record"):
+                out.add(str(raw["record"]))
+    return out
+
+
+def convert_groups(
+    doc: object,
+    *,
+    source: str = "",
+    eval_interval_s: float | None = None,
+    recorded: Collection[str] = (),
+) -> Conversion:
+    """A Prometheus rule file (`groups: [{name, interval, rules: [...]}]`) -> Conversion.
+
+    `recorded`: recording-rule names from the other files of the same rule set; an alert
+    that reads one (or one of this file's) is not mappable: nothing here would ever write
+    that series, so the alert could never fire.
+    """
     if not isinstance(doc, Mapping) or not isinstance(doc.get("groups"), list):
-        return Conversion(unmappable=(Unmappable(source or "?", "", "no `groups:` list"),))
+        return Conversion(unmappable=(Unmappable(source or "?", "", "no `groups:` list", "", line_of(doc)),))
+    recorded = {*recorded, *recorded_names(doc)}
     rules: list[Rule] = []
     skipped: list[Unmappable] = []
     notes: list[str] = []
     seen: set[tuple[str, Severity, tuple[tuple[str, str], ...]]] = set()
-    for g in doc["groups"]:
+    groups = doc["groups"]
+    for gi, g in enumerate(groups):
         gname = str(g.get("name", "")) if isinstance(g, Mapping) else ""
         if not isinstance(g, Mapping) or not isinstance(g.get("rules"), list):
-            skipped.append(Unmappable(gname or "?", "", "group without a `rules:` list", gname))
+            skipped.append(
+                Unmappable(gname or "?", "", "group without a `rules:` list", gname, item_line(groups, gi))
+            )
             continue
         if g.get("interval") and eval_interval_s is not None:
             try:
@@ -422,24 +455,28 @@ def convert_groups(doc: object, *, source: str = "", eval_interval_s: float | No
                     notes.append(f"group {gname}: interval {g['interval']} ignored, evaluated every {every}")
             except NotMappableError:
                 notes.append(f"group {gname}: interval {g['interval']!r} is not a duration, ignored")
-        for raw in g["rules"]:
+        for ri, raw in enumerate(g["rules"]):
+            line = item_line(g["rules"], ri)
             if not isinstance(raw, Mapping):
-                skipped.append(Unmappable("?", "", "a rule must be a mapping", gname))
+                skipped.append(Unmappable("?", "", "a rule must be a mapping", gname, line))
                 continue
             expr = str(raw.get("expr", ""))
             if "record" in raw:
-                skipped.append(Unmappable(str(raw["record"]), expr, "recording rule", gname))
+                skipped.append(Unmappable(str(raw["record"]), expr, "recording rule", gname, line))
                 continue
             try:
                 rule, more = convert_rule(raw, group=gname, source=source)
             except NotMappableError as exc:
-                skipped.append(Unmappable(str(raw.get("alert", "?")), expr, str(exc), gname))
+                skipped.append(Unmappable(str(raw.get("alert", "?")), expr, str(exc), gname, line))
+                continue
+            if rule.metric in recorded:
+                reason = f"reads {rule.metric!r}, the output of a recording rule (not evaluated here)"
+                skipped.append(Unmappable(rule.name, expr, reason, gname, line))
                 continue
             ident = (rule.name, rule.severity, rule.labels)
             if ident in seen:  # same name, same labels: same fingerprints, the engine cannot tell them apart
-                skipped.append(
-                    Unmappable(rule.name, expr, "duplicate alert name with the same labels", gname)
-                )
+                reason = "duplicate alert name with the same labels"
+                skipped.append(Unmappable(rule.name, expr, reason, gname, line))
                 continue
             seen.add(ident)
             rules.append(rule)
@@ -480,7 +517,8 @@ def explicit_steps(values: str) -> str:
 
 
 def promtool_case(case: Mapping[str, Any]) -> dict[str, Any]:
-    """A promtool test case with `instance` labels renamed for our runner (rules/check.py)."""
+    """A promtool test case for our runner (rules/check.py): `instance` labels renamed, and
+    promtool's defaults written out (`eval_time` 0)."""
     out = dict(case)
     out["input_series"] = [
         {**s, "series": rename_series(str(s["series"])), "values": explicit_steps(s.get("values", ""))}
@@ -488,6 +526,7 @@ def promtool_case(case: Mapping[str, Any]) -> dict[str, Any]:
     ]
     checks = []
     for c in case.get("alert_rule_test") or []:
+        c = {**c, "eval_time": c.get("eval_time") or 0}
         exps = []
         for e in c.get("exp_alerts") or []:
             labels = {str(k): v for k, v in dict(e.get("exp_labels") or {}).items()}
@@ -543,14 +582,18 @@ def run_suite(suite: Mapping[str, Any], rule_docs: Sequence[tuple[str, object]],
     rules: list[Rule] = []
     unmappable: list[Unmappable] = []
     notes: list[str] = []
+    recorded = set().union(*(recorded_names(doc) for _, doc in rule_docs))
     for source, doc in rule_docs:
-        conv = convert_groups(doc, source=source, eval_interval_s=interval)
+        conv = convert_groups(doc, source=source, eval_interval_s=interval, recorded=recorded)
         rules.extend(conv.rules)
         unmappable.extend(conv.unmappable)
         notes.extend(conv.notes)
     conversion = Conversion(tuple(rules), tuple(unmappable), tuple(notes))
-    mapped = {r.name for r in rules}
-    skipped_names = {u.name for u in unmappable} - mapped
+    # a check of a name with any skipped rule would fail for the skipped rule's alerts (or
+    # pass for the wrong reason): skip it and say which rule and why
+    skip_reason: dict[str, str] = {}
+    for u in unmappable:
+        skip_reason.setdefault(u.name, f"rule not mappable: {u.reason}")
     ruleset = RuleSet(rules=tuple(rules), eval_interval_s=interval)
     outcomes: list[CheckOutcome] = []
     problems: list[str] = []
@@ -561,14 +604,17 @@ def run_suite(suite: Mapping[str, Any], rule_docs: Sequence[tuple[str, object]],
         checks = []
         for c in case["alert_rule_test"]:
             at = parse_duration(c["eval_time"])
-            if c["alertname"] in skipped_names:
-                outcomes.append(
-                    CheckOutcome(index, at, c["alertname"], "skip", ("rule not mappable, see above",))
-                )
+            reason = skip_reason.get(str(c.get("alertname")))
+            if not c.get("alertname"):
+                outcomes.append(CheckOutcome(index, at, "?", "fail", ("no `alertname:` in this check",)))
+            elif reason is not None:
+                outcomes.append(CheckOutcome(index, at, str(c["alertname"]), "skip", (reason,)))
             else:
                 checks.append(c)
         try:
-            _, failures = run_case(ruleset, {**case, "alert_rule_test": checks}, file, index)
+            # Prometheus series need no `instance` label: ours then has an empty instance_id
+            case = {**case, "alert_rule_test": checks}
+            _, failures = run_case(ruleset, case, file, index, instance_required=False)
         except (CaseError, KeyError, ValueError) as exc:
             outcomes.extend(
                 CheckOutcome(

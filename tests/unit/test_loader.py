@@ -171,3 +171,80 @@ def test_parse_duration_rejects(text: object) -> None:
 def test_missing_path_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RuleFileError, match="cannot read"):
         load_rules([tmp_path / "nope.yml"])
+
+
+# --------------------------------------------------------------------------- issue 10 (items 10, 23)
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", ".NaN"])
+def test_non_finite_threshold_is_refused_with_file_line_rule_and_field(tmp_path: Path, value: str) -> None:
+    text = f"""alert_rules:
+  - name: HighCPU
+    metric: cpu_usage_percent
+    condition:
+      operator: ">"
+      threshold: {value}
+      duration: 5m
+"""
+    with pytest.raises(RuleFileError) as err:
+        load_rules([write(tmp_path, "nan.yml", text)])
+    (p,) = err.value.problems
+    assert (p.rule, p.field, p.line) == ("HighCPU", "threshold", 6)
+    assert "finite" in p.message and str(p).startswith(f"{tmp_path / 'nan.yml'}:6: rule 'HighCPU'")
+
+
+def test_non_finite_durations_and_cooldowns_are_refused(tmp_path: Path) -> None:
+    text = """rules:
+  - name: A
+    metric: m
+    operator: ">"
+    threshold: 1
+    duration: .nan
+    cooldown_minutes: .inf
+"""
+    with pytest.raises(RuleFileError) as err:
+        load_rules([write(tmp_path, "d.yml", text)])
+    assert {(p.field, p.line) for p in err.value.problems} == {("duration", 6), ("cooldown_minutes", 7)}
+
+
+def test_every_problem_has_the_line_it_is_on(tmp_path: Path) -> None:
+    text = """settings:
+  bogus: 1
+alert_rules:
+  - name: A
+    metric: cpu
+    condition: {operator: "=>", threshold: 1}
+    severity: page
+  - just a string
+silences:
+  - matchers: {}
+    starts_at: "2025-01-15T10:00:00Z"
+    ends_at: "2025-01-15T11:00:00Z"
+"""
+    with pytest.raises(RuleFileError) as err:
+        load_rules([write(tmp_path, "l.yml", text), write(tmp_path, "y.yml", "a: 1\nb: [\n")])
+    got = {(p.file.rsplit("/", 1)[-1], p.rule, p.field, p.line) for p in err.value.problems}
+    assert {
+        ("l.yml", "", "settings.bogus", 2),
+        ("l.yml", "A", "operator", 6),
+        ("l.yml", "A", "severity", 7),
+        ("l.yml", "#2", "", 8),
+        ("l.yml", "", "silences[0].matchers", 10),
+    } <= got
+    (broken,) = [p for p in err.value.problems if p.file.endswith("y.yml")]
+    assert "invalid YAML" in broken.message and broken.line is not None
+
+
+def test_a_prometheus_rule_file_points_to_promtool_and_lint(tmp_path: Path) -> None:
+    path = write(tmp_path, "prom.yml", "groups:\n  - name: g\n    rules: [{alert: A, expr: 'up == 0'}]\n")
+    with pytest.raises(RuleFileError) as err:
+        load_rules([path])
+    (p,) = err.value.problems
+    assert "Prometheus rule file" in p.message and "--promtool" in p.message and "rules.lint" in p.message
+
+
+def test_seed_rules_still_refuse_an_unknown_severity(tmp_path: Path) -> None:
+    text = SEED_LIST.replace("severity: critical", "severity: critcal")
+    with pytest.raises(RuleFileError, match="severity: one of"):
+        load_rules([write(tmp_path, "s.yml", text)])
+    assert [s.value for s in Severity] == ["info", "warning", "critical"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -127,12 +128,12 @@ groups:
     assert dict(hi.annotations)["summary"] == 'CPU {{ $value | printf "%.1f" }} on {{ $labels.instance_id }}'
     assert hi.runbook_url == "https://runbooks/cpu"
     assert "bad" not in dict(hi.annotations)
-    assert paging.severity is Severity.WARNING
+    assert paging.severity.value == "page" and paging.severity.rank < Severity.WARNING.rank
     assert [(u.name, u.reason) for u in conv.unmappable] == [
         ("Ratio", "unsupported operator '/'"),
         ("job:up:sum", "recording rule"),
     ]
-    assert any("Paging" in n and "'page'" in n for n in conv.notes)
+    assert not any("Paging" in n for n in conv.notes)  # kept as written, nothing to say
     assert any("annotation bad dropped" in n for n in conv.notes)
     assert str(conv.unmappable[0]) == "not mappable: Ratio (group g): unsupported operator '/': a / b > 1"
 
@@ -256,3 +257,89 @@ def test_cli_exit_code_is_1_on_a_failed_check(tmp_path: Path, capsys: pytest.Cap
     )
     assert backtest.main(["--promtool", str(tmp_path / "t.yml")]) == 1
     assert capsys.readouterr().out.splitlines()[-1] == "0 passed, 1 failed"
+
+
+# --------------------------------------------------------------------------- real suites (issue 10, item 9)
+
+
+def _suite(checks: list[dict[str, Any]], series: str, values: str = "95x10") -> dict[str, Any]:
+    return {"tests": [{"interval": "1m", "input_series": [{"series": series, "values": values}],
+                       "alert_rule_test": checks}]}  # fmt: skip
+
+
+def _rules(*rules: dict[str, Any]) -> list[tuple[str, object]]:
+    return [("r.yml", {"groups": [{"name": "g", "rules": list(rules)}]})]
+
+
+def test_series_without_an_instance_label_is_evaluated_not_an_error() -> None:
+    suite = _suite(
+        [{"eval_time": "2m", "alertname": "Q", "exp_alerts": [{"exp_labels": {"queue": "mail"}}]}],
+        'queue_depth{queue="mail"}',
+    )
+    result = run_suite(suite, _rules({"alert": "Q", "expr": "queue_depth > 90"}), "t.yml")
+    assert [(o.status, o.messages) for o in result.outcomes] == [("pass", ())]
+
+
+def test_check_without_eval_time_is_at_zero_like_promtool() -> None:
+    suite = _suite(
+        [{"alertname": "A", "exp_alerts": [{"exp_labels": {"instance": "db1"}}]}], 'cpu{instance="db1"}'
+    )
+    result = run_suite(suite, _rules({"alert": "A", "expr": "cpu > 90"}), "t.yml")
+    assert [(o.eval_time, o.status) for o in result.outcomes] == [(0.0, "pass")]
+
+
+def test_alert_reading_a_recording_rule_is_not_mappable_and_its_checks_skip() -> None:
+    record = {"record": "job:cpu:avg", "expr": "avg(cpu)"}
+    alert = {"alert": "JobCPU", "expr": "job:cpu:avg > 90"}
+    rules = [
+        ("rec.yml", {"groups": [{"name": "r", "rules": [record]}]}),
+        ("alerts.yml", {"groups": [{"name": "a", "rules": [alert]}]}),
+    ]
+    conv = convert_groups(rules[1][1], recorded={"job:cpu:avg"})
+    assert conv.rules == () and "recording rule" in conv.unmappable[0].reason
+    suite = _suite([{"eval_time": "2m", "alertname": "JobCPU", "exp_alerts": [{}]}], 'job:cpu:avg{job="db"}')
+    result = run_suite(suite, rules, "t.yml")
+    assert [o.status for o in result.outcomes] == ["skip"]
+    assert "job:cpu:avg" in result.outcomes[0].messages[0]
+    assert {u.name for u in result.conversion.unmappable} == {"job:cpu:avg", "JobCPU"}
+
+
+def test_duplicate_alert_name_and_labels_skips_the_check_with_the_reason() -> None:
+    rules = _rules(
+        {"alert": "CPU", "expr": "cpu > 80", "labels": {"severity": "critical"}},
+        {"alert": "CPU", "expr": "cpu > 95", "labels": {"severity": "critical"}},
+    )
+    suite = _suite(
+        [{"eval_time": "2m", "alertname": "CPU", "exp_alerts": [{"exp_labels": {"instance": "db1"}}] * 2}],
+        'cpu{instance="db1"}',
+        "96x10",
+    )
+    result = run_suite(suite, rules, "t.yml")
+    assert [o.status for o in result.outcomes] == ["skip"]
+    assert "duplicate alert name with the same labels" in result.outcomes[0].messages[0]
+
+
+def test_any_severity_string_is_kept_in_labels() -> None:
+    suite = _suite(
+        [{"eval_time": "2m", "alertname": "Down", "exp_alerts": [{"exp_labels": {"severity": "page"}}]}],
+        'up{instance="db1"}',
+        "0x10",
+    )
+    rules = _rules({"alert": "Down", "expr": "up == 0", "labels": {"severity": "page"}})
+    result = run_suite(suite, rules, "t.yml")
+    assert [(o.status, o.messages) for o in result.outcomes] == [("pass", ())]
+    assert result.conversion.notes == ()
+
+
+def test_promtool_cli_given_a_rule_file_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert backtest.main(["--promtool", str(SUITE.parent / "rules.yml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a Prometheus rule file, not a test file" in err and "rules.lint" in err
+
+
+def test_an_unknown_severity_is_one_object_that_survives_pickling() -> None:
+    page = Severity("page")
+    assert page is Severity("page") and pickle.loads(pickle.dumps(page)) is page
+    assert not page.is_known and Severity.CRITICAL.is_known and page.rank < Severity.WARNING.rank
+    with pytest.raises(ValueError):
+        Severity("")

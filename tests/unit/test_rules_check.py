@@ -64,3 +64,26 @@ tests:
     assert main([str(case)]) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "expected firing alert" in out and "0 passed, 1 failed" in out
+
+
+def test_a_rule_file_given_as_cases_says_what_it_is(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(ROOT / "rules/bundled/alert-rules.yml")]) == 2
+    err = capsys.readouterr().err
+    assert "is a rule file, not a test file" in err and "rules.lint" in err
+    assert "expected a mapping" not in err
+
+
+def test_a_check_without_eval_time_is_at_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    case = tmp_path / "case.yml"
+    case.write_text(f"""
+rule_files: [{ROOT / "rules/bundled/alert-rules.yml"}]
+tests:
+  - input_series:
+      - series: 'cpu_usage_percent{{instance_id="db1"}}'
+        values: '99x10'
+    alert_rule_test:
+      - alertname: HighCPUUsage
+        exp_alerts: []
+""")
+    assert main([str(case)]) == 0
+    assert capsys.readouterr().out.strip().endswith("1 passed, 0 failed")
