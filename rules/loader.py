@@ -312,7 +312,11 @@ def _rule(c: _Collector, raw: object, index: int, flat: bool) -> Rule | None:
     op_raw = get("operator")
     op = _OPS.get(str(op_raw).strip().lower()) if op_raw is not None else None
     if op is None and not no_data:
-        c.add(label, "operator", f"one of {sorted({k for k in _OPS if not k.isalpha()})}, got {op_raw!r}")
+        c.add(
+            label,
+            "operator",
+            f"one of {sorted({k for k in _OPS if not k.replace('_', '').isalpha()})}, got {op_raw!r}",
+        )
     threshold_raw = get("threshold")
     threshold = 0.0
     if isinstance(threshold_raw, bool) or not isinstance(threshold_raw, int | float):
