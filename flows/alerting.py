@@ -158,7 +158,8 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
             wall=None,
             flush_on_eof=True,
         )
-    source = settings_source(settings)
+    # progress markers: wall time ages a silent instance only while the input is caught up
+    source = settings_source(settings, progress=True)
     # a bounded run (KAFKA_TAIL=false) ends like a backtest: every window is evaluated;
     # only a tailing job has heartbeats (a heartbeat source never ends)
     beat = None

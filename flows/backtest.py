@@ -114,7 +114,11 @@ def transitions(events: Sequence[AlertEvent], all_states: bool = False) -> list[
         e
         for e in events
         if all_states
-        or (e.state in NOTIFIED_STATES and e.notify is not None and e.notify.value != "repeat_elapsed")
+        or (
+            e.state in NOTIFIED_STATES
+            and e.notify is not None
+            and e.notify.value not in ("repeat_elapsed", "unsuppressed")
+        )
     ]
     keep.sort(key=lambda e: (e.at, e.alert_name, e.labels, e.state.value))
     return [e.to_record() for e in keep]

@@ -26,10 +26,20 @@ from connectors.config import ConfigError, Settings
 from connectors.dlq import dead_letter_from
 from connectors.errors import PoisonMessage
 from connectors.files import instance_key
-from connectors.monitoring import mark_alive, record_batch, record_events
+from connectors.kafka import SourceProgress
+from connectors.monitoring import (
+    HeartbeatSource,
+    InstrumentedSource,
+    MonitoringSettings,
+    await_dependency,
+    mark_alive,
+    record_batch,
+    record_events,
+    start,
+)
 from connectors.serde import make_decoder
 from rules.engine import ShardEngine
-from rules.model import AlertEvent, Metric, RuleSet, utc
+from rules.model import AlertEvent, Metric, RuleSet
 
 Decoder = Callable[[bytes, float], Metric]
 WallClock = Callable[[], float]
@@ -77,7 +87,7 @@ def decode_batch(
     return metrics, poison
 
 
-class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", bytes]):
+class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "AlertEvent | Poison", bytes]):
     """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events."""
 
     def __init__(
@@ -90,11 +100,24 @@ class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", 
         self.name = name
         self._late_seen = engine.stats.late
 
-    def on_batch(self, values: list[KafkaSourceMessage]) -> tuple[list[AlertEvent | Poison], bool]:
+    def on_batch(
+        self, values: list[KafkaSourceMessage | SourceProgress]
+    ) -> tuple[list[AlertEvent | Poison], bool]:
         now = self.wall() if self.wall is not None else math.inf
-        metrics, poison = decode_batch(values, self.decode, now)
+        marks = [v for v in values if v.__class__ is SourceProgress] if self.wall is not None else []
+        if marks:  # rare: about one per partition and second
+            values = [v for v in values if v.__class__ is not SourceProgress]
+        metrics, poison = decode_batch(values, self.decode, now)  # type: ignore[arg-type]
         out: list[AlertEvent | Poison] = list(poison)
         events = self.engine.ingest(metrics, 0.0 if now == math.inf else now)
+        if marks:
+            # after the batch: the markers came behind these messages from their partitions
+            moved = False
+            for p in marks:
+                moved |= self.engine.observe_progress(p.part, p.caught_up_at, p.parts)
+            if moved:
+                events = events + self.engine.advance_idle(self.engine.caught_up)
+            mark_alive(self.name)  # an idle worker still evaluates: that is liveness too
         late = self.engine.stats.late
         record_batch(self.name, len(values), len(poison), late - self._late_seen)
         self._late_seen = late
@@ -103,21 +126,10 @@ class EngineLogic(StatefulBatchLogic[KafkaSourceMessage, "AlertEvent | Poison", 
             out.extend(events)
         return out, StatefulBatchLogic.RETAIN
 
-    def on_notify(self) -> tuple[list[AlertEvent | Poison], bool]:
-        assert self.wall is not None  # notify_at is None without a wall clock
-        events = self.engine.advance_idle(self.wall())
-        mark_alive(self.name)  # an idle worker still evaluates: that is liveness too
-        record_events(self.name, events)
-        return list(events), StatefulBatchLogic.RETAIN
-
     def on_eof(self) -> tuple[list[AlertEvent | Poison], bool]:
         if self.flush_on_eof:
             return list(self.engine.flush()), StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
-
-    def notify_at(self) -> Any:
-        wake = self.engine.next_wake()
-        return None if wake is None else utc(wake)
 
     def snapshot(self) -> bytes:
         return self.engine.snapshot()
@@ -137,7 +149,9 @@ def evaluate(
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
     `wall=None` runs on event time only (backtests: same input, same output, any speed);
-    the live job passes a wall clock so silent instances still go stale.
+    the live job passes a wall clock and a source with `SourceProgress` markers
+    (`metric_source(progress=True)`), so silent instances still go stale once the input is
+    known to be caught up. The markers are broadcast to every shard.
     """
 
     def build(resume: bytes | None) -> EngineLogic:
@@ -147,8 +161,16 @@ def evaluate(
         return EngineLogic(engine, decode, wall, flush_on_eof, name)
 
     route = shard_router(shards)
+    names = [f"s{i:03d}" for i in range(shards)]
+
+    def route_batch(batch: list[Any]) -> list[tuple[str, Any]]:
+        out = [(route(m), m) for m in batch if m.__class__ is not SourceProgress]
+        if len(out) < len(batch):  # progress markers go to every shard
+            out.extend((n, m) for m in batch if m.__class__ is SourceProgress for n in names)
+        return out
+
     # one Python call per batch rather than one per message (key_on maps item by item)
-    keyed = op.flat_map_batch(f"{step_id}-route", raw, lambda batch: [(route(m), m) for m in batch])
+    keyed = op.flat_map_batch(f"{step_id}-route", raw, route_batch)
     out = op.stateful_batch(f"{step_id}-evaluate", keyed, build)
     items = op.map(f"{step_id}-unkey", out, lambda kv: kv[1])
     split = op.branch(f"{step_id}-split", items, lambda x: isinstance(x, AlertEvent))

@@ -24,6 +24,7 @@ class ChangeKind(enum.Enum):
     RESOLVED = "resolved"
     DROPPED = "inactive"  # pending instance whose condition broke before `for`
     REPEAT = "repeat"  # still firing and the repeat interval elapsed
+    UNSUPPRESSED = "unsuppressed"  # still firing, never announced: a candidate to announce now
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +41,9 @@ class AlertInstance:
     repeat_seq: int = 0
     fire_count: int = 0
     changes: tuple[float, ...] = ()  # recent fire/resolve times, for flapping detection
+    # this incident's FIRING reached delivery (not silenced/inhibited/flapping): its RESOLVED
+    # must be announced too, whatever mutes it by then
+    announced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +171,24 @@ def _maybe_repeat(
         flapping = _flapping(_recent(inst.changes, now, policy.flap_window_s), policy)
         return nxt, (Change(ChangeKind.REPEAT, now, NotifyReason.REPEAT_ELAPSED, flapping),)
     return inst, ()
+
+
+def unannounced(inst: AlertInstance, now: float, policy: Policy) -> Change | None:
+    """A firing instance whose FIRING was held back: the candidate to announce it at `now`
+    (the caller decides whether what held it back still applies)."""
+    if inst.state is not AlertState.FIRING or inst.announced:
+        return None
+    flapping = _flapping(_recent(inst.changes, now, policy.flap_window_s), policy)
+    return Change(ChangeKind.UNSUPPRESSED, now, NotifyReason.UNSUPPRESSED, flapping)
+
+
+def announce(inst: AlertInstance, change: Change) -> AlertInstance:
+    """The state once `change`'s notification went to delivery unsuppressed."""
+    if change.kind is ChangeKind.UNSUPPRESSED:
+        return replace(inst, announced=True, last_sent_at=change.at, repeat_seq=inst.repeat_seq + 1)
+    if change.kind is ChangeKind.FIRING or change.kind is ChangeKind.REPEAT:
+        return replace(inst, announced=True)
+    return inst
 
 
 def is_active(inst: AlertInstance) -> bool:

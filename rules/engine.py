@@ -5,9 +5,11 @@ per-series buffers (the only per-message work); alert rules are evaluated on eve
 ticks aligned to the epoch, once an instance's watermark (its newest sample minus the
 allowed lateness) has passed the tick. Each evaluation calls the pure `rules.alert.step`.
 
-Event time drives everything. In live mode an injected wall clock also advances the
-watermark of an instance that went silent (like Bytewax's EventClock), so a dead host
-still goes stale; in backtests no wall clock is given and only data moves time.
+Event time drives everything. In live mode wall time also advances the watermark of an
+instance that went silent, so a dead host still goes stale; but only wall time during which
+the input was *caught up* counts (`observe_progress`: every source partition had been read to
+its end), never time a worker spent busy (a slow sink) or a batch spent in transit, so the
+live job and a backtest over the same messages agree. In backtests only data moves time.
 
 The buffers are mutable on purpose: they are touched once per message, and a frozen copy
 per message would cost more than the whole rest of the hot path. Everything that is a
@@ -25,7 +27,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from rules.aggregate import aggregator
-from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, is_active, step
+from rules.alert import (
+    INACTIVE,
+    AlertInstance,
+    Change,
+    ChangeKind,
+    Policy,
+    announce,
+    is_active,
+    step,
+    unannounced,
+)
 from rules.model import (
     Aggregation,
     AlertEvent,
@@ -44,6 +56,7 @@ _STATE_OF = {
     ChangeKind.RESOLVED: AlertState.RESOLVED,
     ChangeKind.DROPPED: AlertState.INACTIVE,
     ChangeKind.REPEAT: AlertState.FIRING,
+    ChangeKind.UNSUPPRESSED: AlertState.FIRING,
 }
 # A series with no sample for this long and no active alert is forgotten (memory bound).
 _FORGET_AFTER_S = 24 * 3600.0
@@ -87,11 +100,13 @@ class Binding:
 class Series:
     """Sample buffer of one series (instance, metric, tags) and the rules bound to it."""
 
-    __slots__ = ("bindings", "database_type", "groups", "horizon", "last_pruned", "metric_name", "tags", "ts",
-                 "unsorted", "vs")  # fmt: skip
+    __slots__ = ("bindings", "database_type", "first_ts", "groups", "horizon", "last_pruned", "metric_name",
+                 "tags", "ts", "unsorted", "vs")  # fmt: skip
 
     def __init__(self, metric: Metric, bindings: list[Binding]) -> None:
         self.metric_name = metric.metric_name
+        # no-data rules count absence from here: before its first sample a series is not missing
+        self.first_ts = metric.ts
         self.database_type = metric.database_type
         self.tags = dict(metric.tags)
         self.ts: list[float] = []
@@ -143,6 +158,10 @@ class ShardEngine:
             self.rules_by_metric.setdefault(r.metric, []).append(r)
         self.instances: dict[str, Instance] = {}
         self.stats = EngineStats()
+        # source partition -> wall time it was last read to its end (SourceProgress markers)
+        self.progress: dict[str, float] = {}
+        self.parts_total = 0
+        self.caught_up = -math.inf
 
     # -- ingest ---------------------------------------------------------------------
     def ingest(self, metrics: Iterable[Metric], wall: float = 0.0) -> list[AlertEvent]:
@@ -180,11 +199,29 @@ class ShardEngine:
             self._advance(iid, inst, inst.max_ts - self.lateness, out)
         return out
 
-    def advance_idle(self, wall: float) -> list[AlertEvent]:
-        """Live only: let wall time move the watermark of instances that went quiet."""
+    def observe_progress(self, part: str, caught_up_at: float, parts: int) -> bool:
+        """Record a source partition's progress; True when the whole input's caught-up time
+        (the oldest over all `parts` partitions) moved forward."""
+        if caught_up_at > self.progress.get(part, -math.inf) or part not in self.progress:
+            self.progress[part] = caught_up_at
+        self.parts_total = max(self.parts_total, parts)
+        if len(self.progress) < self.parts_total:
+            return False  # not heard from every partition yet: no evidence of quiet
+        oldest = min(self.progress.values())
+        if oldest > self.caught_up:
+            self.caught_up = oldest
+            return True
+        return False
+
+    def advance_idle(self, caught_up: float) -> list[AlertEvent]:
+        """Live only: let wall time move the watermark of instances that went quiet.
+
+        `caught_up` is the wall time up to which every input partition had been read: an
+        instance silent since before then really sent nothing, so that much wall time ages it.
+        """
         out: list[AlertEvent] = []
         for iid, inst in list(self.instances.items()):
-            wm = inst.max_ts - self.lateness + max(0.0, wall - inst.wall_at_max)
+            wm = inst.max_ts - self.lateness + max(0.0, caught_up - inst.wall_at_max)
             self._advance(iid, inst, wm, out)
         return out
 
@@ -285,7 +322,7 @@ class ShardEngine:
             for window, needs_ts, fn, group in s.groups:
                 lo = bisect_right(ts, tick - window, 0, hi)
                 if fn is None:  # no-data rules: the condition is an empty window
-                    holds_all: bool | None = lo == hi
+                    holds_all: bool | None = lo == hi if tick >= s.first_ts else None
                     value = float(hi - lo)
                 elif hi > lo:
                     got = fn(ts[lo:hi] if needs_ts else (), vs[lo:hi])
@@ -307,6 +344,11 @@ class ShardEngine:
                     b.inst = nxt
                     for c in changes:
                         produced.append((b, c, prev, value))
+                    if not changes and not nxt.announced and nxt.state is AlertState.FIRING:
+                        # held back so far (silence, inhibition, flapping): announce once that ends
+                        cand = unannounced(nxt, tick, self.policy)
+                        if cand is not None:
+                            produced.append((b, cand, prev, value))
         if produced:
             self._emit(inst, produced, out)
 
@@ -323,12 +365,24 @@ class ShardEngine:
             for b in s.bindings
             if b.inst.state is AlertState.FIRING
         ]
+        emitted_before = len(out)
         for b, c, prev, value in produced:
             rule = b.rule
+            if c.kind is ChangeKind.RESOLVED:
+                # once announced, an incident's resolution is always announced; never announced,
+                # its resolution closes nothing for a receiver
+                suppressed = None if prev.announced else Suppression.NOT_ANNOUNCED
+            elif c.notify is not None:
+                suppressed = self._suppression(b, c, firing)
+                if suppressed is None:
+                    b.inst = announce(b.inst, c)
+                elif c.kind is ChangeKind.UNSUPPRESSED:
+                    continue  # still held back: nothing happened worth a record
+            else:
+                suppressed = None
             cur = b.inst
             state = _STATE_OF[c.kind]
             active_at = prev.active_at if c.kind is ChangeKind.DROPPED else cur.active_at
-            suppressed = self._suppression(b, c, firing) if c.notify is not None else None
             shown = cur.value if math.isnan(value) and not c.stale else value
             annotations = tuple(
                 (k, render(t, b.labels_map, shown, rule.threshold)) for k, t in rule.annotations
@@ -351,14 +405,19 @@ class ShardEngine:
                     dashboard_url=render(rule.dashboard_url, b.labels_map, shown, rule.threshold),
                     fire_count=cur.fire_count,
                     message_id=message_id(
-                        b.fp, active_at, state, cur.repeat_seq if c.kind is ChangeKind.REPEAT else 0
+                        b.fp,
+                        active_at,
+                        state,
+                        cur.repeat_seq
+                        if c.kind is ChangeKind.REPEAT or c.kind is ChangeKind.UNSUPPRESSED
+                        else 0,
                     ),
                     notify=c.notify,
                     suppressed=suppressed,
                     stale=c.stale,
                 )
             )
-        self.stats.events += len(produced)
+        self.stats.events += len(out) - emitted_before
 
     def _suppression(self, b: Binding, c: Change, firing: list[Binding]) -> Suppression | None:
         for sil in self.ruleset.silences:
@@ -413,6 +472,7 @@ class ShardEngine:
                         s.vs,
                         s.last_pruned,
                         {b.rule.name: b.inst for b in s.bindings},
+                        s.first_ts,
                     )
                     for s in inst.series.values()
                     if s is not None
@@ -429,11 +489,24 @@ class ShardEngine:
             inst = Instance(evaluated_until)
             inst.max_ts = max_ts
             inst.wall_at_max = wall
-            for name, dbt, tags, ts, vs, last_pruned, alerts in series:
-                m = Metric(0.0, dbt, iid, name, 0.0, tags)
-                s = self._new_series(m, alerts)
+            for name, dbt, tags, ts, vs, last_pruned, alerts, *rest in series:
+                # snapshots taken before `first_ts` existed: absence counts as it did then
+                first_ts = rest[0] if rest else -math.inf
+                m = Metric(first_ts, dbt, iid, name, 0.0, tags)
+                s = self._new_series(m, {k: _upgrade(a) for k, a in alerts.items()})
                 key = (name, tuple(sorted(tags.items())) if tags else ())
                 inst.series[key] = s
                 if s is not None:
                     s.ts, s.vs, s.last_pruned = list(ts), list(vs), last_pruned
             self.instances[iid] = inst
+
+
+def _upgrade(a: AlertInstance) -> AlertInstance:
+    """An `AlertInstance` unpickled from an older snapshot lacks the newer fields."""
+    try:
+        a.announced  # noqa: B018 - the probe is the point
+        return a
+    except AttributeError:
+        # firing before the upgrade: it was announced then, so its resolution is announced too
+        values = {f: getattr(a, f) for f in AlertInstance.__dataclass_fields__ if hasattr(a, f)}
+        return AlertInstance(**values, announced=a.state is AlertState.FIRING)

@@ -234,6 +234,8 @@ class NotifyReason(enum.Enum):
     FIRST = "first"
     REPEAT_ELAPSED = "repeat_elapsed"
     RESOLVED = "resolved"
+    # still firing when the silence / inhibition / flapping that held its FIRING back ended
+    UNSUPPRESSED = "unsuppressed"
 
 
 class Suppression(enum.Enum):
@@ -243,6 +245,8 @@ class Suppression(enum.Enum):
     MAINTENANCE = "maintenance"
     INHIBITED = "inhibited"
     FLAPPING = "flapping"
+    # a RESOLVED whose FIRING was never announced: a receiver has no incident to close
+    NOT_ANNOUNCED = "not_announced"
 
 
 def utc(ts: float) -> datetime:

@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from rules.model import AlertEvent, AlertState, RulesError, iso
+from rules.model import AlertEvent, AlertState, NotifyReason, RulesError, iso
 
 UNKNOWN_SEGMENT = "unknown"
 
@@ -53,7 +53,7 @@ REQUIRED_KEYS: frozenset[str] = frozenset(
 CONTEXT_KEYS: frozenset[str] = frozenset(
     {"metric_value", "threshold", "region", "alert_fired_at", "fire_count"}
 )
-NOTIFY_REASONS: frozenset[str] = frozenset({"first", "repeat_elapsed", "resolved"})
+NOTIFY_REASONS: frozenset[str] = frozenset(r.value for r in NotifyReason)
 
 
 class PayloadError(RulesError):

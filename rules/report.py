@@ -77,7 +77,7 @@ class Span:
 
 def is_fire(rec: Record) -> bool:
     """A transition into firing; repeats (`notify: repeat_elapsed`) are not new fires."""
-    return rec.get("state") == "firing" and rec.get("notify") != "repeat_elapsed"
+    return rec.get("state") == "firing" and rec.get("notify") not in ("repeat_elapsed", "unsuppressed")
 
 
 def spans(records: Iterable[Record]) -> list[Span]:

@@ -200,3 +200,101 @@ def test_first_sample_on_a_tick_boundary_without_lateness_is_not_late() -> None:
     events = eng.ingest([Metric(T0, "postgresql", "db1", "connection_usage_percent", 99.0, {})])
     assert eng.stats.late == 0 and eng.stats.samples == 1
     assert [e.state for e in events] == [AlertState.PENDING]
+
+
+def rules_from(tmp_path, text: str):  # type: ignore[no-untyped-def]
+    path = tmp_path / "rules.yml"
+    path.write_text(text)
+    return load_rules([path])
+
+
+TWO_SEVERITIES = """
+settings: {evaluation_interval: 1m, allowed_lateness: 30s, staleness: 5m}
+alert_rules:
+  - name: WarnA
+    metric: a
+    condition: {operator: ">", threshold: 50, duration: 0s, aggregation: last}
+    window: 1m
+    severity: warning
+  - name: CritB
+    metric: b
+    condition: {operator: ">", threshold: 50, duration: 0s, aggregation: last}
+    window: 1m
+    severity: critical
+"""
+
+
+def test_resolution_of_an_announced_firing_is_never_suppressed(tmp_path) -> None:
+    # WarnA fires (announced), then critical CritB fires on the same instance (it inhibits
+    # warnings), then WarnA resolves: the receiver must hear that its incident closed
+    rs = rules_from(tmp_path, TWO_SEVERITIES)
+    a = series("db1", "a", [60.0] * 40 + [0.0] * 40)
+    b = series("db1", "b", [0.0] * 20 + [60.0] * 60)
+    events = {(e.alert_name, e.state): e for e in run(interleave(a, b), rs) if e.notify}
+    assert events[("WarnA", AlertState.FIRING)].suppressed is None
+    assert events[("CritB", AlertState.FIRING)].suppressed is None
+    resolved = events[("WarnA", AlertState.RESOLVED)]
+    assert resolved.suppressed is None
+
+
+def test_resolution_of_a_never_announced_firing_is_not_sent() -> None:
+    sil = Silence((Matcher("instance_id", "db1"),), T0, T0 + 3600, "maintenance")
+    cpu = series("db1", "cpu_usage_percent", [85.0] * 40 + [10.0] * 20)
+    events = run(cpu, replace(RULES, silences=(sil,)))
+    resolved = [e for e in events if e.state is AlertState.RESOLVED and e.notify]
+    assert resolved and all(e.suppressed is Suppression.NOT_ANNOUNCED for e in resolved)
+
+
+def test_firing_held_back_by_a_silence_is_announced_when_the_silence_ends() -> None:
+    ends = T0 + 15 * 60
+    sil = Silence((Matcher("instance_id", "db1"),), T0, ends, "maintenance")
+    events = run(series("db1", "cpu_usage_percent", [85.0] * 120), replace(RULES, silences=(sil,)))
+    high = [e for e in events if e.alert_name == "HighCPUUsage" and e.notify]
+    first, later = high[0], high[1]
+    assert first.state is AlertState.FIRING and first.suppressed is Suppression.SILENCED
+    # the first evaluation at or after the end of the silence, not at the next repeat (4 h)
+    assert later.notify is NotifyReason.UNSUPPRESSED and later.suppressed is None
+    assert later.state is AlertState.FIRING and later.at == ends
+    assert later.message_id != first.message_id and later.active_at == first.active_at
+    assert len(high) == 2  # announced once; nothing more while it keeps firing
+
+
+NO_DATA = """
+settings: {evaluation_interval: 5s, allowed_lateness: 30s, staleness: 5m}
+alert_rules:
+  - name: Absent
+    metric: up
+    no_data: true
+    condition: {duration: 20s}
+    window: 10s
+    severity: critical
+"""
+
+
+def test_no_data_rule_does_not_page_healthy_instances_at_start(tmp_path) -> None:
+    rs = rules_from(tmp_path, NO_DATA)
+    ups = interleave(*(series(f"db{i}", "up", [1.0] * 60, step=5.0) for i in range(6)))
+    assert [e for e in run(ups, rs) if e.state is AlertState.FIRING] == []
+    # ... and absence still pages once the heartbeat stops while the instance reports
+    mem = series("db0", "memory_usage_percent", [10.0] * 120, step=5.0)
+    late = [e for e in run(interleave(ups, mem), rs) if e.state is AlertState.FIRING]
+    assert [e.instance_id for e in late] == ["db0"]
+
+
+def test_wall_time_ages_silent_instances_only_as_far_as_the_input_is_caught_up() -> None:
+    eng = ShardEngine(RULES, live=True)
+    wall = 1000.0
+    eng.ingest(series("db1", "cpu_usage_percent", [97.0] * 40), wall)
+    eng.ingest(series("db2", "cpu_usage_percent", [97.0] * 40), wall)
+    # one of two partitions reported: no evidence that the input is quiet yet
+    assert eng.observe_progress("0-t", wall + 600, 2) is False
+    # the other partition is still behind (a backlog, a worker busy in a sink)
+    assert eng.observe_progress("1-t", -math.inf, 2) is False
+    assert eng.caught_up == -math.inf
+    assert eng.advance_idle(eng.caught_up) == []
+    assert eng.observe_progress("1-t", wall + 600, 2) is True
+    stale = eng.advance_idle(eng.caught_up)
+    assert {(e.instance_id, e.stale) for e in stale if e.state is AlertState.RESOLVED} == {
+        ("db1", True),
+        ("db2", True),
+    }
