@@ -36,12 +36,29 @@ Decoder = Callable[[bytes, float], Metric]
 
 DEFAULT_MAX_FUTURE_S: Final = 600.0
 MIN_TS: Final = 946684800.0  # 2000-01-01T00:00:00Z: anything older is a broken clock or unit
+# 2100-01-01T00:00:00Z, even in replays (no clock): partitions, dates and every sink stay in range
+MAX_TS: Final = 4102444800.0
 _MS_EPOCH_ABOVE: Final = 1e11  # an epoch number above this is milliseconds (1e11 s is year 5138)
 _MAX_EPOCH_NUMBER: Final = 1e18  # bounds int -> float conversion before the range checks
 
 SCHEMA_DIR: Final = Path(__file__).resolve().parent.parent / "schemas"
 REQUIRED_FIELDS: Final = ("timestamp", "database_type", "instance_id", "metric_name", "value")
 METRIC_RECORD: Final = "com.gds.metrics.Metric"
+
+# Limits on what one message may carry (README, "Bad input"). They keep one hostile or broken
+# producer from stopping a flow: every sink can store what passes them (the PostgreSQL index
+# on (instance_id, metric_name) has a 2704-byte row limit: 2 x 256 chars x 4 UTF-8 bytes fits).
+MAX_MESSAGE_BYTES: Final = 256 * 1024
+MAX_TAGS: Final = 128
+MAX_TAG_KEY_CHARS: Final = 256
+MAX_TAG_VALUE_CHARS: Final = 16 * 1024  # a query text as a tag still fits
+MAX_IDENTITY_CHARS: Final = 256  # instance_id, metric_name, database_type
+MAX_ABS_VALUE: Final = 1e300  # a sum of 10^8 such values is still a finite double
+MAX_DEPTH: Final = 1024  # orjson's nesting limit; tags themselves must be flat
+# A string is never longer (in characters) than the raw message (in bytes), and every tag costs
+# at least 2 bytes (Avro) or 6 (JSON): a message this short cannot break a length or count
+# limit, so the common small message skips those checks.
+_SMALL_BYTES: Final = min(MAX_TAG_KEY_CHARS, MAX_IDENTITY_CHARS, 2 * MAX_TAGS)
 
 # orjson parses bytes ~3x faster than the stdlib; the stdlib still reads what orjson refuses
 # (NaN, Infinity) so those get the precise reason instead of "invalid JSON".
@@ -71,13 +88,24 @@ def decode_json(raw: bytes, now: float, max_future_s: float = DEFAULT_MAX_FUTURE
     `tags` may be absent or null (no labels); `metadata` is accepted and ignored (it is
     not part of the series identity).
     """
+    if raw is None:
+        raise PoisonMessage("empty message")
+    n = len(raw)
+    if n > MAX_MESSAGE_BYTES:
+        raise PoisonMessage(f"message of {n} bytes is larger than the limit of {MAX_MESSAGE_BYTES}")
+    slow = False
     try:
         d = _loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError) as fast_exc:
+        slow = True
+        if "depth limit" in str(fast_exc):  # the stdlib would recurse until RecursionError
+            raise PoisonMessage(f"JSON nests deeper than {MAX_DEPTH} levels") from None
         try:
             d = _slow_loads(raw)
         except (ValueError, TypeError) as exc:  # JSONDecodeError, UnicodeDecodeError, None
             raise PoisonMessage(_json_error(raw, exc)) from None
+        except RecursionError:
+            raise PoisonMessage(f"JSON nests deeper than {MAX_DEPTH} levels") from None
     if type(d) is not dict:
         raise PoisonMessage(f"message is not a JSON object (got {_json_type(d)})")
     try:
@@ -93,13 +121,13 @@ def decode_json(raw: bytes, now: float, max_future_s: float = DEFAULT_MAX_FUTURE
     ts = _parse_ts(ts_in)
     if ts < MIN_TS:
         raise PoisonMessage(f"timestamp {_iso_z(ts)} is before 2000-01-01")
-    if ts > now + max_future_s:
-        raise PoisonMessage(f"timestamp {_iso_z(ts)} is more than {max_future_s:g}s in the future")
+    if ts > now + max_future_s or ts >= MAX_TS:
+        raise PoisonMessage(_future(ts, now, max_future_s))
 
     if type(value) is not float:
         value = _coerce_value(value)
-    if not _isfinite(value):
-        raise PoisonMessage(f"value is {value} (NaN/Infinity are not allowed)")
+    if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # also false for NaN
+        raise PoisonMessage(_bad_value(value))
 
     if type(instance_id) is not str or not instance_id:
         raise PoisonMessage(_bad_identity("instance_id", instance_id))
@@ -118,7 +146,46 @@ def decode_json(raw: bytes, now: float, max_future_s: float = DEFAULT_MAX_FUTURE
         tags = {}
     else:
         raise PoisonMessage(f"tags must be an object of strings (got {_json_type(tags)})")
+    if n > _SMALL_BYTES:
+        _check_sizes(instance_id, metric_name, database_type, tags)
+    if slow:  # the stdlib lets lone surrogates through (orjson does not); no sink could store them
+        try:
+            "".join((instance_id, metric_name, database_type, *tags, *tags.values())).encode()
+        except UnicodeEncodeError:
+            raise PoisonMessage("a string holds a lone UTF-16 surrogate escape (not valid Unicode)") from None
     return _new_tuple(Metric, (ts, database_type, instance_id, metric_name, value, tags))
+
+
+def _future(ts: float, now: float, max_future_s: float) -> str:
+    if ts > now + max_future_s:
+        return f"timestamp {_iso_z(ts)} is more than {max_future_s:g}s in the future"
+    return f"timestamp {_iso_z(ts)} is after 2100-01-01"
+
+
+def _bad_value(value: float) -> str:
+    if not _isfinite(value):
+        return f"value is {value} (NaN/Infinity are not allowed)"
+    return f"value {value!r} is outside the accepted range [-{MAX_ABS_VALUE:g}, {MAX_ABS_VALUE:g}]"
+
+
+def _check_sizes(instance_id: str, metric_name: str, database_type: str, tags: dict[str, str]) -> None:
+    """The size limits (MAX_*); only called for messages long enough to break one."""
+    for name, v in (
+        ("instance_id", instance_id),
+        ("metric_name", metric_name),
+        ("database_type", database_type),
+    ):
+        if len(v) > MAX_IDENTITY_CHARS:
+            raise PoisonMessage(f"{name} has {len(v)} characters (limit {MAX_IDENTITY_CHARS})")
+    if len(tags) > MAX_TAGS:
+        raise PoisonMessage(f"{len(tags)} tags (limit {MAX_TAGS})")
+    for k, v in tags.items():
+        if len(k) > MAX_TAG_KEY_CHARS:
+            raise PoisonMessage(
+                f"a tag name has {len(k)} characters (limit {MAX_TAG_KEY_CHARS}): {k[:64]!r}..."
+            )
+        if len(v) > MAX_TAG_VALUE_CHARS:
+            raise PoisonMessage(f"tag {k[:64]!r} has {len(v)} characters (limit {MAX_TAG_VALUE_CHARS})")
 
 
 def encode_json(metric: Metric) -> bytes:
@@ -348,6 +415,9 @@ class AvroCodec:
     def decode(self, raw: bytes, now: float, max_future_s: float = DEFAULT_MAX_FUTURE_S) -> Metric:
         """Decode and validate one framed message; bad framing, unknown schema ids and
         undecodable bodies are `PoisonMessage`, registry outages `ConnectorError`."""
+        n = len(raw)
+        if n > MAX_MESSAGE_BYTES:
+            raise PoisonMessage(f"message of {n} bytes is larger than the limit of {MAX_MESSAGE_BYTES}")
         try:
             magic, schema_id = _HEADER(raw)
         except (struct.error, TypeError):
@@ -372,11 +442,11 @@ class AvroCodec:
         ts = rec["timestamp"] / entry.ts_divisor
         if ts < MIN_TS:
             raise PoisonMessage(f"timestamp {_iso_z(ts)} is before 2000-01-01")
-        if ts > now + max_future_s:
-            raise PoisonMessage(f"timestamp {_iso_z(ts)} is more than {max_future_s:g}s in the future")
+        if ts > now + max_future_s or ts >= MAX_TS:
+            raise PoisonMessage(_future(ts, now, max_future_s))
         value = rec["value"]
-        if not _isfinite(value):
-            raise PoisonMessage(f"value is {value} (NaN/Infinity are not allowed)")
+        if not -MAX_ABS_VALUE <= value <= MAX_ABS_VALUE:  # also false for NaN
+            raise PoisonMessage(_bad_value(value))
         instance_id = rec["instance_id"]
         metric_name = rec["metric_name"]
         database_type = rec["database_type"]
@@ -386,7 +456,10 @@ class AvroCodec:
             raise PoisonMessage("metric_name is empty")
         if not database_type:
             raise PoisonMessage("database_type is empty")
-        return _new_tuple(Metric, (ts, database_type, instance_id, metric_name, value, rec["tags"]))
+        tags = rec["tags"]
+        if n > _SMALL_BYTES:
+            _check_sizes(instance_id, metric_name, database_type, tags)
+        return _new_tuple(Metric, (ts, database_type, instance_id, metric_name, value, tags))
 
     def _load_writer(self, schema_id: int) -> _WriterEntry:
         if schema_id in self._unknown:

@@ -14,6 +14,12 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.serde import (
+    MAX_ABS_VALUE,
+    MAX_IDENTITY_CHARS,
+    MAX_MESSAGE_BYTES,
+    MAX_TAG_KEY_CHARS,
+    MAX_TAG_VALUE_CHARS,
+    MAX_TAGS,
     SCHEMA_DIR,
     AvroCodec,
     decode_any,
@@ -193,6 +199,70 @@ def test_encode_json_renders_seconds_without_fraction() -> None:
 def test_encode_json_refuses_nan() -> None:
     with pytest.raises(ConnectorError, match="cpu"):
         encode_json(Metric(T0, "postgresql", "db", "cpu", float("nan"), {}))
+
+
+# --------------------------------------------------------------------------- limits (README, "Bad input")
+
+
+def deep(levels: int) -> str:
+    return "[" * levels + "]" * levels
+
+
+LIMIT_BAD = [
+    # orjson stops at 1024 levels; the stdlib fallback used to recurse into a RecursionError
+    pytest.param(
+        msg(tags=None).replace(b'"tags": null', b'"tags": ' + deep(3000).encode()), "deeper", id="deep-tags"
+    ),
+    pytest.param(
+        msg(tags=None).replace(b'"tags": null', b'"tags": ' + deep(3000).encode() + b', "x": NaN'),
+        "deeper",
+        id="deep-and-nan",
+    ),
+    pytest.param(msg(value=1e301), "outside the accepted range", id="value-above-range"),
+    pytest.param(msg(value=-1.7e308), "outside the accepted range", id="value-below-range"),
+    pytest.param(msg(value=10**306), "outside the accepted range", id="int-value-above-range"),
+    pytest.param(msg(metadata="x" * MAX_MESSAGE_BYTES), "larger than the limit", id="message-size"),
+    pytest.param(msg(tags={f"k{i}": "v" for i in range(MAX_TAGS + 1)}), f"limit {MAX_TAGS}", id="tag-count"),
+    pytest.param(msg(tags={"q": "x" * (MAX_TAG_VALUE_CHARS + 1)}), "tag 'q' has", id="tag-value-length"),
+    pytest.param(msg(tags={"k" * (MAX_TAG_KEY_CHARS + 1): "v"}), "a tag name has", id="tag-key-length"),
+    pytest.param(msg(instance_id="i" * (MAX_IDENTITY_CHARS + 1)), "instance_id has", id="instance-length"),
+    pytest.param(msg(metric_name="m" * (MAX_IDENTITY_CHARS + 1)), "metric_name has", id="metric-length"),
+    # orjson refuses a lone surrogate, the stdlib fallback accepted it: no sink could encode it
+    pytest.param(msg().replace(b"us-east-1", b"\\ud800"), "surrogate", id="lone-surrogate"),
+    pytest.param(msg(timestamp="2150-01-01T00:00:00Z"), "after 2100-01-01", id="after-2100-without-clock"),
+]
+
+
+@pytest.mark.parametrize(("raw", "reason"), LIMIT_BAD)
+def test_decode_json_limits_are_poison_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(PoisonMessage) as info:
+        decode_json(raw, float("inf"))
+    assert reason in info.value.reason
+
+
+def test_decode_json_accepts_up_to_the_limits() -> None:
+    query = "SELECT * FROM orders WHERE id = $1 -- " + "x" * 3000  # a query text as a tag
+    tags = {f"k{i}": "v" for i in range(MAX_TAGS - 2)}
+    tags |= {"query": query, "k" * MAX_TAG_KEY_CHARS: "y" * MAX_TAG_VALUE_CHARS}
+    m = decode_json(msg(tags=tags, value=MAX_ABS_VALUE, instance_id="i" * MAX_IDENTITY_CHARS), NOW)
+    assert m.tags == tags and m.value == MAX_ABS_VALUE and len(m.instance_id) == MAX_IDENTITY_CHARS
+    assert decode_json(msg(value=-MAX_ABS_VALUE), NOW).value == -MAX_ABS_VALUE
+    assert decode_json(msg(tags={"q": "z" * 10_000}), NOW).tags == {"q": "z" * 10_000}
+
+
+def test_avro_limits(registry: SchemaRegistryClient) -> None:
+    sid = register(registry, "l-value", V2)
+    codec = AvroCodec(registry)
+    for rec, reason in (
+        (record(value=1e301), "outside the accepted range"),
+        (record(tags={f"k{i}": "v" for i in range(MAX_TAGS + 1)}), f"limit {MAX_TAGS}"),
+        (record(tags={"q": "x" * (MAX_TAG_VALUE_CHARS + 1)}), "tag 'q' has"),
+        (record(instance_id="i" * (MAX_IDENTITY_CHARS + 1)), "instance_id has"),
+        (record(tags={"q": "x" * MAX_MESSAGE_BYTES}), "larger than the limit"),
+    ):
+        with pytest.raises(PoisonMessage, match=reason):
+            codec.decode(frame(sid, V2, rec), NOW)
+    assert codec.decode(frame(sid, V2, record(tags={"q": "x" * 3000})), NOW).tags == {"q": "x" * 3000}
 
 
 # --------------------------------------------------------------------------- Avro
