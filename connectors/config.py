@@ -7,6 +7,8 @@ table of variables; `ENV_VARS` below is its source.
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from collections.abc import Callable, Mapping
@@ -70,10 +72,32 @@ ENV_VARS: dict[str, tuple[str, str]] = {
 }
 
 
+# `scheme://user:password@host`: keep the user (it helps), hide the password
+_URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:'\"]*):[^/@\s'\"]*@")
+# `password=...` in a DSN or query string, `sasl.password=...` in KAFKA_EXTRA_CONFIG, tokens
+_KEY_SECRET = re.compile(
+    r"(?P<key>[\w.-]*(?:password|passwd|pwd|secret|token|api[_.-]?key)[\w.-]*)(?P<eq>\s*=\s*)[^\s&;,'\"]+",
+    re.IGNORECASE,
+)
+REDACTED = "***"
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of any URL or `key=value` secret replaced by `***`.
+
+    Configuration errors quote the value they reject, and those land in pod logs: a typo in
+    the scheme of `NOTIFY_URL` must not publish its password.
+    """
+    text = _URL_PASSWORD.sub(lambda m: f"{m['head']}:{REDACTED}@", text)
+    return _KEY_SECRET.sub(lambda m: f"{m['key']}{m['eq']}{REDACTED}", text)
+
+
 class ConfigError(ConnectorError):
+    """Every configuration problem, one line each, with credentials redacted."""
+
     def __init__(self, problems: list[str]) -> None:
-        self.problems = problems
-        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in problems))
+        self.problems = [redact(p) for p in problems]
+        super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,20 +152,67 @@ def _url(problems: list[str], name: str, value: str, schemes: tuple[str, ...]) -
         return ""
     u = urlparse(value)
     if u.scheme not in schemes or not (u.netloc or u.scheme == "mock"):
-        problems.append(f"{name}={value!r}: expected a URL with scheme {' or '.join(schemes)}")
+        problems.append(f"{name}={redact(value)!r}: expected a URL with scheme {' or '.join(schemes)}")
     return value.rstrip("/")
 
 
 def _number(problems: list[str], env: Mapping[str, str], name: str, cast: type, low: float) -> float:
-    raw = env.get(name) or ENV_VARS[name][0]
+    """A finite number > 0 and >= `low`: `nan`, `inf`, 0 and negatives are refused for every
+    setting (a `nan` timeout or deadline silently disables what it bounds)."""
+    raw = (env.get(name) or "").strip() or ENV_VARS[name][0]
+    default = cast(ENV_VARS[name][0])
     try:
         value = cast(raw)
     except ValueError:
-        problems.append(f"{name}={raw!r}: not a number")
-        return cast(ENV_VARS[name][0])
+        kind = "an integer" if cast is int else "a number"
+        problems.append(f"{name}={raw!r}: not {kind}")
+        return default
+    if not math.isfinite(value):
+        problems.append(f"{name}={raw!r}: must be a finite number")
+        return default
+    if value <= 0:
+        problems.append(f"{name}={raw!r}: must be > 0")
+        return default
     if value < low:
-        problems.append(f"{name}={raw!r}: must be >= {low}")
+        problems.append(f"{name}={raw!r}: must be >= {low:g}")
     return value
+
+
+def rules_paths(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """RULES_PATH as paths (also read on its own, to report rule problems with bad settings)."""
+    raw = env.get("RULES_PATH", "").strip() or ENV_VARS["RULES_PATH"][0]
+    return tuple(Path(p.strip()) for p in raw.split(",") if p.strip())
+
+
+_QUIET = logging.getLogger("connectors.config.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False  # librdkafka's warnings about the throwaway client are not news
+
+
+def kafka_config_problems(extra: Mapping[str, str]) -> list[str]:
+    """One line per KAFKA_EXTRA_CONFIG entry librdkafka refuses (unknown key, bad value).
+
+    Checked by building a throwaway client that connects to nothing: the flows' own
+    clients are built later, inside Bytewax, where the same error is a traceback.
+    """
+    from confluent_kafka import KafkaException, Producer
+
+    def refused(config: Mapping[str, str]) -> str | None:
+        try:
+            Producer({"bootstrap.servers": "", "logger": _QUIET, **config})
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else exc
+            return str(err.str() if hasattr(err, "str") else err)
+        return None
+
+    if not extra or refused(extra) is None:
+        return []
+    problems = []
+    for key, value in extra.items():
+        reason = refused({key: value})
+        if reason is not None:
+            problems.append(f"KAFKA_EXTRA_CONFIG: {key}: {reason}")  # values may be secrets
+    return problems or [f"KAFKA_EXTRA_CONFIG: {refused(extra)}"]
 
 
 def parse(env: Mapping[str, str]) -> Settings:
@@ -168,12 +239,14 @@ def parse(env: Mapping[str, str]) -> Settings:
     if tail not in ("true", "false", "1", "0", "yes", "no"):
         problems.append(f"KAFKA_TAIL={tail!r}: expected true or false")
     extra: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(";"))):
+    items = filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(";")))
+    for n, item in enumerate(items, 1):
         k, sep, v = item.partition("=")
-        if not sep or not k.strip():
-            problems.append(f"KAFKA_EXTRA_CONFIG: {item!r} is not key=value")
+        if not sep or not k.strip():  # not echoed: it may be a password without its key
+            problems.append(f"KAFKA_EXTRA_CONFIG: entry {n} is not key=value (entries are ;-separated)")
         else:
             extra[k.strip()] = v.strip()
+    problems += kafka_config_problems(extra)
     fmt = get("INPUT_FORMAT")
     if fmt not in ("json", "avro", "auto"):
         problems.append(f"INPUT_FORMAT={fmt!r}: expected json, avro or auto")
@@ -182,8 +255,8 @@ def parse(env: Mapping[str, str]) -> Settings:
     )
     if fmt == "avro" and not registry:
         problems.append("INPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL")
-    rules_paths = tuple(Path(p.strip()) for p in get("RULES_PATH").split(",") if p.strip())
-    for p in rules_paths:
+    rules = rules_paths(env)
+    for p in rules:
         if not p.exists():
             problems.append(f"RULES_PATH: {str(p)!r} does not exist")
     sample = Path(get("SAMPLE_PATH"))
@@ -205,14 +278,14 @@ def parse(env: Mapping[str, str]) -> Settings:
         dlq_topic=get("DLQ_TOPIC"),
         alerts_topic=get("ALERTS_TOPIC"),
         alerts_dlq_topic=get("ALERTS_DLQ_TOPIC"),
-        rules_paths=rules_paths,
+        rules_paths=rules,
         sample_path=sample,
         notify_url=_url(problems, "NOTIFY_URL", env.get("NOTIFY_URL", ""), ("http", "https")),
         notify_timeout_s=_number(problems, env, "NOTIFY_TIMEOUT_S", float, 0.01),
         notify_max_in_flight=int(_number(problems, env, "NOTIFY_MAX_IN_FLIGHT", int, 1)),
         notify_max_attempts=int(_number(problems, env, "NOTIFY_MAX_ATTEMPTS", int, 1)),
         notify_deadline_s=_number(problems, env, "NOTIFY_DEADLINE_S", float, 0.1),
-        notify_breaker_cooldown_s=_number(problems, env, "NOTIFY_BREAKER_COOLDOWN_S", float, 0.0),
+        notify_breaker_cooldown_s=_number(problems, env, "NOTIFY_BREAKER_COOLDOWN_S", float, 0),
         redis_url=_url(problems, "REDIS_URL", env.get("REDIS_URL", ""), ("redis", "rediss", "unix")),
         pg_dsn=_url(problems, "PG_DSN", env.get("PG_DSN", ""), ("postgresql", "postgres")),
         clickhouse_url=_url(problems, "CLICKHOUSE_URL", env.get("CLICKHOUSE_URL", ""), ("http", "https")),
