@@ -52,7 +52,10 @@ class LogMapping:
         return math.ceil(math.log(v) * self.multiplier)
 
     def value(self, key: int) -> float:
-        return 2.0 * self.gamma**key / (self.gamma + 1.0)
+        try:
+            return 2.0 * self.gamma**key / (self.gamma + 1.0)
+        except OverflowError:  # the top bucket of values near the float maximum: callers clamp to max
+            return math.inf
 
 
 @lru_cache(maxsize=16)

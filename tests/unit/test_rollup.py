@@ -206,3 +206,14 @@ def test_record_shape() -> None:
     assert (rec["count"], rec["sum"], rec["avg"], rec["min"], rec["max"]) == (2, 6.0, 3.0, 2.0, 4.0)
     assert rec["labels"] == TAGS
     assert rec["series_key"] == series_key("db-1", "cpu", TAGS)
+
+
+def test_extreme_values_close_windows_without_raising() -> None:
+    """Values at the float limits (decode refuses |v| > 1e300, but the shard must not depend on it)."""
+    shard = RollupShard()
+    big = 1.79e308
+    out = shard.ingest([m(T0 + 1, big), m(T0 + 2, big), m(T0 + 3, -big), m(T0 + 4, 5e-324)]) + shard.flush()
+    assert {r.resolution for r in out} == {"1m", "5m", "1h"}
+    for r in out:
+        assert (r.count, r.min, r.max) == (4, -big, big)
+        assert r.p99 == big and r.p50 == pytest.approx(0.0, abs=1e-300)

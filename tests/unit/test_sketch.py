@@ -128,3 +128,17 @@ def test_collapsing_bounds_memory_and_keeps_high_quantiles() -> None:
         est = s.quantile(q)
         assert est is not None
         assert abs(est - exact(values, q)) <= DEFAULT_ALPHA * exact(values, q) * (1 + 1e-12)
+
+
+def test_values_near_the_float_maximum_do_not_overflow_the_bucket_value() -> None:
+    """The top bucket of 1.79e308 is represented by gamma**k, beyond the float range: that
+    raised OverflowError (and stopped the rollups); the estimate is clamped to the max instead."""
+    big = 1.79e308
+    s = Sketch.of([big, big, -big, 1.0])
+    lo, mid, hi = s.quantiles([0.0, 0.5, 1.0], -big, big) or []
+    assert (lo, mid, hi) == (
+        pytest.approx(-big, rel=DEFAULT_ALPHA),
+        pytest.approx(1.0, rel=DEFAULT_ALPHA),
+        big,
+    )
+    assert s.quantile(1.0) == math.inf  # unclamped: the bucket's value is out of range
