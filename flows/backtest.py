@@ -1,7 +1,7 @@
 """Backtest: what would these rules have done over recorded data?
 
     python -m flows.backtest --rules PATH --input FILE.jsonl|FILE.avro --output FILE.jsonl
-    python -m flows.backtest --rules PATH --topic PATTERN --from -7d [--to now] [--compare PATH]
+    python -m flows.backtest --rules PATH --topic PATTERN --from -7d [--to now] [--full-scan] [--compare PATH]
     python -m flows.backtest --promtool TESTS.yml
 
 Runs the alerting job's own evaluation sub-flow (flows.common.evaluate) over recorded metric
@@ -10,6 +10,11 @@ files asked for. State carries across the whole range in one flow run (no chunki
 `for` and `keep_firing_for` behave as they would have live. With `--compare` a second rule
 set is evaluated by a second sub-flow fed by the same input stream: one pass over the data.
 The transition log is one JSON line per transition, sorted by time.
+
+A window that held nothing while the input had data is never reported as "nothing fired":
+the CLI says how many messages fell outside, their event times (or, on Kafka, the topic's
+record times when the offset search found nothing) and what to pass instead, in the text,
+the `--summary` JSON and the `--html` report, and exits 3.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from connectors.replay import (
     plan_ranges,
     windowed_decoder,
 )
+from connectors.replay_span import TopicSpan, topic_span
 from connectors.serde import Decoder, make_decoder
 from flows.common import Poison, evaluate
 from rules import promql, report
@@ -55,6 +61,7 @@ SIDES = ("A", "B")
 # One worker evaluates every shard, so the count only cuts source batches into smaller
 # `on_batch` calls and never changes a result; 8 and 64 measured alike (bench/backtest.py).
 DEFAULT_SHARDS = 64
+EXIT_EMPTY_WINDOW = 3  # the window held nothing while the input had data (see WindowCheck)
 
 
 # --------------------------------------------------------------------------- flow
@@ -137,6 +144,10 @@ class ReplayInput:
     start: float = -math.inf
     end: float = math.inf
     describe: str = ""
+    kafka: bool = False
+    full_scan: bool = False
+    slack_s: float = 0.0
+    available: TopicSpan | None = None  # Kafka, when the offset search found no record
 
 
 def _decoder(fmt: str, registry: str | None) -> Decoder:
@@ -172,17 +183,24 @@ def kafka_input(
     progress_s: float = 2.0,
     batch_size: int = 1000,
     max_skew_s: float = 5.0,
+    full_scan: bool = False,
 ) -> ReplayInput:
     """Topics (names or `^patterns`) between two event times; offsets are planned now.
 
     `slack_s` widens the offset search on both sides: record timestamps only approximate
     event times (collector batching, clock skew); the exact window is applied after decoding.
+    `full_scan` reads every record instead (data produced long after its event times).
     `max_skew_s` keeps partitions aligned in record time (see `connectors.replay.Aligner`).
     """
     names: list[str] = []
     for t in topics:
         names.extend(n for n in resolve_topics(brokers, t, add_config=add_config) if n not in names)
-    ranges = plan_ranges(brokers, names, start - slack_s, end + slack_s, add_config=add_config)
+    lo, hi = (-math.inf, math.inf) if full_scan else (start - slack_s, end + slack_s)
+    ranges = plan_ranges(brokers, names, lo, hi, add_config=add_config)
+    available = None
+    if not any(r.size for r in ranges) and not full_scan:
+        # found nothing by record time: say what the topics do hold (WindowCheck)
+        available = topic_span(brokers, names, add_config=add_config)
     progress = Progress(sum(r.size for r in ranges), interval_s=progress_s)
     source = KafkaRangeSource(
         brokers,
@@ -193,7 +211,19 @@ def kafka_input(
         max_skew_s=max_skew_s,
     )
     text = f"{', '.join(names)}: {len(ranges)} partition(s), {sum(r.size for r in ranges):,} record(s)"
-    return ReplayInput(source, progress, _decoder(fmt, registry), start, end, text)
+    text += " (full scan)" if full_scan else ""
+    return ReplayInput(
+        source,
+        progress,
+        _decoder(fmt, registry),
+        start,
+        end,
+        text,
+        kafka=True,
+        full_scan=full_scan,
+        slack_s=slack_s,
+        available=available,
+    )
 
 
 @dataclass(frozen=True)
@@ -205,6 +235,50 @@ class ReplayResult:
     first_ts: float | None  # event-time span of the messages evaluated
     last_ts: float | None
     seconds: float
+    seen_first: float | None = None  # event-time span of every message decoded, in the window or not
+    seen_last: float | None = None
+
+    def window(self, inp: ReplayInput) -> report.WindowCheck:
+        span = inp.available
+        return report.WindowCheck(
+            start=inp.start,
+            end=inp.end,
+            messages=self.messages,
+            outside=self.skipped,
+            bad=len(self.poison),
+            kept_first=self.first_ts,
+            kept_last=self.last_ts,
+            seen_first=self.seen_first,
+            seen_last=self.seen_last,
+            kafka=inp.kafka,
+            full_scan=inp.full_scan,
+            slack_s=inp.slack_s,
+            available=span.records if span is not None else None,
+            record_first=span.first if span is not None else None,
+            record_last=span.last if span is not None else None,
+        )
+
+
+def spanning(decode: Decoder) -> tuple[Decoder, Callable[[], tuple[float | None, float | None]]]:
+    """`decode`, noting the event-time span of every message it decodes (closure cells: this
+    runs once per message), so a window that kept nothing can say where the data was."""
+    first = math.inf
+    last = -math.inf
+
+    def spanned(raw: bytes, now: float) -> Any:
+        nonlocal first, last
+        m = decode(raw, now)
+        ts = m[0]
+        if ts < first:
+            first = ts
+        if ts > last:
+            last = ts
+        return m
+
+    def seen() -> tuple[float | None, float | None]:
+        return (first if first != math.inf else None, last if last != -math.inf else None)
+
+    return spanned, seen
 
 
 def replay(
@@ -219,15 +293,19 @@ def replay(
     poison: list[Poison] = []
     sides: dict[str, tuple[RuleSet, Decoder]] = {}
     seen: list[Callable[[], Observed]] = []
+    spans: list[Callable[[], tuple[float | None, float | None]]] = []
     for side, ruleset in rulesets:
-        decode, observed = windowed_decoder(inp.decode, inp.start, inp.end)
+        spanned, span = spanning(inp.decode)
+        decode, observed = windowed_decoder(spanned, inp.start, inp.end)
         sides[side] = (ruleset, decode)
         seen.append(observed)
+        spans.append(span)
     flow = build_replay_flow(inp.source, sides, events, poison, shards=shards)
     started = time.perf_counter()
     run_main(flow)
     seconds = time.perf_counter() - started
     first = seen[0]()
+    seen_first, seen_last = spans[0]()
     return ReplayResult(
         records={side: transitions(evs, all_states) for side, evs in events.items()},
         poison=poison,
@@ -236,6 +314,8 @@ def replay(
         first_ts=first.first,
         last_ts=first.last,
         seconds=seconds,
+        seen_first=seen_first,
+        seen_last=seen_last,
     )
 
 
@@ -332,6 +412,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     src.add_argument("--slack", default="5m", help="widen the Kafka offset search by this (default 5m)")
     src.add_argument(
+        "--full-scan",
+        action="store_true",
+        help="Kafka: read every record of the topics and keep the window's event times, instead of "
+        "finding offsets by record (produce) time; for data produced long after it happened",
+    )
+    src.add_argument(
         "--format",
         choices=("json", "avro", "auto"),
         help="message format (default: json, auto with a registry)",
@@ -379,6 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("give either --input FILE or --topic PATTERN --from TIME")
     if args.diff and not args.compare:
         ap.error("--diff needs --compare")
+    if args.full_scan and not args.topic:
+        ap.error("--full-scan is for --topic (files are always read whole)")
     now = time.time()
     try:
         start = parse_time(args.start, now) if args.start else -math.inf
@@ -414,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fmt=fmt,
                 registry=args.schema_registry,
                 progress_s=args.progress,
+                full_scan=args.full_scan,
             )
         else:
             inp = file_input(
@@ -431,8 +520,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # bytewax wraps errors; show the cause, not a Rust backtrace
         print(f"backtest failed: {exc}", file=sys.stderr)
         return 1
-    _report(args, rulesets, inp, result)
-    return 0
+    window = result.window(inp)
+    _report(args, rulesets, inp, result, window)
+    return EXIT_EMPTY_WINDOW if window.empty else 0
 
 
 def _report(
@@ -440,6 +530,7 @@ def _report(
     rulesets: Sequence[tuple[str, RuleSet]],
     inp: ReplayInput,
     result: ReplayResult,
+    window: report.WindowCheck,
 ) -> None:
     comparing = len(rulesets) > 1
     a = result.records["A"]
@@ -479,6 +570,7 @@ def _report(
             "messages": result.messages,
             "rules": list(args.rules),
             "summary": [s.as_dict() for s in summaries["A"]],
+            "window": window.as_dict(),
         }
         if comparing:
             data["compare"] = {"rules": list(args.compare), "summary": [s.as_dict() for s in summaries["B"]]}
@@ -501,11 +593,14 @@ def _report(
                     "bad messages": len(result.poison),
                     "outside the window": result.skipped,
                 },
+                window=window,
             ),
             encoding="utf-8",
         )
     for p in result.poison[:20]:
         print(f"skipped {p.msg.topic}@{p.msg.offset}: {p.error}", file=sys.stderr)
+    for text in window.findings():
+        print(f"backtest: {'WARNING' if window.empty else 'note'}: {text}", file=sys.stderr)
     print(
         json.dumps(
             {
@@ -514,6 +609,7 @@ def _report(
                 "bad_messages": len(result.poison),
                 "skipped_out_of_range": result.skipped,
                 "messages": result.messages,
+                "window_empty": window.empty,
                 "seconds": round(result.seconds, 3),
                 "messages_per_s": round(result.messages / result.seconds) if result.seconds else None,
             }

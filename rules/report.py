@@ -432,6 +432,8 @@ th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; font-size:
 th:first-child, td:first-child { text-align: left; }
 code, .mono { font-family: monospace; }
 .a { color: #c9302c; } .b { color: #2a6ebb; }
+.warning { border: 2px solid #c9302c; background: #fdf0ef; padding: 8px 12px; margin: 8px 0 16px; }
+.note { border: 1px solid #ccc; background: #f7f7f7; padding: 8px 12px; margin: 8px 0 16px; }
 """
 
 
@@ -452,8 +454,13 @@ def html_report(
     rules_a: Iterable[str] = (),
     rules_b: Iterable[str] = (),
     facts: Mapping[str, object] | None = None,
+    window: WindowCheck | None = None,
 ) -> str:
-    """The whole report as one HTML document (summary, diff when comparing, timeline)."""
+    """The whole report as one HTML document (summary, diff when comparing, timeline).
+
+    `window`'s findings come first, in a box: an all-zero summary over an empty window must
+    not read as "nothing fired".
+    """
     esc = html.escape
     parts = [
         "<!doctype html>",
@@ -462,6 +469,9 @@ def html_report(
         f"<h1>{esc(title)}</h1>",
         f"<p class='mono'>{esc(iso(start))} .. {esc(iso(end))} ({esc(duration_text(end - start))})</p>",
     ]
+    if window is not None:
+        kind = "warning" if window.empty else "note"
+        parts.extend(f"<p class='{kind}'>{esc(text)}</p>" for text in window.findings())
     if facts:
         parts.append(_html_table(("fact", "value"), sorted((k, v) for k, v in facts.items())))
     cols = ("rule", "fires", "resolves", "firing", "flaps", "instances", "still firing")
@@ -511,3 +521,103 @@ def html_report(
     parts.append(timeline_svg(timeline_rows(a, b), start, end))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------- the window's contents
+
+
+def _at(t: float | None) -> str:
+    if t is None or not math.isfinite(t):
+        return "the start" if t is not None and t < 0 else "the end"
+    return iso(t)
+
+
+@dataclass(frozen=True, slots=True)
+class WindowCheck:
+    """What a backtest's event-time window held, against what the input had.
+
+    A window can be empty while the input is not: the event times are elsewhere (a replay of
+    `-7d .. now` over an older recording), or, on Kafka, the offsets found by *record* time
+    (produce time) hold nothing because the data was produced long after it happened. Either
+    way an all-zero summary would read as "no alert would have fired"; `findings` says what
+    was there instead and what to pass, and `empty` makes the CLI exit non-zero.
+    """
+
+    start: float  # the window [start, end), event time; +-inf when open
+    end: float
+    messages: int  # read from the input
+    outside: int  # of those, decoded but with an event time outside the window
+    bad: int = 0  # unreadable (the poison messages)
+    kept_first: float | None = None  # event-time span of the messages in the window
+    kept_last: float | None = None
+    seen_first: float | None = None  # event-time span of every message decoded
+    seen_last: float | None = None
+    kafka: bool = False
+    full_scan: bool = False
+    slack_s: float = 0.0
+    available: int | None = None  # Kafka, when the offset search found nothing: records held
+    record_first: float | None = None  # and their record (produce) times
+    record_last: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        """Nothing evaluated, while the input had data."""
+        return self.kept_first is None and (self.messages > 0 or (self.available or 0) > 0)
+
+    def findings(self) -> list[str]:
+        window = f"{_at(self.start)} .. {_at(self.end)}"
+        out: list[str] = []
+        if self.messages == 0 and self.available:
+            produced = f"{_at(self.record_first)} .. {_at(self.record_last)}"
+            out.append(
+                f"no record of the topic(s) is stamped between {_at(self.start - self.slack_s)} and "
+                f"{_at(self.end + self.slack_s)} (the window widened by --slack); Kafka record times "
+                f"are produce times, and the topic(s) hold {self.available:,} record(s) produced "
+                f"{produced}. If those records carry event times in your window (data produced after "
+                f"it happened, e.g. a re-import), add --full-scan to read them all and keep the "
+                f"window's event times; otherwise choose --from/--to within {produced}."
+            )
+        elif self.empty and self.seen_first is None:
+            out.append(
+                f"none of the {self.messages:,} message(s) read could be decoded "
+                f"({self.bad:,} bad message(s)): nothing was evaluated"
+            )
+        elif self.empty:
+            hint = f"--from {_at(self.seen_first)} --to {_at(self.seen_last)}"
+            if self.kafka and not self.full_scan:
+                hint += " --full-scan (their record times are not their event times)"
+            out.append(
+                f"all {self.outside:,} of the {self.messages:,} message(s) read fell outside the "
+                f"event-time window {window}: their event times span {_at(self.seen_first)} .. "
+                f"{_at(self.seen_last)}; nothing was evaluated. To replay them, pass {hint}"
+            )
+        elif self.outside:
+            out.append(
+                f"{self.outside:,} of the {self.messages:,} message(s) read fell outside the "
+                f"event-time window {window} and were not evaluated (event times read: "
+                f"{_at(self.seen_first)} .. {_at(self.seen_last)})"
+            )
+        return out
+
+    def as_dict(self) -> dict[str, Any]:
+        def t(x: float | None) -> str | None:
+            return iso(x) if x is not None and math.isfinite(x) else None
+
+        return {
+            "from": t(self.start),
+            "to": t(self.end),
+            "messages": self.messages,
+            "outside": self.outside,
+            "evaluated_event_times": [t(self.kept_first), t(self.kept_last)],
+            "read_event_times": [t(self.seen_first), t(self.seen_last)],
+            **(
+                {
+                    "topic_records": self.available,
+                    "topic_record_times": [t(self.record_first), t(self.record_last)],
+                }
+                if self.available is not None
+                else {}
+            ),
+            "empty": self.empty,
+            "warnings": self.findings(),
+        }

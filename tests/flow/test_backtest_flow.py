@@ -240,3 +240,58 @@ def test_cli_usage_errors(argv: list[str], message: str, capsys: pytest.CaptureF
         backtest.main(argv)
     assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- empty windows (issue 10, item 8)
+
+
+def test_a_window_missing_the_data_says_where_it_is_and_exits_3(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--from -7d --to now` over an older recording: not an all-zero summary with exit 0."""
+    path = write_jsonl(tmp_path / "m.jsonl", incidents(instances=2, minutes=30))
+    summary, html = tmp_path / "s.json", tmp_path / "r.html"
+    argv = ["--rules", str(BUNDLED), "--input", str(path), "--from", "-7d", "--to", "now"]
+    code = backtest.main([*argv, "--summary", str(summary), "--html", str(html), "--progress", "0"])
+    assert code == backtest.EXIT_EMPTY_WINDOW == 3
+    err = capsys.readouterr().err.strip().splitlines()
+    last = iso(T0 + 30 * 60 - 15)
+    (warning,) = [line for line in err if "WARNING" in line]
+    assert "all 240 of the 240 message(s) read fell outside the event-time window" in warning
+    assert f"their event times span {iso(T0)} .. {last}" in warning
+    assert f"pass --from {iso(T0)} --to {last}" in warning and "--full-scan" not in warning
+    assert json.loads(err[-1])["window_empty"] is True
+    window = json.loads(summary.read_text())["window"]
+    assert (
+        window["empty"] is True
+        and window["outside"] == 240
+        and window["warnings"] == [warning.split(": ", 2)[2]]
+    )
+    assert window["read_event_times"] == [iso(T0), last]
+    assert "class='warning'" in html.read_text() and "fell outside the event-time window" in html.read_text()
+
+
+def test_a_partly_missed_window_is_a_note_and_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write_jsonl(tmp_path / "m.jsonl", incidents(instances=2, minutes=30))
+    summary = tmp_path / "s.json"
+    argv = ["--rules", str(BUNDLED), "--input", str(path), "--from", iso(T0 + 20 * 60), "--to", "now"]
+    assert backtest.main([*argv, "--summary", str(summary), "--progress", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "note: 160 of the 240 message(s) read fell outside the event-time window" in err
+    window = json.loads(summary.read_text())["window"]
+    assert window["empty"] is False and window["outside"] == 160
+
+
+def test_a_whole_window_says_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_jsonl(tmp_path / "m.jsonl", incidents(instances=2, minutes=30))
+    assert backtest.main(["--rules", str(BUNDLED), "--input", str(path), "--progress", "0"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING" not in err and "note:" not in err
+
+
+def test_full_scan_is_for_topics(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        backtest.main(["--rules", "r", "--input", "x", "--full-scan"])
+    assert exc.value.code == 2 and "--full-scan is for --topic" in capsys.readouterr().err

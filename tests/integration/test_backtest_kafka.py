@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -209,3 +210,52 @@ def test_an_instance_split_over_topics_of_different_density_replays_as_recorded(
 
     assert replay(5.0) == expected
     assert replay(math.inf) != expected  # the test can tell: without alignment samples are lost
+
+
+def test_records_produced_long_after_their_event_times_are_found_not_silently_missed(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, capsys: Any
+) -> None:
+    """A January recording produced today: the offset search by record time finds nothing in
+    a January window, and the event times miss a `-1h .. now` window. Both say what the topic
+    holds and what to pass, exit 3; `--full-scan` then replays it like the file."""
+    t0 = 1_736_935_200  # 2025-01-15T10:00:00Z
+    topic = topic_factory("reimport", partitions=2)
+    rows = recording(t0, instances=3, minutes=40)
+    produced_from = int(time.time())
+    p = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 20})
+    for key, value, _ in rows:
+        p.produce(topic, value, key)  # record time: now
+        p.poll(0)
+    assert p.flush(30) == 0
+    jsonl = tmp_path / "same.jsonl"
+    jsonl.write_bytes(b"".join(v + b"\n" for _, v, _ in rows))
+    base = ["--rules", str(BUNDLED), "--topic", topic, "--bootstrap", kafka_bootstrap, "--progress", "0"]
+    summary = tmp_path / "s.json"
+
+    # 1. January window: no record is stamped in January
+    jan = ["--from", "2025-01-15", "--to", "2025-01-16"]
+    assert backtest.main([*base, *jan, "--summary", str(summary)]) == backtest.EXIT_EMPTY_WINDOW
+    err = capsys.readouterr().err
+    assert "no record of the topic(s) is stamped between 2025-01-14T23:55:00Z and 2025-01-16T00:05:00Z" in err
+    assert f"hold {len(rows):,} record(s) produced " in err and "add --full-scan" in err
+    window = json.loads(summary.read_text())["window"]
+    assert window["empty"] and window["topic_records"] == len(rows) and window["messages"] == 0
+    first, last_made = (datetime.fromisoformat(t).timestamp() for t in window["topic_record_times"])
+    assert produced_from <= first <= last_made <= time.time() + 1  # produce times, not 2025
+
+    # 2. a window around the produce time: every record read, every event time outside
+    assert backtest.main([*base, "--from", "-1h", "--to", "+1h"]) == backtest.EXIT_EMPTY_WINDOW
+    err = capsys.readouterr().err
+    last = iso(t0 + (40 * 4 - 1) * 15)
+    assert f"all {len(rows) - 1:,} of the {len(rows):,} message(s) read fell outside" in err  # 1 unreadable
+    assert f"pass --from {iso(t0)} --to {last} --full-scan" in err
+
+    # 3. what the warning said to pass: the whole topic, cut by event time, as the file
+    out, file_out = tmp_path / "k.jsonl", tmp_path / "f.jsonl"
+    assert backtest.main([*base, *jan, "--full-scan", "--output", str(out)]) == 0
+    final = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert final["messages"] == len(rows) and final["skipped_out_of_range"] == 0
+    assert (
+        backtest.main(["--rules", str(BUNDLED), "--input", str(jsonl), *jan, "--output", str(file_out)]) == 0
+    )
+    assert lines(out) == lines(file_out) and lines(out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import xml.etree.ElementTree as ET
 from typing import Any
 
@@ -10,6 +11,7 @@ from rules.model import iso
 from rules.report import (
     MAX_SVG_ROWS,
     Span,
+    WindowCheck,
     compare_table,
     diff,
     diff_text,
@@ -177,3 +179,30 @@ def test_span_overlap_uses_the_range_end_for_open_spans() -> None:
     later = Span("CPU", (), T0 + 50 * M, T0 + 55 * M)
     assert open_a.overlaps(later, T0 + 60 * M)
     assert not open_a.overlaps(later, T0 + 40 * M)
+
+
+def test_window_check_says_what_an_empty_window_missed() -> None:
+    jan = 1_736_935_200.0
+    now = 1_790_000_000.0
+    found_nothing = WindowCheck(
+        start=jan, end=jan + 86400, messages=0, outside=0, kafka=True, slack_s=300,
+        available=2988, record_first=now - 60, record_last=now,
+    )  # fmt: skip
+    assert found_nothing.empty
+    (text,) = found_nothing.findings()
+    assert "between 2025-01-15T09:55:00Z and 2025-01-16T10:05:00Z" in text
+    assert f"hold 2,988 record(s) produced {iso(now - 60)} .. {iso(now)}" in text and "--full-scan" in text
+
+    outside = WindowCheck(
+        start=now - 7 * 86400, end=now, messages=2988, outside=2988, kafka=True,
+        seen_first=jan, seen_last=jan + 3600,
+    )  # fmt: skip
+    assert outside.empty and outside.as_dict()["read_event_times"] == [iso(jan), iso(jan + 3600)]
+    assert f"pass --from {iso(jan)} --to {iso(jan + 3600)} --full-scan" in outside.findings()[0]
+
+    some = WindowCheck(start=-math.inf, end=now, messages=10, outside=4, kept_first=jan, kept_last=jan)
+    assert not some.empty and "4 of the 10 message(s)" in some.findings()[0]
+    assert "window the start .. " in some.findings()[0] and some.as_dict()["from"] is None
+    assert WindowCheck(start=-math.inf, end=math.inf, messages=0, outside=0).findings() == []
+    unreadable = WindowCheck(start=jan, end=now, messages=3, outside=0, bad=3)
+    assert unreadable.empty and "none of the 3 message(s) read could be decoded" in unreadable.findings()[0]
