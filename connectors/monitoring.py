@@ -23,25 +23,32 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import math
 import os
 import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypeVar, cast
 
-from bytewax.connectors.kafka import KafkaSinkMessage
-from bytewax.inputs import DynamicSource, StatelessSourcePartition
+from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE, KafkaSinkMessage, KafkaSourceMessage
+from bytewax.inputs import (
+    DynamicSource,
+    FixedPartitionedSource,
+    StatefulSourcePartition,
+    StatelessSourcePartition,
+)
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
 from connectors.config import ENV_VARS as CONFIG_ENV_VARS
 from connectors.config import ConfigError
+from connectors.errors import ConnectorError
 from rules.model import AlertEvent, AlertState, NotifyReason, iso
 
 log = logging.getLogger(__name__)
@@ -50,8 +57,12 @@ Clock = Callable[[], float]
 
 # name -> (default, description); the README configuration table mirrors this.
 ENV_VARS: dict[str, tuple[str, str]] = {
-    "METRICS_PORT": ("9100", "Port of `/metrics`, `/healthz` and `/readyz`; `0` disables the server."),
-    "METRICS_HOST": ("0.0.0.0", "Address that server binds to (`127.0.0.1` to keep it local)."),
+    "METRICS_PORT": (
+        "8490",
+        "Port of `/metrics`, `/healthz` and `/readyz`; `0` disables the server. A port that is taken "
+        "stops the job at start.",
+    ),
+    "METRICS_HOST": ("127.0.0.1", "Address that server binds to (`0.0.0.0` for pods, so probes reach it)."),
     "HEARTBEAT_INTERVAL_S": (
         "30",
         'Seconds between heartbeats: a `{"type": "heartbeat"}` record on ALERTS_TOPIC per worker, '
@@ -59,8 +70,14 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     ),
     "HEALTH_STALE_S": (
         "900",
-        "`/healthz` fails when a flow reported no batch or heartbeat for this long (s); "
-        "must exceed HEARTBEAT_INTERVAL_S, NOTIFY_DEADLINE_S and STORAGE_RETRY_DEADLINE_S.",
+        "`/healthz` fails when a flow reported no batch or heartbeat for this long (s), or its input "
+        "waited that long without progress; must exceed HEARTBEAT_INTERVAL_S, NOTIFY_DEADLINE_S and "
+        "STORAGE_RETRY_DEADLINE_S.",
+    ),
+    "READY_STALL_S": (
+        "60",
+        "`/readyz` fails when a flow's input waits (Kafka consumer lag > 0) and it consumed nothing "
+        "for this long (s).",
     ),
 }
 
@@ -70,6 +87,7 @@ BLOCKING_DEADLINES: tuple[str, ...] = ("NOTIFY_DEADLINE_S", "STORAGE_RETRY_DEADL
 # -- metrics ------------------------------------------------------------------------------
 
 M = TypeVar("M", Counter, Gauge, Histogram)
+X = TypeVar("X")
 
 
 def _metric(kind: type[M], name: str, documentation: str, labelnames: Sequence[str] = (), **kw: Any) -> M:
@@ -136,10 +154,11 @@ _HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
 class MonitoringSettings:
     """The monitoring knobs, validated with every problem listed (like `connectors.config`)."""
 
-    port: int = 9100
-    host: str = "0.0.0.0"
+    port: int = 8490
+    host: str = "127.0.0.1"
     heartbeat_interval_s: float = 30.0
     health_stale_s: float = 900.0
+    ready_stall_s: float = 60.0
 
     @property
     def enabled(self) -> bool:
@@ -160,8 +179,11 @@ class MonitoringSettings:
             except ValueError:
                 problems.append(f"{name}={raw!r}: not {'an integer' if integer else 'a number'}")
                 return float(ENV_VARS[name][0])
-            if not value >= low:  # also rejects nan
-                problems.append(f"{name}={raw!r}: must be >= {low}")
+            if not math.isfinite(value):
+                problems.append(f"{name}={raw!r}: must be a finite number")
+                return float(ENV_VARS[name][0])
+            if value < low:
+                problems.append(f"{name}={raw!r}: must be >= {low:g}")
             return value
 
         port = int(number("METRICS_PORT", 0, integer=True))
@@ -172,6 +194,7 @@ class MonitoringSettings:
             problems.append(f"METRICS_HOST={host!r}: not an IP address or host name")
         heartbeat = number("HEARTBEAT_INTERVAL_S", 0.1)
         stale = number("HEALTH_STALE_S", 1)
+        stall = number("READY_STALL_S", 1)
         if stale <= heartbeat:
             problems.append(
                 f"HEALTH_STALE_S={stale:g} must be greater than HEARTBEAT_INTERVAL_S={heartbeat:g}: "
@@ -190,7 +213,7 @@ class MonitoringSettings:
                 )
         if problems:
             raise ConfigError(problems)
-        return MonitoringSettings(port, host, heartbeat, stale)
+        return MonitoringSettings(port, host, heartbeat, stale, stall)
 
 
 def _valid_host(host: str) -> bool:
@@ -204,6 +227,36 @@ def _valid_host(host: str) -> bool:
 # -- health -------------------------------------------------------------------------------
 
 
+Lags = Mapping[tuple[str, str, int], float]
+"""(flow, topic, partition) -> consumer lag in messages."""
+
+
+def consumer_lag() -> dict[tuple[str, str, int], float]:
+    """Bytewax's `bytewax_kafka_consumer_lag` gauge, by (flow, topic, partition).
+
+    `KafkaSource` sets it from librdkafka statistics (every second, while its partition is
+    polled, and only once a first message was read); its `step_id` is `{flow}.{input step}`.
+    """
+    lags: dict[tuple[str, str, int], float] = {}
+    for metric in BYTEWAX_CONSUMER_LAG_GAUGE.collect():
+        for sample in metric.samples:
+            labels = sample.labels
+            try:
+                key = (labels["step_id"].split(".", 1)[0], labels["topic"], int(labels["partition"]))
+            except (KeyError, ValueError):
+                continue
+            lags[key] = sample.value
+    return lags
+
+
+@dataclass(slots=True)
+class _Input:
+    """One input partition of a flow, as its source reported it (`record_input`)."""
+
+    progress_at: float  # last time it yielded messages (or was first seen)
+    lag: float | None = None  # reported by the source itself; None: read the Bytewax gauge
+
+
 @dataclass(slots=True)
 class _FlowHealth:
     registered_at: float
@@ -211,72 +264,136 @@ class _FlowHealth:
     last_batch: float | None = None
     batches: int = 0
     ticks: int = 0
+    blocked: str | None = None
+    inputs: dict[tuple[str, int], _Input] = field(default_factory=dict)
 
 
 class Health:
     """What `/healthz` and `/readyz` answer, from the activity the flows of this process report.
 
-    Live: every registered flow reported activity (a batch or a heartbeat tick), or was
-    registered, within `stale_s`. Ready: live, and every registered flow has run at least one
-    batch or tick, i.e. its dataflow is running (sources built, connected) and not only imported.
-    Thread-safe: worker threads write, the server thread reads.
+    Live: every registered flow reported activity (a batch, a source poll or a heartbeat tick),
+    or was registered, within `stale_s`, and none has input that waited `stale_s` without
+    progress. Ready: live, every flow has run (a first batch, poll or tick: sources built,
+    cluster formed), nothing blocks it (a broker that does not answer), and no input waited
+    `ready_stall_s` without progress.
+
+    "Input waits without progress": a partition's consumer lag is > 0 and nothing was read from
+    it since. A worker that still ticks but reads nothing, or one blocked in a step while
+    messages pile up, both qualify; an idle flow (lag 0) never does. Thread-safe: worker
+    threads write, the server thread reads.
     """
 
-    def __init__(self, clock: Clock = time.time, stale_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        clock: Clock = time.time,
+        stale_s: float = 900.0,
+        ready_stall_s: float = 60.0,
+        lags: Callable[[], Lags] | None = consumer_lag,
+    ) -> None:
         self.clock = clock
         self.stale_s = stale_s
+        self.ready_stall_s = ready_stall_s
+        self.lags = lags
         self._lock = threading.Lock()
         self._flows: dict[str, _FlowHealth] = {}
+
+    def _state(self, flow: str, now: float) -> _FlowHealth:
+        state = self._flows.get(flow)
+        if state is None:
+            state = self._flows[flow] = _FlowHealth(now)
+        return state
 
     def register(self, flow: str) -> None:
         """The flow is built: its staleness clock starts now."""
         with self._lock:
-            self._flows.setdefault(flow, _FlowHealth(self.clock()))
+            self._state(flow, self.clock())
 
     def alive(self, flow: str) -> None:
         now = self.clock()
         with self._lock:
-            state = self._flows.get(flow)
-            if state is None:
-                state = self._flows[flow] = _FlowHealth(now)
+            state = self._state(flow, now)
             state.last_activity = now
             state.ticks += 1
 
     def batch(self, flow: str) -> None:
         now = self.clock()
         with self._lock:
-            state = self._flows.get(flow)
-            if state is None:
-                state = self._flows[flow] = _FlowHealth(now)
+            state = self._state(flow, now)
             state.last_activity = state.last_batch = now
             state.batches += 1
 
+    def input(self, flow: str, topic: str, partition: int, consumed: int, lag: float | None = None) -> None:
+        """A poll of one input partition on the worker thread: `consumed` messages, `lag` left."""
+        now = self.clock()
+        with self._lock:
+            state = self._state(flow, now)
+            state.last_activity = now
+            part = state.inputs.setdefault((topic, partition), _Input(now))
+            if consumed:
+                part.progress_at = now
+            if lag is not None:
+                part.lag = lag
+
+    def block(self, flow: str, reason: str | None) -> None:
+        """Not ready, whatever else holds, while `reason` is set (None clears it)."""
+        with self._lock:
+            self._state(flow, self.clock()).blocked = reason
+
+    def _stall(self, s: _FlowHealth, lags: dict[tuple[str, int], float], now: float) -> tuple[float, float]:
+        """(seconds the longest-waiting partition made no progress, total lag waiting)."""
+        for key, part in s.inputs.items():
+            if part.lag is not None:
+                lags[key] = part.lag
+        fallback = s.last_batch if s.last_batch is not None else s.registered_at
+        stalled = 0.0
+        waiting = 0.0
+        for key, lag in lags.items():
+            if not lag > 0:
+                continue
+            waiting += lag
+            seen = s.inputs.get(key)
+            since = seen.progress_at if seen is not None else fallback
+            stalled = max(stalled, now - since)
+        return stalled, waiting
+
     def report(self) -> tuple[bool, bool, dict[str, Any]]:
         """(live, ready, details) at the current clock."""
+        lags = self.lags() if self.lags is not None else {}
         now = self.clock()
         flows: dict[str, Any] = {}
         live = True
         ready = True
         with self._lock:
-            items = [(name, replace(s)) for name, s in self._flows.items()]
+            items = [
+                (name, replace(s, inputs={k: replace(v) for k, v in s.inputs.items()}))
+                for name, s in self._flows.items()
+            ]
         for name, s in items:
             since = s.last_activity if s.last_activity is not None else s.registered_at
             age = now - since
-            flow_live = age <= self.stale_s
+            own = {(t, p): v for (f, t, p), v in lags.items() if f == name}
+            stalled, waiting = self._stall(s, own, now)
+            flow_live = age <= self.stale_s and stalled <= self.stale_s
             started = s.last_activity is not None
+            flow_ready = flow_live and started and s.blocked is None and stalled <= self.ready_stall_s
             live = live and flow_live
-            ready = ready and flow_live and started
+            ready = ready and flow_ready
             flows[name] = {
                 "live": flow_live,
+                "ready": flow_ready,
                 "started": started,
                 "idle_s": round(age, 3),
                 "batches": s.batches,
                 "heartbeats": s.ticks,
                 "last_batch_age_s": None if s.last_batch is None else round(now - s.last_batch, 3),
+                "lag": waiting,
+                "stalled_s": round(stalled, 3),
+                "blocked": s.blocked,
             }
         if not items:
             ready = False  # imported, no flow built yet
-        return live, ready, {"stale_s": self.stale_s, "flows": flows}
+        details = {"stale_s": self.stale_s, "ready_stall_s": self.ready_stall_s, "flows": flows}
+        return live, ready, details
 
 
 class _Process:
@@ -370,6 +487,88 @@ def record_events(flow: str, events: Iterable[AlertEvent]) -> None:
                 ALERTS_FIRING.labels(rule).set(value)
 
 
+def record_input(
+    flow: str,
+    topic: str,
+    partition: int,
+    consumed: int,
+    lag: float | None = None,
+    *,
+    health: Health | None = None,
+) -> None:
+    """After each poll of a Kafka partition (on the worker thread): what it read, what is left.
+
+    `lag=None` leaves the lag to Bytewax's `bytewax_kafka_consumer_lag` gauge; a source that
+    knows it (high watermark - next offset) passes it, which also covers a partition that has
+    not read its first message yet (the gauge stays unset until then).
+    """
+    (health or HEALTH).input(flow, topic, partition, consumed, lag)
+
+
+S = TypeVar("S")
+
+
+class _InstrumentedSourcePartition(StatefulSourcePartition[X, S]):
+    def __init__(
+        self, inner: StatefulSourcePartition[X, S], flow: str, topic: str, partition: int, health: Health
+    ) -> None:
+        self._inner = inner
+        self._flow = flow
+        self._topic = topic
+        self._partition = partition
+        self._health = health
+
+    def next_batch(self) -> Iterable[X]:
+        batch = self._inner.next_batch()
+        items = batch if isinstance(batch, list) else list(batch)
+        consumed = len(items)
+        while consumed and not isinstance(items[consumed - 1], KafkaSourceMessage):
+            consumed -= 1  # in-band markers a source appends (`SourceProgress`) are not input
+        self._health.input(self._flow, self._topic, self._partition, consumed)
+        return items
+
+    def next_awake(self) -> datetime | None:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> S:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class InstrumentedSource(FixedPartitionedSource[X, S]):
+    """Wraps a `FixedPartitionedSource` (KafkaSource) to report every poll to `Health`.
+
+    That is the input side of liveness and of "no progress while input waits": each poll
+    proves the worker loop runs, and a partition that yields nothing while its lag is > 0 is
+    stalled. Partition names `"{partition}-{topic}"` are KafkaSource's; the flow name is the
+    first part of the step id (`{flow}.{step}`), like the lag gauge's.
+    """
+
+    def __init__(self, inner: FixedPartitionedSource[X, S], health: Health | None = None) -> None:
+        if not isinstance(inner, FixedPartitionedSource):
+            raise TypeError(f"InstrumentedSource: only FixedPartitionedSource can be wrapped, got {inner!r}")
+        self.inner = inner
+        self.health = health
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: S | None
+    ) -> _InstrumentedSourcePartition[X, S]:
+        index, _, topic = for_part.partition("-")
+        partition = int(index) if index.isdigit() and topic else -1
+        return _InstrumentedSourcePartition(
+            self.inner.build_part(step_id, for_part, resume_state),
+            step_id.split(".", 1)[0],
+            topic if partition >= 0 else for_part,
+            partition,
+            self.health or HEALTH,
+        )
+
+
 def mark_alive(flow: str, health: Health | None = None) -> None:
     """Any sign that the flow's worker thread runs (idle tick, notify, EOF)."""
     (health or HEALTH).alive(flow)
@@ -396,9 +595,6 @@ def record_sink_batch(flow: str, sink: str, n: int) -> None:
 
 def record_sink_error(flow: str, sink: str) -> None:
     SINK_ERRORS.labels(flow, sink).inc()
-
-
-X = TypeVar("X")
 
 
 class _InstrumentedPartition(StatelessSinkPartition[X]):
@@ -446,6 +642,10 @@ class Heartbeat:
     at: float
     host: str
     worker: int | None = None
+
+
+EPOCH_TICK_S = 0.1
+"""Longest sleep of the heartbeat input (see `_HeartbeatPartition.next_awake`)."""
 
 
 class _HeartbeatPartition(StatelessSourcePartition[Heartbeat]):
@@ -610,31 +810,62 @@ def serve(host: str, port: int, health: Health | None = None) -> MonitoringServe
 
 
 def start(flow: str, settings: MonitoringSettings | None = None) -> MonitoringServer | None:
-    """Register `flow` and start this process's server once; the call flows make once built.
+    """Register `flow` and start this process's server once; the call flows make at start.
 
     Idempotent and thread-safe: a second flow or worker gets the running server. A port that
-    cannot be bound is logged, not raised: monitoring must never take the alerting down (the
-    pod's probes then fail, which is the signal).
+    cannot be bound raises `ConfigError` (one line): the job must not run with its probes and
+    metrics answered by whatever else holds the port. `METRICS_PORT=0` runs without a server.
     """
     settings = settings or MonitoringSettings.from_env()
     with _PROCESS.lock:
         HEALTH.stale_s = settings.health_stale_s
+        HEALTH.ready_stall_s = settings.ready_stall_s
         HEALTH.register(flow)
         if _PROCESS.server is not None or not settings.enabled:
             return _PROCESS.server
         try:
             _PROCESS.server = MonitoringServer(settings.host, settings.port, HEALTH)
         except OSError as exc:
-            log.error(
-                "monitoring: cannot serve on %s:%d (%s); running without /metrics and probes",
-                settings.host,
-                settings.port,
-                exc,
-            )
-            return None
+            raise ConfigError(
+                [
+                    f"METRICS_PORT={settings.port}: cannot serve on {settings.host}:{settings.port} "
+                    f"({exc.strerror or exc}); choose a free port, or METRICS_PORT=0 to run without it"
+                ]
+            ) from exc
         log.info("monitoring: serving /metrics /healthz /readyz on %s:%d", settings.host, settings.port)
         return _PROCESS.server
-EPOCH_TICK_S = 0.1
-"""Longest sleep of the heartbeat input (see `_HeartbeatPartition.next_awake`)."""
 
 
+def await_dependency(
+    flow: str,
+    what: str,
+    probe: Callable[[], Any],
+    *,
+    retry_s: float = 5.0,
+    health: Health | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """`probe()`'s result once it stops raising `ConnectorError`; until then the flow is not ready.
+
+    For what a flow cannot even be built without (the Kafka metadata its sources read at
+    build time): the process stays up, `/readyz` says why it is not ready, and one line is
+    logged when the dependency fails and one when it answers, not one per attempt.
+    """
+    h = health or HEALTH
+    try:
+        return probe()
+    except ConnectorError as exc:
+        log.error(
+            "%s: %s is unreachable (%s); waiting for it, /readyz is 503 meanwhile", flow, what, exc
+        )
+        h.block(flow, f"{what} unreachable: {exc}")
+    while True:
+        sleep(retry_s)
+        try:
+            result = probe()
+        except ConnectorError as exc:
+            h.block(flow, f"{what} unreachable: {exc}")
+            continue
+        h.block(flow, None)
+        log.info("%s: %s answers, starting", flow, what)
+        return result

@@ -7,11 +7,12 @@ configs of a live topic are changed deliberately, never by a start-up script.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -119,6 +120,39 @@ def partition_counts(bootstrap: str, names: Iterable[str], *, timeout_s: float =
     except KafkaException as exc:
         raise ConnectorError(f"cannot list topics on {bootstrap}: {exc}") from exc
     return {n: len(md.topics[n].partitions) for n in names if n in md.topics}
+
+
+_QUIET = logging.getLogger("connectors.topics.librdkafka")
+_QUIET.addHandler(logging.NullHandler())
+_QUIET.propagate = False  # one line of ours says the broker is down, not one per retry
+
+
+def topic_names(
+    bootstrap: str, add_config: Mapping[str, Any] | None = None, *, timeout_s: float = 5.0
+) -> frozenset[str]:
+    """The topics on the cluster: the start-up probe. `ConnectorError` when no broker answers."""
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, **(add_config or {}), "logger": _QUIET}
+    try:
+        md = AdminClient(config).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        err = exc.args[0] if exc.args else None
+        reason = err.str() if isinstance(err, KafkaError) else str(exc)
+        raise ConnectorError(f"no broker of {bootstrap} answered within {timeout_s:g}s ({reason})") from exc
+    return frozenset(md.topics)
+
+
+def missing_topics(required: Mapping[str, str], existing: Collection[str], bootstrap: str) -> list[str]:
+    """One problem line per `{VARIABLE: topic}` the job writes to that does not exist.
+
+    Producing to a missing topic fails only at the first write, inside Bytewax, as a panic;
+    the broker does not create it (no auto-creation in production clusters).
+    """
+    return [
+        f"{name}={topic!r}: no such topic on {bootstrap}; create it (`python -m connectors.topics` "
+        f"creates the project's topics) or correct {name}"
+        for name, topic in required.items()
+        if topic not in existing
+    ]
 
 
 def main() -> int:

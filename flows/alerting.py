@@ -26,7 +26,6 @@ from connectors.monitoring import (
     InstrumentedSink,
     MonitoringSettings,
     heartbeat_message,
-    start,
 )
 from connectors.replay import FileSource
 from flows.common import (
@@ -177,28 +176,41 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
 
 
 def _default_flow() -> Dataflow:
-    problems: list[str] = []
-    settings = monitoring = None
+    import os
+
+    from connectors.config import rules_paths
+    from connectors.errors import ConnectorError
+    from flows.common import configure_logging, exit_with, load_settings, start_live
+
+    configure_logging()
+    settings, monitoring, problems = load_settings()
+    # the rules' problems are listed with the environment's, not after it is fixed
+    paths = settings.rules_paths if settings is not None else rules_paths(os.environ)
+    if any(p.exists() for p in paths):
+        try:
+            load_rules([p for p in paths if p.exists()])
+        except RuleFileError as exc:
+            problems += [str(p) for p in exc.problems]
+    if problems or settings is None or monitoring is None:
+        exit_with("alerting", problems)
+    if not settings.embedded:
+        # what it writes, by name: a missing one would only fail at the first write, as a panic
+        topics = {"ALERTS_TOPIC": settings.alerts_topic, "DLQ_TOPIC": settings.dlq_topic}
+        if settings.notify_url:
+            topics["ALERTS_DLQ_TOPIC"] = settings.alerts_dlq_topic
+        start_live("alerting", settings, monitoring, topics)  # /metrics, /healthz, /readyz for pods
     try:
-        settings = Settings.from_env()
-    except ConfigError as exc:
-        problems += exc.problems
-    try:
-        monitoring = MonitoringSettings.from_env()
-    except ConfigError as exc:
-        problems += exc.problems
-    try:
-        if settings is None or monitoring is None:
-            raise ConfigError(problems)
         flow = from_settings(settings, monitoring)
-    except (ConfigError, RuleFileError) as exc:
-        print(f"flows.alerting: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    except ConfigError as exc:
+        exit_with("alerting", exc.problems)
+    except RuleFileError as exc:  # changed since the check above
+        exit_with("alerting", [str(p) for p in exc.problems])
+    except ConnectorError as exc:  # e.g. METRIC_TOPICS matches no topic
+        exit_with("alerting", [str(exc)])
     if settings.embedded:
         mode = f"replaying bundled sample {settings.sample_path}"
     else:
         mode = f"tailing {settings.metric_topics} on {','.join(settings.bootstrap)}"
-        start("alerting", monitoring)  # /metrics, /healthz, /readyz for pods
     print(json.dumps({"job": "alerting", "mode": mode}), file=sys.stderr)
     return flow
 

@@ -152,15 +152,31 @@ def from_settings(settings: CollectSettings, config: CollectConfig) -> Dataflow:
 
 
 def _default_flow() -> Dataflow:
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from connectors.monitoring import MonitoringSettings, start
+    from flows.common import add_liveness, configure_logging, exit_with
+
+    configure_logging()
+    problems: list[str] = []
+    settings = config = monitoring = None
     try:
         settings = settings_from_env()
         config = load_targets(settings.targets_path)
-        flow = from_settings(settings, config)
     except (ConfigError, TargetFileError) as exc:
-        print(f"flows.collect: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        problems += exc.problems
+    try:
+        monitoring = MonitoringSettings.from_env()
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or settings is None or config is None or monitoring is None:
+        exit_with("collect", problems)
+    try:
+        if settings.bootstrap:  # a pod: serve /metrics, /healthz, /readyz (a taken port exits)
+            start("collect", monitoring)
+        flow = from_settings(settings, config)
+    except ConfigError as exc:
+        exit_with("collect", exc.problems)
+    if settings.bootstrap:
+        add_liveness(flow, "collect", monitoring.heartbeat_interval_s)
     summary = {
         "job": "collect",
         "targets_file": str(settings.targets_path),

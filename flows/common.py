@@ -13,18 +13,21 @@ import math
 import sys
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from functools import partial
+from typing import Any, NoReturn
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.config import ConfigError, Settings
 from connectors.dlq import dead_letter_from
-from connectors.errors import PoisonMessage
+from connectors.errors import ConnectorError, PoisonMessage
 from connectors.files import instance_key
 from connectors.kafka import SourceProgress
 from connectors.monitoring import (
@@ -43,6 +46,8 @@ from rules.model import AlertEvent, Metric, RuleSet
 
 Decoder = Callable[[bytes, float], Metric]
 WallClock = Callable[[], float]
+Topics = Mapping[str, str]
+"""`{VARIABLE: topic}`: the topics a job uses by name, checked at start."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,14 +216,18 @@ def poison_to_dlq(p: Poison) -> KafkaSinkMessage[bytes | None, bytes]:
 
 
 def settings_source(settings: Settings, topics: str | None = None, **kw: Any) -> Any:
-    """The KafkaSource a job reads: METRIC_TOPICS (regex or comma list) from the settings."""
+    """The KafkaSource a job reads: METRIC_TOPICS (regex or comma list) from the settings.
+
+    Wrapped in `InstrumentedSource`, so every poll reports to `/healthz` and `/readyz`
+    (a partition with lag that yields nothing is a stalled pipeline).
+    """
     from connectors.kafka import metric_source
 
     spec = settings.metric_topics if topics is None else topics
     names: str | list[str] = (
         spec if spec.startswith("^") else [t.strip() for t in spec.split(",") if t.strip()]
     )
-    return metric_source(
+    source = metric_source(
         list(settings.bootstrap),
         names,
         starting_offset=settings.kafka_start,
@@ -235,20 +244,103 @@ def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Calla
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module protocol's name
         if name == "flow":
             value = namespace["flow"] = build()
+    return InstrumentedSource(source) if isinstance(source, FixedPartitionedSource) else source
             return value
         raise AttributeError(name)
 
     return __getattr__
 
 
-def build_or_exit(job: str, build: Callable[[Settings], Dataflow]) -> tuple[Settings, Dataflow]:
-    """Settings from the environment and the job's flow; a bad configuration exits with status 2
-    and every problem listed, before anything connects."""
+def configure_logging() -> None:
+    """INFO to stderr, unless the host process configured logging already."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = Settings.from_env()
-        return settings, build(settings)
     except ConfigError as exc:
-        print(f"flows.{job}: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        problems += exc.problems
+    try:
+        monitoring = MonitoringSettings.from_env()
+    except ConfigError as exc:
+        problems += exc.problems
+    return settings, monitoring, problems
+
+
+def start_live(job: str, settings: Settings, monitoring: MonitoringSettings, topics: Topics) -> None:
+    """Before a Kafka job builds its flow: its monitoring server, the broker, the topics it uses.
+
+    The server comes first, so that while the broker does not answer the pod is up and says
+    why it is not ready (Bytewax itself would wait forever, silently, for the metadata of its
+    input topics). A missing topic is a configuration problem: exit, rather than panic at
+    the first write.
+    """
+    from connectors.topics import missing_topics, topic_names
+
+    try:
+        start(job, monitoring)
+    except ConfigError as exc:
+        exit_with(job, exc.problems)
+    bootstrap = ",".join(settings.bootstrap)
+    existing = await_dependency(
+        job, f"Kafka at {bootstrap}", partial(topic_names, bootstrap, dict(settings.kafka_extra))
+    )
+    problems = missing_topics(dict(topics), existing, bootstrap)
+    if problems:
+        exit_with(job, problems)
+
+
+class _Discard(DynamicSink[Any]):
+    """Where a liveness-only heartbeat goes."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> StatelessSinkPartition[Any]:
+        return _DiscardPartition()
+
+
+class _DiscardPartition(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+
+def add_liveness(flow: Dataflow, job: str, interval_s: float) -> None:
+    """A heartbeat on every worker that only feeds `/healthz`: an idle worker, or one that
+    holds no input partition, still proves its loop runs (and the pod becomes ready)."""
+    beats = op.input("liveness", flow, HeartbeatSource(job, interval_s))
+    op.output("liveness-out", beats, _Discard())
+
+
+def build_or_exit(
+    job: str,
+    build: Callable[[Settings], Dataflow],
+    topics: Callable[[Settings], Topics] = lambda settings: {},
+) -> tuple[Settings, Dataflow]:
+    """Settings from the environment and the job's flow; a bad configuration exits with status 2
+    and every problem listed, before anything connects. A tailing Kafka job also serves
+    `/metrics`, `/healthz` and `/readyz`, waits for its broker, and checks `topics(settings)`
+    (`{VARIABLE: topic}` it reads or writes by name) exist."""
+    configure_logging()
+    settings, monitoring, problems = load_settings()
+    if problems or settings is None or monitoring is None:
+        exit_with(job, problems)
+    if not settings.embedded:
+        start_live(job, settings, monitoring, topics(settings))
+    try:
+        flow = build(settings)
+    except ConfigError as exc:
+        exit_with(job, exc.problems)
+    except ConnectorError as exc:  # e.g. METRIC_TOPICS matches no topic
+        exit_with(job, [str(exc)])
+    if not settings.embedded and settings.kafka_tail:  # a bounded run must end: no endless heartbeat
+        add_liveness(flow, job, monitoring.heartbeat_interval_s)
+    return settings, flow
+
+
+def exit_with(job: str, problems: Sequence[str]) -> NoReturn:
+    """Every problem, one line each (credentials redacted), then exit status 2."""
+    print(f"flows.{job}: {ConfigError(list(problems))}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_settings() -> tuple[Settings | None, MonitoringSettings | None, list[str]]:
+    """Both settings from the environment, and the problems of both (not only the first's)."""
+    problems: list[str] = []
+    settings = monitoring = None

@@ -299,7 +299,10 @@ def from_settings(settings: Settings) -> Dataflow:
 
 
 def _default_flow() -> Dataflow:
-    settings, flow = build_or_exit("rollups", from_settings)
+    # the topics it writes, checked at start
+    settings, flow = build_or_exit(
+        "rollups", from_settings, lambda s: {"DLQ_TOPIC": s.dlq_topic, "AGGREGATED_TOPIC": s.aggregated_topic}
+    )
     url = urlparse(settings.clickhouse_url)  # never log the password of the URL
     target = (
         f"{url.scheme}://{url.hostname}:{url.port}" if url.hostname else f"chdb at {settings.clickhouse_path}"

@@ -171,7 +171,10 @@ def from_settings(settings: Settings) -> Dataflow:
 
 
 def _default_flow() -> Dataflow:
-    settings, flow = build_or_exit("storage", from_settings)
+    # the topics it writes (dead letters) and reads by name (alert history), checked at start
+    settings, flow = build_or_exit(
+        "storage", from_settings, lambda s: {"DLQ_TOPIC": s.dlq_topic, "ALERTS_TOPIC": s.alerts_topic}
+    )
     mode = (
         "replaying bundled sample " + str(settings.sample_path)
         if settings.embedded

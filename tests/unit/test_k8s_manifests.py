@@ -172,6 +172,25 @@ def test_probes_hit_the_monitoring_port_and_paths() -> None:
         }, name
 
 
+# Prometheus' allocations of 9100-9999 (full since 2023) and what usually runs beside a flow.
+TAKEN_PORTS = {
+    *range(9090, 10000),  # Prometheus, Alertmanager, Pushgateway, every registered exporter
+    3000, 3030, 3100, 4317, 4318, 5432, 6379, 8000, 8080, 8081, 8083, 8088, 8123, 8888, 8889, 9000,
+}  # fmt: skip
+
+
+def test_the_monitoring_port_is_no_common_exporters_and_pods_bind_all_interfaces() -> None:
+    """9100 is node_exporter's: a flow pod on a node's host network, or beside it, would clash."""
+    settings = MonitoringSettings.from_env(config_env())
+    assert settings.port == MonitoringSettings().port not in TAKEN_PORTS
+    assert settings.host == "0.0.0.0"  # the kubelet probes the pod IP; the code's default is local
+    assert MonitoringSettings().host == "127.0.0.1"
+    services = {s["metadata"]["name"]: s for s in of_kind("Service")}
+    for name, sts in statefulsets().items():
+        svc_ports = {p["name"]: p["port"] for p in services[sts["spec"]["serviceName"]]["spec"]["ports"]}
+        assert svc_ports["metrics"] == settings.port, name
+
+
 def test_the_command_runs_the_entrypoint_on_the_flow_module() -> None:
     for name, sts in statefulsets().items():
         flow = name.removeprefix("gds-")

@@ -12,6 +12,7 @@ from typing import Any
 
 import bytewax.operators as op
 import pytest
+from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
@@ -197,7 +198,8 @@ def test_reload_keeps_metrics_health_and_the_server_guard() -> None:
 
 def test_settings_defaults() -> None:
     s = MonitoringSettings.from_env({})
-    assert s == MonitoringSettings(9100, "0.0.0.0", 30.0, 900.0)
+    # local by default (pods set 0.0.0.0), on a port no common exporter uses (README)
+    assert s == MonitoringSettings(8490, "127.0.0.1", 30.0, 900.0, 60.0)
     assert s.enabled
     assert not MonitoringSettings.from_env({"METRICS_PORT": "0"}).enabled
     custom = MonitoringSettings.from_env(
@@ -206,9 +208,10 @@ def test_settings_defaults() -> None:
             "METRICS_HOST": "127.0.0.1",
             "HEARTBEAT_INTERVAL_S": "5",
             "HEALTH_STALE_S": "700",
+            "READY_STALL_S": "20",
         }
     )
-    assert custom == MonitoringSettings(9200, "127.0.0.1", 5.0, 700.0)
+    assert custom == MonitoringSettings(9200, "127.0.0.1", 5.0, 700.0, 20.0)
     assert MonitoringSettings.from_env({"METRICS_HOST": "::"}).host == "::"
 
 
@@ -227,6 +230,16 @@ def test_settings_list_every_problem() -> None:
     assert any(p.startswith("HEARTBEAT_INTERVAL_S='soon': not a number") for p in problems)
     assert any(p.startswith("HEALTH_STALE_S='-1': must be >= 1") for p in problems)
     assert len(problems) >= 4
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_settings_refuse_non_finite_numbers(value: str) -> None:
+    """`HEALTH_STALE_S=inf` would keep a stuck pod live forever."""
+    names = ("HEARTBEAT_INTERVAL_S", "HEALTH_STALE_S", "READY_STALL_S")
+    with pytest.raises(ConfigError) as info:
+        MonitoringSettings.from_env(dict.fromkeys(names, value))
+    for name in names:
+        assert any(p.startswith(f"{name}={value!r}") for p in info.value.problems), info.value.problems
 
 
 def test_settings_stale_threshold_must_exceed_heartbeat_and_sink_retry_deadlines() -> None:
@@ -248,6 +261,7 @@ def test_env_vars_table_matches_the_defaults() -> None:
     assert monitoring.ENV_VARS["METRICS_HOST"][0] == defaults.host
     assert float(monitoring.ENV_VARS["HEARTBEAT_INTERVAL_S"][0]) == defaults.heartbeat_interval_s
     assert float(monitoring.ENV_VARS["HEALTH_STALE_S"][0]) == defaults.health_stale_s
+    assert float(monitoring.ENV_VARS["READY_STALL_S"][0]) == defaults.ready_stall_s
 
 
 # -- health -------------------------------------------------------------------------------
@@ -299,6 +313,168 @@ def test_one_stale_flow_fails_the_process() -> None:
     assert details["flows"]["a"]["live"] is False and details["flows"]["b"]["live"] is True
 
 
+class FakeLags:
+    """What Bytewax's `bytewax_kafka_consumer_lag` gauge would say, by (flow, topic, partition)."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str, int], float] = {}
+
+    def __call__(self) -> dict[tuple[str, str, int], float]:
+        return dict(self.values)
+
+
+def test_input_waiting_without_progress_fails_readiness_then_liveness() -> None:
+    """Ingestion frozen, lag growing, heartbeats still ticking: not ready, then not live."""
+    clock, lags = FakeClock(), FakeLags()
+    health = Health(clock, stale_s=300, ready_stall_s=60, lags=lags)
+    health.input("alerting", "gds.metrics.pg", 0, consumed=100)
+    lags.values[("alerting", "gds.metrics.pg", 0)] = 50
+    assert health.report()[:2] == (True, True)
+
+    for _ in range(6):  # the worker loop runs (ticks, empty polls) but reads nothing
+        clock.now += 10
+        health.alive("alerting")
+        health.input("alerting", "gds.metrics.pg", 0, consumed=0)
+        lags.values[("alerting", "gds.metrics.pg", 0)] += 1000
+    assert health.report()[:2] == (True, True)  # 60 s: at the threshold still counts
+    clock.now += 1
+    health.alive("alerting")
+    live, ready, details = health.report()
+    assert (live, ready) == (True, False)
+    flow = details["flows"]["alerting"]
+    assert flow["stalled_s"] == 61 and flow["lag"] == 6050 and flow["ready"] is False
+
+    clock.now += 240
+    health.alive("alerting")
+    assert health.report()[:2] == (False, False)  # 301 s without progress: restart it
+
+    health.input("alerting", "gds.metrics.pg", 0, consumed=1000)  # it moves again
+    assert health.report()[:2] == (True, True)
+
+
+def test_an_idle_or_caught_up_flow_is_never_stalled() -> None:
+    clock, lags = FakeClock(), FakeLags()
+    health = Health(clock, stale_s=300, ready_stall_s=60, lags=lags)
+    health.input("storage", "t", 0, consumed=0)
+    lags.values[("storage", "t", 0)] = 0
+    lags.values[("other", "t", 0)] = 10**6  # another flow's lag is not this one's
+    for _ in range(100):
+        clock.now += 10
+        health.input("storage", "t", 0, consumed=0)
+    assert health.report()[:2] == (True, True)
+
+
+def test_one_stalled_partition_is_enough_and_a_source_reported_lag_wins() -> None:
+    clock, lags = FakeClock(), FakeLags()
+    health = Health(clock, stale_s=300, ready_stall_s=60, lags=lags)
+    health.input("alerting", "t", 0, consumed=5)
+    health.input("alerting", "t", 1, consumed=5, lag=0)
+    lags.values[("alerting", "t", 1)] = 99  # stale gauge: the source's own figure is newer
+    clock.now += 100
+    health.input("alerting", "t", 0, consumed=5)
+    assert health.report()[:2] == (True, True)
+    health.input("alerting", "t", 1, consumed=0, lag=7)
+    live, ready, details = health.report()
+    assert (live, ready) == (True, False) and details["flows"]["alerting"]["stalled_s"] == 100
+
+
+def test_without_source_reports_progress_is_the_flows_last_batch() -> None:
+    """A plain KafkaSource (no `InstrumentedSource`): the gauge and `record_batch` suffice."""
+    clock, lags = FakeClock(), FakeLags()
+    health = Health(clock, stale_s=300, ready_stall_s=60, lags=lags)
+    health.batch("rollups")
+    lags.values[("rollups", "t", 3)] = 10
+    clock.now += 61
+    health.alive("rollups")
+    assert health.report()[:2] == (True, False)
+    health.batch("rollups")
+    assert health.report()[:2] == (True, True)
+
+
+def test_a_blocked_flow_is_live_but_not_ready_until_unblocked() -> None:
+    clock = FakeClock()
+    health = Health(clock, stale_s=300, lags=None)
+    health.block("alerting", "Kafka at k:9092 unreachable: timeout")
+    health.alive("alerting")
+    live, ready, details = health.report()
+    assert (live, ready) == (True, False)
+    assert details["flows"]["alerting"]["blocked"] == "Kafka at k:9092 unreachable: timeout"
+    health.block("alerting", None)
+    assert health.report()[:2] == (True, True)
+
+
+def test_consumer_lag_reads_bytewax_gauge_by_flow() -> None:
+    from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
+
+    flow = flow_name()
+    BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=f"{flow}.metrics", topic="t.x", partition=2).set(17)
+    assert monitoring.consumer_lag()[(flow, "t.x", 2)] == 17
+
+
+def test_await_dependency_blocks_readiness_until_the_probe_answers(caplog: pytest.LogCaptureFixture) -> None:
+    from connectors.errors import ConnectorError
+
+    health = Health(FakeClock(), lags=None)
+    answers: list[Any] = [ConnectorError("refused"), ConnectorError("refused"), {"alerts"}]
+    seen: list[bool] = []
+
+    def probe() -> Any:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    def sleep(_s: float) -> None:  # between attempts: the pod is up and says why it is not ready
+        health.alive("alerting")
+        live, ready, details = health.report()
+        seen.append(live and not ready and "refused" in details["flows"]["alerting"]["blocked"])
+
+    with caplog.at_level("INFO", logger="connectors.monitoring"):
+        got = monitoring.await_dependency("alerting", "Kafka at k:1", probe, health=health, sleep=sleep)
+    assert got == {"alerts"} and seen == [True, True]
+    assert health.report()[:2] == (True, True)
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("unreachable" in line for line in lines) == 1  # one line, not one per attempt
+    assert sum("answers" in line for line in lines) == 1
+
+
+def test_instrumented_source_reports_each_poll_per_partition() -> None:
+    from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+
+    class Part(StatefulSourcePartition[Any, None]):
+        def __init__(self, batches: list[list[Any]]) -> None:
+            self.batches = batches
+
+        def next_batch(self) -> list[Any]:
+            if not self.batches:
+                raise StopIteration
+            return self.batches.pop(0)
+
+        def snapshot(self) -> None:
+            return None
+
+    class Src(FixedPartitionedSource[Any, None]):
+        def list_parts(self) -> list[str]:
+            return ["0-t.a", "1-t.a"]
+
+        def build_part(self, step_id: str, for_part: str, resume_state: None) -> Part:
+            msg = KafkaSourceMessage(b"k", b"v", topic="t.a", partition=int(for_part[0]))
+            marker = object()  # an in-band progress marker is not input
+            return Part([[msg, msg, marker], [marker]] if for_part == "0-t.a" else [[]])
+
+    clock = FakeClock()
+    health = Health(clock, lags=None)
+    flow = flow_name()
+    df = Dataflow(flow)
+    out: list[Any] = []
+    op.output("out", op.input("metrics", df, monitoring.InstrumentedSource(Src(), health)), TestingSink(out))
+    run_main(df)
+    assert len(out) == 4
+    inputs = health._flows[flow].inputs
+    assert set(inputs) == {("t.a", 0), ("t.a", 1)}
+    assert health.report()[2]["flows"][flow]["started"] is True
+
+
 # -- heartbeat ----------------------------------------------------------------------------
 
 
@@ -308,13 +484,16 @@ def test_heartbeat_partition_emits_on_its_interval_with_an_injected_clock() -> N
     source = HeartbeatSource("alerting", 30, clock=clock, host="pod-0", health=health)
     part = source.build("heartbeat", 2, 4)
 
+    tick = monitoring.EPOCH_TICK_S  # woken often so the other inputs' epochs are not held back
     assert part.next_batch() == [Heartbeat("alerting", T0, "pod-0", 2)]  # at once
-    assert part.next_awake() == datetime.fromtimestamp(T0 + 30, UTC)
+    assert part.next_awake() == datetime.fromtimestamp(T0 + tick, UTC)
     clock.now += 10
     assert part.next_batch() == []  # polled early
     clock.now += 20
     assert part.next_batch() == [Heartbeat("alerting", T0 + 30, "pod-0", 2)]
-    assert part.next_awake() == datetime.fromtimestamp(T0 + 60, UTC)
+    assert part.next_awake() == datetime.fromtimestamp(T0 + 30 + tick, UTC)
+    clock.now += 29.95
+    assert part.next_awake() == datetime.fromtimestamp(T0 + 60, UTC)  # never past the next beat
     live, ready, details = health.report()
     assert live and ready
     assert details["flows"]["alerting"]["heartbeats"] == 3  # every poll is a sign of life
