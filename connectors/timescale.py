@@ -14,22 +14,30 @@ The choice is logged once per process.
 
 Writes are idempotent, so a replay or a resumed epoch never duplicates a row: each batch is
 COPYed into a session-local staging table (`ON COMMIT DELETE ROWS`) and moved with
-`INSERT ... SELECT ... ON CONFLICT DO NOTHING`, keyed by (series_key, time) for samples and
-by message_id for alert events, in one transaction.
+`INSERT ... SELECT ... ON CONFLICT DO NOTHING`, keyed by (series_id, time) for samples and
+by message_id for alert events, in one transaction. `series_id` is a 128-bit hash of the
+series key (`series_id(series_key)` in SQL, `series_id()` here): a btree entry has a size
+limit (2704 bytes) that a long tag value (a query text) would break if the key itself were
+indexed, and one such row would make every retry of its batch fail.
 
 Failures: transient ones (connection refused or lost, admin shutdown, server starting, too
 many connections, serialization failures) are retried inside `write_batch` with backoff and a
 fresh connection, blocking the worker, never dropping the batch (connectors/retry.py).
-Anything else (undefined table or column, bad data) raises `StorageError` at once.
+Data errors (SQLSTATE classes 22 data exception, 23 integrity, 54 program limit, or a value
+the driver cannot encode) can never succeed: the batch is bisected down to the rows the
+server refuses, the rest is written, and each refused row is handed to `on_reject` (the flow
+dead-letters it). Anything else (undefined table or column) raises `StorageError` at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -38,6 +46,7 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import REGISTRY, Counter
 
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.retry import STORAGE_RETRY, RetryPolicy, retry_call
@@ -68,20 +77,55 @@ _TRANSIENT_STATES: Final = frozenset(
 )
 
 
+# SQLSTATE classes of errors caused by the rows themselves: a retry can never succeed.
+_DATA_CLASSES: Final = frozenset({"22", "23", "54"})  # data exception, integrity, program limit
+
+
+def _counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
+    try:
+        return Counter(name, documentation, labels)
+    except ValueError:  # registered already: the module was imported again
+        existing = REGISTRY._names_to_collectors.get(name)
+        if isinstance(existing, Counter):
+            return existing
+        raise
+
+
 class StorageError(ConnectorError):
     """A permanent PostgreSQL failure (schema, data); retrying cannot help."""
+
+
+class RowsRefusedError(StorageError):
+    """The server (or the driver) refused the data of a batch; `write_*` bisects it."""
 
 
 def is_transient(exc: BaseException) -> bool:
     """Connection trouble and server-side unavailability; never schema or data errors."""
     if isinstance(exc, OSError | TimeoutError | asyncio.TimeoutError):
         return True  # refused, reset, unreachable, connect timeout
+    if isinstance(exc, ValueError):  # the driver's DataError: a value it cannot encode
+        return False
     if isinstance(exc, asyncpg.exceptions.InterfaceError):
         return "closed" in str(exc)  # "connection is closed": the server went away mid-use
     if isinstance(exc, asyncpg.PostgresError):
         state = getattr(exc, "sqlstate", None) or ""
         return state.startswith("08") or state in _TRANSIENT_STATES
     return False
+
+
+def is_data_error(exc: BaseException) -> bool:
+    """The rows are at fault (bad value, too long for an index, a constraint), not the server."""
+    if isinstance(exc, ValueError | TypeError | OverflowError):  # driver-side encoding, dates
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (getattr(exc, "sqlstate", None) or "")[:2] in _DATA_CLASSES
+    return False
+
+
+def series_id(key: str) -> uuid.UUID:
+    """The fixed-size identity of a series in `metrics_hot`: the first 16 bytes of the SHA-256
+    of its key, as a uuid. PostgreSQL computes the same with `{schema}.series_id(key)`."""
+    return uuid.UUID(bytes=hashlib.sha256(key.encode("utf-8", "surrogatepass")).digest()[:16])
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +158,7 @@ def qident(name: str) -> str:
 
 _METRICS_COLUMNS: Final = """
     time          timestamptz      NOT NULL,
+    series_id     uuid             NOT NULL,
     series_key    text             NOT NULL,
     metric_name   text             NOT NULL,
     value         double precision NOT NULL,
@@ -122,8 +167,23 @@ _METRICS_COLUMNS: Final = """
     database_type text             NOT NULL,
     region        text,
     environment   text,
-    PRIMARY KEY (series_key, time)
+    PRIMARY KEY (series_id, time)
 """
+
+# The same hash as `series_id()`, for queries (`WHERE series_id = s.series_id('db|cpu|')`)
+# and for the migration of a table created with the old (series_key, time) key.
+_SERIES_ID_FN: Final = """
+CREATE OR REPLACE FUNCTION {s}.series_id(key text) RETURNS uuid
+LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+AS $fn$ SELECT encode(substring(sha256(convert_to(key, 'UTF8')) FROM 1 FOR 16), 'hex')::uuid $fn$;
+"""
+
+MIGRATE_SERIES_ID: Final = """\
+ALTER TABLE {s}.metrics_hot ADD COLUMN IF NOT EXISTS series_id uuid;
+UPDATE {s}.metrics_hot SET series_id = {s}.series_id(series_key) WHERE series_id IS NULL;
+ALTER TABLE {s}.metrics_hot ALTER COLUMN series_id SET NOT NULL;
+ALTER TABLE {s}.metrics_hot DROP CONSTRAINT IF EXISTS metrics_hot_pkey;
+ALTER TABLE {s}.metrics_hot ADD PRIMARY KEY (series_id, time);"""
 
 _ALERT_EVENTS_DDL: Final = """
 CREATE TABLE IF NOT EXISTS {s}.alert_events (
@@ -204,7 +264,7 @@ _TIMESCALE_TABLE_DDL: Final = "CREATE TABLE IF NOT EXISTS {s}.metrics_hot ({cols
 
 _STAGE_DDL: Final = """
 CREATE TEMP TABLE IF NOT EXISTS metrics_hot_stage (
-    ts double precision, series_key text, metric_name text, value double precision,
+    ts double precision, series_id uuid, series_key text, metric_name text, value double precision,
     labels text, instance_id text, database_type text, region text, environment text
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS alert_events_stage (
@@ -216,6 +276,7 @@ CREATE TEMP TABLE IF NOT EXISTS alert_events_stage (
 
 STAGE_METRIC_COLUMNS: Final = (
     "ts",
+    "series_id",
     "series_key",
     "metric_name",
     "value",
@@ -243,11 +304,12 @@ STAGE_ALERT_COLUMNS: Final = (
 
 _MOVE_METRICS: Final = """
 INSERT INTO {s}.metrics_hot
-    (time, series_key, metric_name, value, labels, instance_id, database_type, region, environment)
-SELECT to_timestamp(ts), series_key, metric_name, value, labels::jsonb, instance_id, database_type,
-       region, environment
+    (time, series_id, series_key, metric_name, value, labels, instance_id, database_type, region,
+     environment)
+SELECT to_timestamp(ts), series_id, series_key, metric_name, value, labels::jsonb, instance_id,
+       database_type, region, environment
 FROM metrics_hot_stage
-ON CONFLICT (series_key, time) DO NOTHING
+ON CONFLICT (series_id, time) DO NOTHING
 """
 
 _MOVE_ALERTS: Final = """
@@ -328,6 +390,7 @@ async def ensure_schema(conn: Any, cfg: PgConfig, now: float) -> str:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{cfg.schema}.gds schema")
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+        await conn.execute(_SERIES_ID_FN.format(s=s))
         mode, why = await _choose_mode(conn, cfg)
         if mode == MODE_NATIVE:
             lit = "'" + cfg.schema.replace("'", "''") + "'"
@@ -379,7 +442,7 @@ async def _timescale_setup(conn: Any, cfg: PgConfig) -> None:
     if not enabled:
         await conn.execute(
             f"ALTER TABLE {s}.metrics_hot SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'series_key', timescaledb.compress_orderby = 'time DESC')"
+            " timescaledb.compress_segmentby = 'series_id', timescaledb.compress_orderby = 'time DESC')"
         )
     await conn.execute(
         "SELECT add_compression_policy($1::regclass, $2::interval, if_not_exists => TRUE)",
@@ -397,9 +460,17 @@ async def _timescale_setup(conn: Any, cfg: PgConfig) -> None:
 async def _check_columns(conn: Any, s: str) -> None:
     """Fail at start, with the table named, if an older table lacks a column we write."""
     try:
+        await conn.execute(f"SELECT series_id FROM {s}.metrics_hot LIMIT 0")
+    except asyncpg.exceptions.UndefinedColumnError:
+        raise StorageError(
+            f"{s}.metrics_hot was created by an older release, keyed by the whole series key (which a"
+            " long tag value makes too large for its index). Stop the storage flow and run, once"
+            f" (docs/storage.md, 'Migrating metrics_hot'):\n{MIGRATE_SERIES_ID.format(s=s)}"
+        ) from None
+    try:
         await conn.execute(
-            f"SELECT time, series_key, metric_name, value, labels, instance_id, database_type, region,"
-            f" environment FROM {s}.metrics_hot LIMIT 0"
+            f"SELECT time, series_id, series_key, metric_name, value, labels, instance_id, database_type,"
+            f" region, environment FROM {s}.metrics_hot LIMIT 0"
         )
         await conn.execute(
             f"SELECT message_id, fingerprint, alert_name, state, at, active_at, value, threshold, labels,"
@@ -424,8 +495,8 @@ def _day_of_partition(name: str) -> int | None:
 # --------------------------------------------------------------------------- rows
 
 
-# series_key, metric_name, instance_id, database_type, labels JSON, region, environment
-_SeriesCols = tuple[str, str, str, str, str, str | None, str | None]
+# series_id, series_key, metric_name, instance_id, database_type, labels JSON, region, environment
+_SeriesCols = tuple[uuid.UUID, str, str, str, str, str, str | None, str | None]
 
 
 def _text(s: str) -> str:
@@ -459,14 +530,16 @@ class SeriesRows:
                 if len(cache) >= self.limit:
                     cache.clear()
                 c = cache[key] = self._columns(m)
-            out.append((m.ts, c[0], c[1], m.value, c[4], c[2], c[3], c[5], c[6]))
+            out.append((m.ts, c[0], c[1], c[2], m.value, c[5], c[3], c[4], c[6], c[7]))
         return out
 
     @staticmethod
     def _columns(m: Metric) -> _SeriesCols:
         iid, name, tags = _text(m.instance_id), _text(m.metric_name), _text_map(m.tags)
+        key = series_key(iid, name, tags)
         return (
-            series_key(iid, name, tags),
+            series_id(key),
+            key,
             name,
             iid,
             _text(m.database_type),
@@ -537,18 +610,51 @@ def _num(d: dict[str, Any], name: str) -> float | None:
 
 
 _ALERT_REQUIRED: Final = ("message_id", "fingerprint", "alert_name", "state", "at", "severity")
+MAX_ALERT_ID_CHARS: Final = 512  # message_id and fingerprint are indexed (btree entries <= 2704 bytes)
+
+SKIPPED_RECORDS = _counter(
+    "gds_alert_records_skipped",
+    "Records of the alerts topic that are not alert transitions (heartbeats), skipped by storage.",
+    ("kind",),
+)
 
 
-def decode_alert_record(raw: bytes | None) -> AlertRow:
-    """Validate one record of the `alerts` topic (`AlertEvent.to_record()` as JSON)."""
+def _record_kind(d: dict[str, Any], headers: Iterable[tuple[str, bytes]] | None) -> str | None:
+    """'heartbeat' (or 'other') for a record that is not a transition, None for a transition.
+
+    Transitions never carry a `type` key; heartbeats have `"type": "heartbeat"` and a `type`
+    header (connectors/monitoring.py)."""
+    kind = d.get("type")
+    if kind is None and headers:
+        for k, v in headers:
+            if k == "type":
+                kind = bytes(v).decode("utf-8", "replace")
+                break
+    if kind is None:
+        return None
+    return "heartbeat" if kind == "heartbeat" else "other"
+
+
+def decode_alert_record(
+    raw: bytes | None, headers: Iterable[tuple[str, bytes]] | None = None
+) -> AlertRow | None:
+    """Validate one record of the `alerts` topic (`AlertEvent.to_record()` as JSON).
+
+    None for a record that is not a transition (a heartbeat shares the topic): it is
+    counted in `gds_alert_records_skipped_total` and must be skipped, never dead-lettered.
+    """
     if raw is None:
         raise PoisonMessage("empty message (tombstone)")
     try:
         d = json.loads(raw)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, RecursionError) as exc:
         raise PoisonMessage(f"alert record is not JSON: {exc}") from None
     if type(d) is not dict:
         raise PoisonMessage("alert record is not a JSON object")
+    kind = _record_kind(d, headers)
+    if kind is not None:
+        SKIPPED_RECORDS.labels(kind).inc()
+        return None
     missing = [
         k for k in ("message_id", "fingerprint", "alert_name", "state", "at", "severity") if not d.get(k)
     ]
@@ -557,6 +663,9 @@ def decode_alert_record(raw: bytes | None) -> AlertRow:
     for k in ("message_id", "fingerprint", "alert_name", "state", "severity"):
         if type(d[k]) is not str:
             raise PoisonMessage(f"alert record: {k} must be a string")
+    for k in ("message_id", "fingerprint"):
+        if len(d[k]) > MAX_ALERT_ID_CHARS:
+            raise PoisonMessage(f"alert record: {k} has {len(d[k])} characters (limit {MAX_ALERT_ID_CHARS})")
     labels, annotations = d.get("labels") or {}, d.get("annotations") or {}
     if type(labels) is not dict or type(annotations) is not dict:
         raise PoisonMessage("alert record: labels and annotations must be objects")
@@ -583,18 +692,73 @@ def decode_alert_record(raw: bytes | None) -> AlertRow:
 # --------------------------------------------------------------------------- writer
 
 
+@dataclass(frozen=True, slots=True)
+class RefusedRow:
+    """A sample or alert event PostgreSQL can never store, on its way to the dead-letter topic.
+
+    `raw()` is the item as JSON (the original message is not at hand in a sink), `stage` the
+    table it was refused by.
+    """
+
+    item: Metric | AlertRow
+    error: str
+    stage: str  # "metrics-hot" or "alert-events"
+
+    def key(self) -> bytes:
+        item = self.item
+        return (item.instance_id if isinstance(item, Metric) else item.fingerprint).encode("utf-8", "replace")
+
+    def raw(self) -> bytes:
+        item = self.item
+        if isinstance(item, Metric):
+            body: dict[str, Any] = {
+                "timestamp": item.ts,
+                "database_type": item.database_type,
+                "instance_id": item.instance_id,
+                "metric_name": item.metric_name,
+                "value": item.value,
+                "tags": dict(item.tags),
+            }
+        else:
+            body = {c: getattr(item, c) for c in STAGE_ALERT_COLUMNS}
+            body["labels"], body["annotations"] = json.loads(item.labels), json.loads(item.annotations)
+        # default=str: datetimes; "replace": a lone surrogate must not stop the dead letter too
+        return json.dumps(body, default=str, ensure_ascii=False).encode("utf-8", "replace")
+
+
+RejectHandler = Callable[[Sequence[RefusedRow]], None]
+
+
+def log_refused(rows: Sequence[RefusedRow]) -> None:
+    """The default `on_reject`: the rows are only logged (a flow passes its dead-letter sink)."""
+    for r in rows:
+        log.error("%s refused a row, dropped: %s", r.stage, r.error)
+
+
 class PgWriter:
     """One connection and one event loop, used from one worker thread.
 
     A single connection rather than a pool: a sink partition writes one batch at a time, so a
     pool would only add idle connections. "Reconnect" means: after a transient failure the
     connection is dropped and the next attempt opens (and prepares) a new one.
+
+    Rows the server refuses for their data (see `is_data_error`) are found by bisecting the
+    batch; the others are written and the refused ones go to `on_reject`.
     """
 
-    def __init__(self, cfg: PgConfig, *, wall: Callable[[], float] = time.time, maintain: bool = False):
+    def __init__(
+        self,
+        cfg: PgConfig,
+        *,
+        wall: Callable[[], float] = time.time,
+        maintain: bool = False,
+        on_reject: RejectHandler = log_refused,
+    ):
         self.cfg = cfg
         self.wall = wall
         self.maintain = maintain  # this writer runs the native retention
+        self.on_reject = on_reject
+        self.rows_refused = 0
         self.mode: str | None = None
         self._s = qident(cfg.schema)
         self._loop = asyncio.new_event_loop()
@@ -616,11 +780,58 @@ class PgWriter:
                 is_transient=is_transient,
                 policy=self.cfg.retry,
                 on_retry=lambda _exc: self._drop_connection(),
+                store="timescaledb",  # gds_store_up -> timescaledb_up (connectors.selfmetrics)
             )
         except ConnectorError:  # StorageError, RetryExhaustedError
             raise
         except Exception as exc:
-            raise StorageError(f"{what}: permanent error (not retried): {type(exc).__name__}: {exc}") from exc
+            detail = f"{type(exc).__name__}: {exc}"
+            if is_data_error(exc):
+                raise RowsRefusedError(f"{what}: the data was refused: {detail}") from exc
+            raise StorageError(f"{what}: permanent error (not retried): {detail}") from exc
+
+    def _write_all(
+        self,
+        records: Sequence[tuple[Any, ...]],
+        what: str,
+        write: Callable[[list[tuple[Any, ...]]], Coroutine[Any, Any, int]],
+    ) -> tuple[int, list[tuple[int, str]]]:
+        """Write in chunks of `batch_rows`; returns (rows inserted, [(index, error) of refused rows])."""
+        inserted = 0
+        refused: list[tuple[int, str]] = []
+        step = self.cfg.batch_rows
+        for i in range(0, len(records), step):
+            inserted += self._bisect(records, i, min(i + step, len(records)), what, write, refused)
+        return inserted, refused
+
+    def _bisect(
+        self,
+        records: Sequence[tuple[Any, ...]],
+        lo: int,
+        hi: int,
+        what: str,
+        write: Callable[[list[tuple[Any, ...]]], Coroutine[Any, Any, int]],
+        refused: list[tuple[int, str]],
+    ) -> int:
+        """Write records[lo:hi]; on a data error, each half on its own, down to single rows
+        (about 2 log2(n) extra transactions per refused row). Outages are still retried."""
+        chunk = list(records[lo:hi])
+        try:
+            return self._retry(f"write {len(chunk)} {what}", partial(write, chunk))
+        except RowsRefusedError as exc:
+            if hi - lo == 1:
+                cause = exc.__cause__
+                refused.append((lo, f"{type(cause).__name__}: {cause}" if cause else str(exc)))
+                return 0
+        mid = (lo + hi) // 2
+        return self._bisect(records, lo, mid, what, write, refused) + self._bisect(
+            records, mid, hi, what, write, refused
+        )
+
+    def _refuse(self, items: Sequence[Metric | AlertRow], refused: list[tuple[int, str]], stage: str) -> None:
+        if refused:
+            self.rows_refused += len(refused)
+            self.on_reject([RefusedRow(items[i], err, stage) for i, err in refused])
 
     def _drop_connection(self) -> None:
         conn, self._conn = self._conn, None
@@ -665,15 +876,10 @@ class PgWriter:
         if not metrics:
             return 0
         rows = self._rows.rows(metrics)
-        days = {int(r[0] // DAY_S) for r in rows}
-        inserted = 0
-        step = self.cfg.batch_rows
-        for i in range(0, len(rows), step):
-            chunk = rows[i : i + step]
-            inserted += self._retry(
-                f"write {len(chunk)} rows to {self.cfg.schema}.metrics_hot",
-                partial(self._write_metrics, chunk, days),
-            )
+        inserted, refused = self._write_all(
+            rows, f"rows to {self.cfg.schema}.metrics_hot", self._write_metrics
+        )
+        self._refuse(metrics, refused, "metrics-hot")
         self.rows_written += inserted
         if self.maintain and self.mode == MODE_NATIVE and self.wall() >= self._next_retention:
             self.run_retention()
@@ -683,14 +889,10 @@ class PgWriter:
         if not rows:
             return 0
         records = [r.as_tuple() for r in rows]
-        inserted = 0
-        step = self.cfg.batch_rows
-        for i in range(0, len(records), step):
-            chunk = records[i : i + step]
-            inserted += self._retry(
-                f"write {len(chunk)} alert events to {self.cfg.schema}.alert_events",
-                partial(self._write_alerts, chunk),
-            )
+        inserted, refused = self._write_all(
+            records, f"alert events to {self.cfg.schema}.alert_events", self._write_alerts
+        )
+        self._refuse(rows, refused, "alert-events")
         return inserted
 
     def run_retention(self) -> list[str]:
@@ -716,9 +918,10 @@ class PgWriter:
         self._loop.close()
 
     # -- transactions ---------------------------------------------------------------
-    async def _write_metrics(self, rows: list[tuple[Any, ...]], days: set[int]) -> int:
+    async def _write_metrics(self, rows: list[tuple[Any, ...]]) -> int:
         conn = await self._connection()
         if self.mode == MODE_NATIVE:
+            days = {int(r[0] // DAY_S) for r in rows}  # per chunk: a bisected half needs only its own
             for day in sorted(days - self._days):
                 await conn.fetchval(f"SELECT {self._s}.metrics_hot_ensure_partition($1)", _date(day))
                 self._days.add(day)
@@ -748,49 +951,82 @@ class PgWriter:
 # --------------------------------------------------------------------------- sinks
 
 
+@dataclass(frozen=True, slots=True)
+class Rejects:
+    """Where a sink sends the rows PostgreSQL refuses: a sink of the flow (its dead-letter
+    sink) built once more inside each partition, and how a `RefusedRow` becomes its item."""
+
+    sink: DynamicSink[Any]
+    to_item: Callable[[RefusedRow], Any]
+
+    def handler(self, step_id: str, worker_index: int, worker_count: int) -> tuple[RejectHandler, Any]:
+        part = self.sink.build(f"{step_id}-refused", worker_index, worker_count)
+
+        def send(rows: Sequence[RefusedRow]) -> None:
+            # written before write_batch returns, so within the epoch of the batch
+            part.write_batch([self.to_item(r) for r in rows])
+
+        return send, part
+
+
 class _MetricsPartition(StatelessSinkPartition[Metric]):
-    def __init__(self, writer: PgWriter) -> None:
+    def __init__(self, writer: PgWriter, rejects: Any = None) -> None:
         self.writer = writer
+        self.rejects = rejects
 
     def write_batch(self, items: list[Metric]) -> None:
         self.writer.write_metrics(items)
 
     def close(self) -> None:
         self.writer.close()
+        if self.rejects is not None:
+            self.rejects.close()
 
 
 class MetricsHotSink(DynamicSink[Metric]):
-    """Samples -> `metrics_hot`; worker 0 also runs the native retention."""
+    """Samples -> `metrics_hot`; worker 0 also runs the native retention. Refused rows go to
+    `rejects` (None: logged and dropped)."""
 
-    def __init__(self, cfg: PgConfig) -> None:
+    def __init__(self, cfg: PgConfig, rejects: Rejects | None = None) -> None:
         self.cfg = cfg
+        self.rejects = rejects
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
-        writer = PgWriter(self.cfg, maintain=worker_index == 0)
+        on_reject, part = (
+            self.rejects.handler(step_id, worker_index, worker_count) if self.rejects else (log_refused, None)
+        )
+        writer = PgWriter(self.cfg, maintain=worker_index == 0, on_reject=on_reject)
         writer.open()
         if worker_index == 0:
             writer.run_retention()
-        return _MetricsPartition(writer)
+        return _MetricsPartition(writer, part)
 
 
 class _AlertsPartition(StatelessSinkPartition[AlertRow]):
-    def __init__(self, writer: PgWriter) -> None:
+    def __init__(self, writer: PgWriter, rejects: Any = None) -> None:
         self.writer = writer
+        self.rejects = rejects
 
     def write_batch(self, items: list[AlertRow]) -> None:
         self.writer.write_alert_rows(items)
 
     def close(self) -> None:
         self.writer.close()
+        if self.rejects is not None:
+            self.rejects.close()
 
 
 class AlertEventsSink(DynamicSink[AlertRow]):
-    """Alert transitions -> `alert_events`, idempotent by message_id."""
+    """Alert transitions -> `alert_events`, idempotent by message_id; refused rows as above."""
 
-    def __init__(self, cfg: PgConfig) -> None:
+    def __init__(self, cfg: PgConfig, rejects: Rejects | None = None) -> None:
         self.cfg = cfg
+        self.rejects = rejects
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _AlertsPartition:
-        writer = PgWriter(self.cfg)
+        on_reject, part = (
+            self.rejects.handler(step_id, worker_index, worker_count) if self.rejects else (log_refused, None)
+        )
+        writer = PgWriter(self.cfg, on_reject=on_reject)
         writer.open()
-        return _AlertsPartition(writer)
+        return _AlertsPartition(writer, part)

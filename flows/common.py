@@ -77,7 +77,12 @@ def shard_router(shards: int) -> Callable[[KafkaSourceMessage], str]:
 def decode_batch(
     values: list[KafkaSourceMessage], decode: Decoder, now: float
 ) -> tuple[list[Metric], list[Poison]]:
-    """Decode a batch after routing; what cannot be decoded becomes `Poison` (to the DLQ)."""
+    """Decode a batch after routing; what cannot be decoded becomes `Poison` (to the DLQ).
+
+    Any exception of the decoder is poison too, with its type in the reason: one message a
+    decoder was not written for must cost one dead letter, not the worker (it would re-read
+    the same message after every restart).
+    """
     metrics: list[Metric] = []
     poison: list[Poison] = []
     for msg in values:
@@ -89,6 +94,10 @@ def decode_batch(
             metrics.append(decode(raw, now))
         except PoisonMessage as exc:
             poison.append(Poison(msg, exc.reason))
+        except ConnectorError:  # the schema registry is down: not the message's fault, retry
+            raise
+        except Exception as exc:
+            poison.append(Poison(msg, f"unexpected {type(exc).__name__} while decoding: {str(exc)[:500]}"))
     return metrics, poison
 
 

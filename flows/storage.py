@@ -17,26 +17,30 @@ from __future__ import annotations
 import json
 import math
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
+from connectors.dlq import dead_letter
 from connectors.errors import PoisonMessage
+from connectors.monitoring import record_dlq
 from connectors.replay import FileSource
-from connectors.timescale import AlertRow, decode_alert_record
+from connectors.timescale import AlertRow, RefusedRow, decode_alert_record
 from flows.common import (
     Decoder,
     Poison,
     WallClock,
     build_or_exit,
+    decode_batch,
     lazy_flow,
     poison_line,
     poison_to_dlq,
@@ -64,29 +68,37 @@ def decode_metrics(
     """Batch decoder: Metric for good messages, Poison for the rest (no exceptions escape)."""
 
     def run(batch: list[KafkaSourceMessage]) -> list[Any]:
-        now = wall() if wall is not None else math.inf
-        out: list[Any] = []
-        append = out.append
-        for msg in batch:
-            raw = msg.value
-            if raw is None:
-                append(Poison(msg, "empty message (tombstone)"))
-                continue
-            try:
-                append(decode(raw, now))
-            except PoisonMessage as exc:
-                append(Poison(msg, exc.reason))
+        metrics, poison = decode_batch(batch, decode, wall() if wall is not None else math.inf)
+        out: list[Any] = metrics
+        out.extend(poison)
         return out
 
     return run
 
 
 def decode_alerts(batch: list[KafkaSourceMessage]) -> Iterable[AlertRow | Poison]:
+    """Alert transitions as rows; heartbeats (same topic) are skipped and counted, never
+    dead-lettered; anything unreadable is poison."""
     for msg in batch:
         try:
-            yield decode_alert_record(msg.value)
+            row = decode_alert_record(msg.value, msg.headers)
         except PoisonMessage as exc:
             yield Poison(msg, exc.reason, stage="alert-decode")
+        except Exception as exc:  # one odd record must not stop the job
+            yield Poison(msg, f"unexpected {type(exc).__name__}: {str(exc)[:500]}", stage="alert-decode")
+        else:
+            if row is not None:
+                yield row
+
+
+def refused_to_dlq(r: RefusedRow) -> KafkaSinkMessage[bytes | None, bytes]:
+    """A row PostgreSQL refused, as a dead letter (the row as JSON: the sink has no original)."""
+    record_dlq("storage", r.stage)
+    return dead_letter(r.raw(), r.key(), None, None, None, r.error, r.stage, time.time())
+
+
+def refused_line(r: RefusedRow) -> str:
+    return f"DLQ {r.stage}: {r.error}"
 
 
 def build_flow(
@@ -127,7 +139,7 @@ def from_settings(settings: Settings) -> Dataflow:
         raise ConfigError(["PG_DSN: the storage flow needs PostgreSQL (e.g. postgresql://user@host/db)"])
     from connectors.latest import RedisLatestSink
     from connectors.retry import STORAGE_RETRY
-    from connectors.timescale import AlertEventsSink, MetricsHotSink, PgConfig
+    from connectors.timescale import AlertEventsSink, MetricsHotSink, PgConfig, Rejects
 
     retry = replace(STORAGE_RETRY, deadline_s=settings.storage_retry_deadline_s)
     pg = PgConfig(
@@ -145,9 +157,10 @@ def from_settings(settings: Settings) -> Dataflow:
     )
     decode = settings_decoder(settings)
     if settings.embedded:
+        printed = Rejects(StdOutSink(), refused_line)
         outputs = StorageOutputs(
-            MetricsHotSink(pg),
-            AlertEventsSink(pg),
+            MetricsHotSink(pg, printed),
+            AlertEventsSink(pg, printed),
             StdOutSink(),
             poison_line,
             latest,
@@ -160,9 +173,11 @@ def from_settings(settings: Settings) -> Dataflow:
     extra = dict(settings.kafka_extra)
     source = settings_source(settings)
     alerts_source = settings_source(settings, settings.alerts_topic, exclude=())
+    # rows PostgreSQL refuses go to the same DLQ topic, through a producer of their own per sink
+    refused = Rejects(kafka_sink(brokers, settings.dlq_topic, extra), refused_to_dlq)
     outputs = StorageOutputs(
-        MetricsHotSink(pg),
-        AlertEventsSink(pg),
+        MetricsHotSink(pg, refused),
+        AlertEventsSink(pg, refused),
         kafka_sink(brokers, settings.dlq_topic, extra),
         poison_to_dlq,
         latest,

@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
@@ -235,3 +236,49 @@ def test_abort_and_resume_from_recovery_gives_the_same_rows(
     assert 0 < len(first) < len(expected)  # it stopped half way
     run_rollups(path, db, items, **recovery)
     check_tables(ch, db, expected)
+
+
+def test_hostile_but_valid_input_reaches_clickhouse_and_the_rest_the_dlq(
+    clickhouse: tuple[Path, EmbeddedClickHouse],
+) -> None:
+    """Values at the accepted limit, a 16 KB tag value, the maximum tag count, unicode: stored.
+    Deep nesting, a huge value, too many tags: dead-lettered. The flow finishes either way."""
+    from connectors.serde import MAX_ABS_VALUE, MAX_TAG_VALUE_CHARS, MAX_TAGS
+
+    path, ch = clickhouse
+    start = (time.time() // 3600 - 3) * 3600
+    many = {f"k{i}": f"v{i}" for i in range(MAX_TAGS)}
+    good_tags = [{"query": "q" * MAX_TAG_VALUE_CHARS}, many, {"ключ": "значение ✓", "e": "\x00"}]
+    good: list[dict[str, Any]] = []
+    for i in range(90):
+        v = (MAX_ABS_VALUE, -MAX_ABS_VALUE, 5e-324)[i % 3]
+        good.append(
+            {
+                "timestamp": start + i,
+                "database_type": "postgresql",
+                "instance_id": "db-x",
+                "metric_name": "edge",
+                "value": v,
+                "tags": good_tags[(i // 3) % 3],
+            }
+        )
+    bad = [
+        b'{"tags": ' + b"[" * 5000 + b"]" * 5000 + b"}",
+        json.dumps({**good[0], "value": 1e308}).encode(),
+        json.dumps({**good[0], "tags": {f"k{i}": "v" for i in range(MAX_TAGS + 1)}}).encode(),
+    ]
+    items = messages(good)
+    items += [
+        KafkaSourceMessage(b"db-x", raw, topic="gds.metrics.pg.test", offset=1000 + i)
+        for i, raw in enumerate(bad)
+    ]
+    db = f"t_{uuid.uuid4().hex[:8]}"
+    aggregated, dlq = run_rollups(path, db, items)
+    letters = [parse_dead_letter(m.value, m.key) for m in dlq]
+    assert len(letters) == 1 + len(bad)  # `messages` adds one record without fields
+    assert any("deeper" in d.error for d in letters)
+    for r in aggregated:
+        rec = orjson.loads(r.value)  # strict JSON: no Infinity or NaN leaked into the topic
+        assert math.isfinite(rec["sum"]) and math.isfinite(rec["avg"])
+    rows = ch.query(f"SELECT count() AS n, sum(count) AS samples FROM {db}.metrics_1m FINAL")
+    assert int(rows[0]["samples"]) == len(good)

@@ -267,8 +267,9 @@ def test_data_for_any_day_gets_a_partition_and_default_rows_move(pg_dsn: str, sc
     assert w.open() == "native"
     pg(
         pg_dsn,
-        f'INSERT INTO "{schema}".metrics_hot_default (time, series_key, metric_name, value, instance_id,'
-        " database_type) VALUES (to_timestamp($1), 'x|m|', 'm', 1, 'x', 'pg')",
+        f'INSERT INTO "{schema}".metrics_hot_default (time, series_id, series_key, metric_name, value,'
+        f" instance_id, database_type) VALUES (to_timestamp($1), \"{schema}\".series_id('x|m|'), 'x|m|',"
+        " 'm', 1, 'x', 'pg')",
         day + 60,
     )
     assert w.write_metrics([Metric(day + 30, "pg", "db-1", "cpu", 5.0, {})]) == 1
@@ -396,6 +397,7 @@ def test_alert_record_validation() -> None:
 
     good = json.loads(alert_records(0.0 + 1_736_935_200)[1])
     row = decode_alert_record(json.dumps(good).encode())
+    assert row is not None
     assert (row.message_id, row.state, row.value, row.fire_count) == ("msg-1", "firing", 91.5, 1)
     for bad in (
         b"[]",
@@ -421,3 +423,174 @@ def test_nul_characters_do_not_stop_the_sink(pg_dsn: str, schema: str) -> None:
     assert row["instance_id"] == "db\ufffdx"
     assert json.loads(row["labels"]) == {"k": "v\ufffd"}
     w.close()
+
+
+# --------------------------------------------------------------------------- hostile input (issue 10)
+
+
+def _incompressible(n: int) -> str:
+    """Random text: PostgreSQL compresses index entries, so a repeated character would fit."""
+    return "".join(uuid.uuid4().hex for _ in range(n // 32 + 1))[:n]
+
+
+def test_long_tag_values_are_stored_keyed_by_a_fixed_size_hash(pg_dsn: str, schema: str) -> None:
+    """A 3,000-character query text (or a 10 KB value) as a tag made the (series_key, time)
+    primary key refuse the row ("index row size exceeds btree maximum"), and the flow
+    crash-looped on it; the key is now a 16-byte hash and the labels keep the text."""
+    from connectors.timescale import series_id
+
+    start = hour_start()
+    tags = [{"query": _incompressible(3000)}, {"query": _incompressible(10_000), "region": "eu"}]
+    records = [
+        {
+            "timestamp": start + i,
+            "database_type": "postgresql",
+            "instance_id": "db-1",
+            "metric_name": "query_time_ms",
+            "value": float(i),
+            "tags": tags[i % 2],
+        }
+        for i in range(10)
+    ]
+    dlq: list[Any] = []
+    cfg = PgConfig(pg_dsn, schema=schema, retry=FAST_RETRY)
+    flow = build_flow(
+        TestingSource(messages(records, bad=0)),
+        StorageOutputs(MetricsHotSink(cfg), AlertEventsSink(cfg), TestingSink(dlq)),
+        DECODE,
+        wall=None,
+    )
+    run_main(flow)
+    assert dlq == []
+    rows = pg(
+        pg_dsn,
+        f'SELECT series_id, series_key, labels, "{schema}".series_id(series_key) AS in_sql'
+        f' FROM "{schema}".metrics_hot ORDER BY time',
+    )
+    assert len(rows) == 10
+    for i, r in enumerate(rows):
+        assert json.loads(r["labels"]) == tags[i % 2]
+        assert r["series_id"] == r["in_sql"] == series_id(r["series_key"])
+    assert len({r["series_id"] for r in rows}) == 2
+
+
+def _refused_sink(out: list[Any]) -> Any:
+    from connectors.timescale import Rejects
+    from flows.storage import refused_to_dlq
+
+    return Rejects(TestingSink(out), refused_to_dlq)
+
+
+def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_is_written(
+    pg_dsn: str, schema: str
+) -> None:
+    """A row PostgreSQL can never accept (here: an instance_id too long for the index on
+    (instance_id, metric_name, time), past the decoder's limits) used to fail its whole batch
+    on every retry; it is found by bisection, dead-lettered with the error, the rest written."""
+    from connectors.timescale import AlertRow
+    from rules.model import Metric
+
+    start = hour_start()
+    cfg = PgConfig(pg_dsn, schema=schema, batch_rows=8, retry=FAST_RETRY)
+    out: list[Any] = []
+    long_id = _incompressible(3000)
+    metrics = [Metric(start + i, "pg", "db-1", "cpu", float(i), {"region": "eu"}) for i in range(20)]
+    metrics.insert(13, Metric(start, "pg", long_id, "cpu", 1.0, {}))
+    part = MetricsHotSink(cfg, _refused_sink(out)).build("metrics-hot", 0, 1)
+    part.write_batch(metrics)
+    part.write_batch(metrics)  # a replay: nothing new, the same row refused again
+    part.close()
+    (row,) = pg(pg_dsn, f'SELECT count(*) AS n FROM "{schema}".metrics_hot')
+    assert row["n"] == 20
+    letters = [parse_dead_letter(m.value, m.key) for m in out]
+    assert [d.stage for d in letters] == ["metrics-hot", "metrics-hot"]
+    assert "index row size" in letters[0].error and "ProgramLimitExceeded" in letters[0].error
+    assert letters[0].key == long_id.encode()
+    assert json.loads(letters[0].raw or b"")["instance_id"] == long_id
+
+    good = decode_alert_record(alert_records(start)[0])
+    assert good is not None
+    bad = AlertRow(**{**{f: getattr(good, f) for f in AlertRow.__slots__}, "message_id": long_id})
+    out.clear()
+    apart = AlertEventsSink(cfg, _refused_sink(out)).build("alert-events", 0, 1)
+    apart.write_batch([good, bad])
+    apart.close()
+    assert [r["message_id"] for r in pg(pg_dsn, f'SELECT message_id FROM "{schema}".alert_events')] == [
+        "msg-0"
+    ]
+    (letter,) = [parse_dead_letter(m.value, m.key) for m in out]
+    assert letter.stage == "alert-events" and "index row size" in letter.error
+
+
+def test_heartbeats_on_the_alerts_topic_are_skipped_not_dead_lettered(pg_dsn: str, schema: str) -> None:
+    from connectors.monitoring import Heartbeat, heartbeat_message
+    from connectors.timescale import SKIPPED_RECORDS
+
+    start = hour_start()
+    hb = heartbeat_message(Heartbeat("alerting", start, "pod-0", 1))
+    no_header = json.dumps({"type": "heartbeat", "flow": "alerting", "at": "2025-01-15T10:30:00Z"}).encode()
+    alerts = [
+        KafkaSourceMessage(hb.key, hb.value, topic="alerts", offset=0, headers=hb.headers),
+        KafkaSourceMessage(b"hb", no_header, topic="alerts", offset=1),
+        KafkaSourceMessage(b"fp-1", alert_records(start)[0], topic="alerts", offset=2),
+    ]
+    before = SKIPPED_RECORDS.labels("heartbeat")._value.get()
+    dlq: list[Any] = []
+    cfg = PgConfig(pg_dsn, schema=schema, retry=FAST_RETRY)
+    flow = build_flow(
+        TestingSource([]),
+        StorageOutputs(MetricsHotSink(cfg), AlertEventsSink(cfg), TestingSink(dlq)),
+        DECODE,
+        alerts_source=TestingSource(alerts),
+        wall=None,
+    )
+    run_main(flow)
+    assert dlq == []  # was: 2 x "alert record: missing field(s): message_id, ..."
+    assert SKIPPED_RECORDS.labels("heartbeat")._value.get() - before == 2
+    (row,) = pg(pg_dsn, f'SELECT count(*) AS n FROM "{schema}".alert_events')
+    assert row["n"] == 1
+
+
+_OLD_METRICS_HOT = """
+CREATE SCHEMA "{s}";
+CREATE TABLE "{s}".metrics_hot (
+    time timestamptz NOT NULL, series_key text NOT NULL, metric_name text NOT NULL,
+    value double precision NOT NULL, labels jsonb NOT NULL DEFAULT '{{}}', instance_id text NOT NULL,
+    database_type text NOT NULL, region text, environment text, PRIMARY KEY (series_key, time)
+) PARTITION BY RANGE (time);
+CREATE TABLE "{s}".metrics_hot_default PARTITION OF "{s}".metrics_hot DEFAULT;
+INSERT INTO "{s}".metrics_hot (time, series_key, metric_name, value, instance_id, database_type)
+VALUES (to_timestamp({t}), 'db-1|cpu|', 'cpu', 7, 'db-1', 'pg');
+"""
+
+
+def test_a_metrics_hot_of_the_previous_release_is_refused_with_its_migration(
+    pg_dsn: str, schema: str
+) -> None:
+    """Deployed tables are keyed by (series_key, time): start-up says what to run, and after
+    running it the old rows and new writes share one identity (no duplicates)."""
+    from connectors.timescale import MIGRATE_SERIES_ID, PgWriter, StorageError, series_id
+    from rules.model import Metric
+
+    t = hour_start()
+
+    async def run(sql: str) -> None:
+        conn = await asyncpg.connect(pg_dsn)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run(_OLD_METRICS_HOT.format(s=schema, t=t)))
+    cfg = PgConfig(pg_dsn, schema=schema, retry=FAST_RETRY)
+    with pytest.raises(StorageError, match="created by an older release") as info:
+        PgWriter(cfg).open()
+    assert "ALTER TABLE" in str(info.value)
+    asyncio.run(run(MIGRATE_SERIES_ID.format(s=f'"{schema}"')))
+    w = PgWriter(cfg)
+    assert w.open() == "native"
+    assert w.write_metrics([Metric(t, "pg", "db-1", "cpu", 7.0, {})]) == 0  # the migrated row
+    assert w.write_metrics([Metric(t + 1, "pg", "db-1", "cpu", 8.0, {})]) == 1
+    w.close()
+    rows = pg(pg_dsn, f'SELECT DISTINCT series_id FROM "{schema}".metrics_hot')
+    assert [r["series_id"] for r in rows] == [series_id("db-1|cpu|")]
