@@ -308,6 +308,7 @@ class RollupWriter:
                     what=f"insert {len(rows)} rows into {table}",
                     is_transient=is_transient,
                     policy=self.retry,
+                    store="clickhouse",  # -> clickhouse_insert_error_rate (connectors.selfmetrics)
                 )
             except ConnectorError:
                 raise

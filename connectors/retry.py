@@ -10,6 +10,11 @@ recovery snapshot and writes the batch again (the writes are idempotent). Perman
 
 `next_delay` is the pure decision; `retry_call` is the loop, with sleep, clock and
 randomness injected so tests neither sleep nor depend on chance.
+
+With `store=` the loop also keeps the store's health for self-monitoring
+(`connectors.selfmetrics` feeds it back as `timescaledb_up`, `clickhouse_insert_error_rate`):
+`gds_store_up{store}` is 0 from the first transient failure until an attempt succeeds, and
+`gds_store_errors_total{store}` counts failed attempts, transient or not.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+from prometheus_client import REGISTRY, Counter, Gauge
 
 from connectors.errors import ConnectorError
 from connectors.notify import RetryPolicy
@@ -31,6 +38,25 @@ T = TypeVar("T")
 
 # Storage default: ride out a restart or failover of a few minutes, then stop the flow.
 STORAGE_RETRY = RetryPolicy(base_s=0.1, cap_s=5.0, max_attempts=None, deadline_s=600.0)
+
+
+def _once(kind: Any, name: str, documentation: str, labels: tuple[str, ...]) -> Any:
+    """Register a collector once per process (a re-import must not raise)."""
+    try:
+        return kind(name, documentation, labels)
+    except ValueError:
+        return REGISTRY._names_to_collectors[name]  # the only lookup API there is
+
+
+STORE_UP: Gauge = _once(
+    Gauge,
+    "gds_store_up",
+    "1 when the store's last operation succeeded, 0 from a transient failure until one succeeds.",
+    ("store",),
+)
+STORE_ERRORS: Counter = _once(
+    Counter, "gds_store_errors", "Failed attempts of store operations (retried or not).", ("store",)
+)
 
 
 class RetryExhaustedError(ConnectorError):
@@ -61,22 +87,30 @@ def retry_call(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     rand: Callable[[], float] = random.random,
+    store: str | None = None,
 ) -> T:
     """`fn()` until it succeeds; transient failures are logged (with the attempt count) and
     retried after a backoff, permanent ones re-raised as they are.
 
     `on_retry(exc)` runs before each wait: sinks drop their broken connection there, so the
-    next attempt reconnects. `what` names the operation in log lines and errors.
+    next attempt reconnects. `what` names the operation in log lines and errors; `store`
+    (e.g. "timescaledb") keeps `gds_store_up` / `gds_store_errors_total` for that store.
     """
+    up = STORE_UP.labels(store) if store is not None else None
+    errors = STORE_ERRORS.labels(store) if store is not None else None
     start = clock()
     attempts = 0
     while True:
         attempts += 1
         try:
-            return fn()
+            result = fn()
         except Exception as exc:
+            if errors is not None:
+                errors.inc()
             if not is_transient(exc):
-                raise
+                raise  # bad data or schema: the store itself answered
+            if up is not None:
+                up.set(0)
             delay = next_delay(policy, attempts, clock() - start, rand())
             if delay is None:
                 raise RetryExhaustedError(
@@ -94,3 +128,7 @@ def retry_call(
             if on_retry is not None:
                 on_retry(exc)
             sleep(delay)
+        else:
+            if up is not None:
+                up.set(1)
+            return result
