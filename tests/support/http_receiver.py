@@ -10,12 +10,14 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 HANG_S = 1.0  # longer than the tests' client timeouts: the client gives up, the server still processes
 SLOW_S = 0.05  # slower than usual but inside the timeout (unless the machine is very busy)
+SLUGGISH_S = 2.0  # a receiver that takes seconds per request ("sluggish" action)
 
 
 @dataclass
@@ -31,6 +33,8 @@ class Recorder:
     """Shared by the handler threads: the failure script and what was processed."""
 
     script: dict[str, list[str]] = field(default_factory=dict)  # message_id -> actions per attempt
+    # (message_id, attempt) -> action for ids without a script: faults for ids not known in advance
+    fallback: Callable[[str, int], str] | None = None
     posts: list[Post] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     _tries: Counter[str] = field(default_factory=Counter)
@@ -39,7 +43,10 @@ class Recorder:
         with self.lock:
             n = self._tries[message_id]
             self._tries[message_id] += 1
-        actions = self.script.get(message_id, [])
+        actions = self.script.get(message_id)
+        if actions is None and self.fallback is not None:
+            return self.fallback(message_id, n)
+        actions = actions or []
         return actions[n] if n < len(actions) else "ok"
 
     def record(self, post: Post) -> None:
@@ -77,6 +84,8 @@ class Handler(BaseHTTPRequestHandler):
             time.sleep(HANG_S)
         elif action == "slow":
             time.sleep(SLOW_S)
+        elif action == "sluggish":
+            time.sleep(SLUGGISH_S)
         text = json.dumps({"status": status, "action": action}).encode()
         try:
             self.send_response(status)

@@ -202,7 +202,7 @@ def test_first_sample_on_a_tick_boundary_without_lateness_is_not_late() -> None:
     assert [e.state for e in events] == [AlertState.PENDING]
 
 
-def rules_from(tmp_path, text: str):  # type: ignore[no-untyped-def]
+def rules_from(tmp_path, text: str):
     path = tmp_path / "rules.yml"
     path.write_text(text)
     return load_rules([path])
