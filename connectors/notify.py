@@ -48,7 +48,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, Counter
 
 from connectors.errors import ConnectorError
-from rules.model import AlertEvent, Suppression
+from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
 from rules.payload import notification_payload
 
 log = logging.getLogger(__name__)
@@ -320,7 +320,12 @@ def mute_each(predicate: Callable[[AlertEvent], bool]) -> MuteCheck:
     return check
 
 
-class NotifyPartition(StatelessSinkPartition[AlertEvent]):
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    """A tick for the sink (from the flow's heartbeat): look at parked notifications again."""
+
+
+class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
     """One worker's delivery: its own loop, client, semaphore and breaker."""
 
     def __init__(
@@ -358,6 +363,9 @@ class NotifyPartition(StatelessSinkPartition[AlertEvent]):
         self.muted = 0
         self.skipped = 0
         self.mute_check_errors = 0
+        # fingerprint -> a FIRING muted by maintenance: sent when the maintenance ends while it
+        # still fires, dropped with its RESOLVED (an incident never announced closes silently)
+        self.parked: dict[str, AlertEvent] = {}
 
     @staticmethod
     def _default_client_factory(
@@ -371,14 +379,15 @@ class NotifyPartition(StatelessSinkPartition[AlertEvent]):
 
         return make
 
-    def write_batch(self, items: list[AlertEvent]) -> None:
-        """Deliver, mute or dead-letter every item before returning (Bytewax calls this sync)."""
+    def write_batch(self, items: Sequence[AlertEvent | Recheck]) -> None:
+        """Deliver, mute or dead-letter every item before returning (Bytewax calls this sync).
+
+        `Recheck` items (the flow's heartbeat) only give parked FIRINGs a chance to go out.
+        """
         if self._closed:
             raise NotifyError("notify: write_batch after close")
-        candidates = [item for item in items if self._deliverable(item)]
-        if not candidates:
-            return
-        to_send = self._apply_maintenance(candidates)
+        candidates = [item for item in items if item.__class__ is not Recheck and self._deliverable(item)]
+        to_send = self._unparked() + self._apply_maintenance(candidates)  # type: ignore[arg-type]
         if not to_send:
             return
         outcomes = self._loop.run_until_complete(self._deliver_all(to_send))
@@ -428,22 +437,52 @@ class NotifyPartition(StatelessSinkPartition[AlertEvent]):
         )
         return False
 
-    def _apply_maintenance(self, events: list[AlertEvent]) -> list[AlertEvent]:
-        if self._is_muted is None:
-            return events
+    def _mute_flags(self, events: list[AlertEvent]) -> list[bool] | None:
+        """None when the check failed: maintenance unknown, deliver (fail open)."""
+        assert self._is_muted is not None
         try:
             flags = list(self._is_muted(events))
             if len(flags) != len(events):
                 raise NotifyError(f"is_muted returned {len(flags)} flags for {len(events)} events")
         except Exception as exc:
             self.mute_check_errors += 1
-            log.warning("notify: maintenance check failed, delivering the batch anyway: %s", exc)
+            log.warning("notify: maintenance check failed, delivering anyway: %s", exc)
+            return None
+        return flags
+
+    def _unparked(self) -> list[AlertEvent]:
+        """Parked FIRINGs whose maintenance is over (or unknown): deliver them now."""
+        if not self.parked or self._is_muted is None:
+            return []
+        parked = list(self.parked.values())
+        flags = self._mute_flags(parked)
+        out = [e for e, muted in zip(parked, flags or [False] * len(parked), strict=True) if not muted]
+        for e in out:
+            del self.parked[e.fingerprint]
+            log.info("notify: maintenance over, sending message_id=%s now", e.message_id)
+        return out
+
+    def _apply_maintenance(self, events: list[AlertEvent]) -> list[AlertEvent]:
+        if self._is_muted is None or not events:
             return events
         keep: list[AlertEvent] = []
+        for event in events:
+            if event.state is AlertState.RESOLVED and self.parked.pop(event.fingerprint, None) is not None:
+                # its FIRING never went out: nothing to resolve at the receiver
+                self.muted += 1
+                MUTED_TOTAL.inc()
+                continue
+            keep.append(event)
+        events, keep = keep, []
+        flags = self._mute_flags(events) if events else []
+        if flags is None:
+            return events
         for event, muted in zip(events, flags, strict=True):
             if not muted:
                 keep.append(event)
                 continue
+            if event.state is AlertState.FIRING and event.notify is not NotifyReason.REPEAT_ELAPSED:
+                self.parked[event.fingerprint] = event  # a first announcement, held back
             self.muted += 1
             MUTED_TOTAL.inc()
             log.info(
@@ -553,7 +592,7 @@ class NotifyPartition(StatelessSinkPartition[AlertEvent]):
         )
 
 
-class NotifySink(DynamicSink[AlertEvent]):
+class NotifySink(DynamicSink["AlertEvent | Recheck"]):
     """Bytewax sink posting AlertEvents; every worker builds its own `NotifyPartition`.
 
     Callbacks are called on the worker threads, so they must be thread-safe (a confluent-kafka

@@ -57,6 +57,8 @@ class Outputs:
     alerts_fn: Callable[[AlertEvent], Any]
     notify_fn: Callable[[AlertEvent], Any]
     dlq_fn: Callable[[Poison], Any]
+    # the notify sink parks FIRINGs muted by maintenance: heartbeats tick it to look again
+    notify_ticks: bool = False
 
 
 def build_flow(
@@ -77,12 +79,20 @@ def build_flow(
         "rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof, name=name
     )
     records = op.map("alert-record", events, outputs.alerts_fn)
+    ticks = None
     if heartbeat is not None:  # a live pipeline says so on the alerts topic even when all is quiet
-        beats = op.map("heartbeat-record", op.input("heartbeat", flow, heartbeat), heartbeat_message)
+        ticks = op.input("heartbeat", flow, heartbeat)
+        beats = op.map("heartbeat-record", ticks, heartbeat_message)
         records = op.merge("alerts-and-heartbeats", records, beats)
     op.output("alerts-topic", records, outputs.alerts)
     to_send = op.filter("to-send", events, lambda e: e.notify is not None and e.suppressed is None)
-    op.output("notify", op.map("notify-item", to_send, outputs.notify_fn), outputs.notify)
+    notify_items = op.map("notify-item", to_send, outputs.notify_fn)
+    if ticks is not None and outputs.notify_ticks:
+        from connectors.notify import Recheck  # httpx only where delivery happens
+
+        rechecks = op.map("notify-recheck", ticks, lambda _: Recheck())
+        notify_items = op.merge("notify-and-rechecks", notify_items, rechecks)
+    op.output("notify", notify_items, outputs.notify)
     op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
     return flow
 
@@ -112,11 +122,9 @@ def kafka_outputs(settings: Settings) -> Outputs:
     if settings.notify_url:
         is_muted = None
         if settings.redis_url:
-            import redis
+            from connectors.maintenance import redis_client, redis_maintenance_checker
 
-            from connectors.maintenance import redis_maintenance_checker
-
-            is_muted = redis_maintenance_checker(redis.Redis.from_url(settings.redis_url))
+            is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
         notify = NotifySink(
             NotifyConfig(
                 settings.notify_url,
@@ -131,7 +139,9 @@ def kafka_outputs(settings: Settings) -> Outputs:
             is_muted=is_muted,
         )
         notify_fn: Callable[[AlertEvent], Any] = lambda e: e  # noqa: E731
+        ticks = is_muted is not None
     else:
+        ticks = False
         notify = StdOutSink()
         notify_fn = lambda e: print_notification(notification_payload(e))  # noqa: E731
     return Outputs(
@@ -141,6 +151,7 @@ def kafka_outputs(settings: Settings) -> Outputs:
         alerts_fn=alert_message,
         notify_fn=notify_fn,
         dlq_fn=poison_to_dlq,
+        notify_ticks=ticks,
     )
 
 

@@ -283,3 +283,44 @@ def test_redis_maintenance_mutes_before_posting(server: RecordingServer, redis_u
     assert all(e.suppressed is Suppression.MAINTENANCE for e in collected.muted)
     assert set(server.recorder.ok_ids()) == {e.message_id for e in events} - muted_ids
     assert part.muted == 2 and part.delivered == 8 and collected.undeliverable == []
+
+
+def test_a_hung_redis_never_holds_delivery_up(server: RecordingServer, redis_url: str) -> None:
+    """Redis frozen (SIGSTOP) while maintenance is checked: the check gives up after its socket
+    timeout and the batch is delivered (maintenance unknown: fail open); later batches do not
+    ask the hung server again during the cooldown. Without timeouts redis-py waits for ever."""
+    import os
+    import signal
+    from pathlib import Path
+
+    from connectors.maintenance import redis_client
+
+    pid = int((Path(os.environ.get("GDS_STATE_DIR", "/tmp/gds-local")) / "redis/redis.pid").read_text())
+    prefix = f"hang{uuid.uuid4().hex[:8]}"
+    batches = [[make_event(prefix, n) for n in range(3)], [make_event(prefix, n) for n in range(3, 5)]]
+    collected = Collected()
+    part = NotifyPartition(
+        config(server.url),
+        on_undeliverable=collected.on_undeliverable,
+        on_delivered=collected.on_delivered,
+        is_muted=redis_maintenance_checker(redis_client(redis_url)),
+    )
+    done = threading.Event()
+
+    def deliver() -> None:
+        for batch in batches:
+            part.write_batch(batch)
+        done.set()
+
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=deliver, daemon=True)
+        worker.start()
+        worker.join(60)  # a bound for a stuck thread, not a speed assertion (the timeout is 0.5 s)
+        assert done.is_set(), "delivery is stuck on a hung Redis"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        part.close()
+    sent = {e.message_id for batch in batches for e in batch}
+    assert set(server.recorder.ok_ids()) == sent
+    assert part.mute_check_errors == 2 and part.delivered == 5

@@ -23,6 +23,7 @@ from connectors.notify import (
     NotifyConfig,
     NotifyError,
     NotifyPartition,
+    Recheck,
     RetryPolicy,
     Verdict,
     classify_exception,
@@ -30,7 +31,7 @@ from connectors.notify import (
     mute_each,
     parse_retry_after,
 )
-from rules.model import AlertEvent, AlertState, Suppression
+from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
 from rules.payload import notification_payload
 from tests.support.events import T0, alert_event, instance_labels
 
@@ -381,6 +382,48 @@ def test_muted_events_are_not_posted() -> None:
     [event] = muted
     assert event.message_id == "msg-0002" and event.suppressed is Suppression.MAINTENANCE
     assert h.part.muted == 1 and h.part.delivered == 3
+
+
+def test_firing_muted_by_maintenance_goes_out_when_the_maintenance_ends() -> None:
+    in_maintenance = {"db-1"}
+    h = Harness(ok, is_muted=mute_each(lambda e: e.instance_id in in_maintenance))
+    try:
+        h.part.write_batch([make_event(1)])
+        h.part.write_batch([Recheck()])  # still in maintenance
+        assert h.requests == [] and set(h.part.parked) == {"fp0001"}
+        in_maintenance.clear()
+        h.part.write_batch([Recheck()])  # the heartbeat's tick after the maintenance ended
+        assert [r.headers["Idempotency-Key"] for r in h.requests] == ["msg-0001"]
+        assert h.part.parked == {}
+        h.part.write_batch([Recheck()])
+        assert len(h.requests) == 1  # once
+    finally:
+        h.part.close()
+
+
+def test_a_parked_firing_and_its_resolution_are_dropped_together() -> None:
+    in_maintenance = {"db-1"}
+    h = Harness(ok, is_muted=mute_each(lambda e: e.instance_id in in_maintenance))
+    try:
+        h.part.write_batch([make_event(1)])
+        in_maintenance.clear()  # over, but the alert resolved in the same batch as that is seen
+        resolved = make_event(1, state=AlertState.RESOLVED, message_id="msg-r", notify=NotifyReason.RESOLVED)
+        h.part.write_batch([resolved])
+        # the FIRING is sent first (maintenance over), then its resolution: a receiver that saw
+        # the incident always sees it close
+        assert [r.headers["Idempotency-Key"] for r in h.requests] == ["msg-0001", "msg-r"]
+        h.requests.clear()
+        in_maintenance.add("db-2")
+        h.part.write_batch([make_event(2)])
+        h.part.write_batch(
+            [make_event(2, state=AlertState.RESOLVED, message_id="m2", notify=NotifyReason.RESOLVED)]
+        )
+        assert h.requests == [] and h.part.parked == {}  # never announced: nothing to close
+        repeat = make_event(2, message_id="rep", notify=NotifyReason.REPEAT_ELAPSED)
+        h.part.write_batch([repeat])
+        assert h.part.parked == {}  # a reminder is not held back for later
+    finally:
+        h.part.close()
 
 
 def test_failing_maintenance_check_delivers_anyway() -> None:
