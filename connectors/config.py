@@ -23,6 +23,7 @@ DEFAULT_METRIC_TOPICS = r"^gds\.metrics\.(?!dlq$).+"
 SAMPLE_PATH = Path(__file__).resolve().parent.parent / "flows" / "sample" / "metrics.jsonl"
 BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules" / "bundled"
 CHDB_PATH = Path(__file__).resolve().parent.parent / ".local" / "chdb"
+RECOVERY_PATH = Path(__file__).resolve().parent.parent / ".local" / "recovery"
 
 # name -> (default, description); the README table mirrors this.
 ENV_VARS: dict[str, tuple[str, str]] = {
@@ -69,6 +70,13 @@ ENV_VARS: dict[str, tuple[str, str]] = {
     "ROLLUP_LATENESS_S": ("60", "Rollups: a window closes this long after its end (event time)."),
     "ROLLUP_TTL_DAYS": ("30,180,730", "TTL of `metrics_1m`, `metrics_5m`, `metrics_1h` (days)."),
     "AGGREGATED_TOPIC": ("metrics-aggregated", "Rollups are also produced here (JSON)."),
+    "RECOVERY_DIR": (
+        str(RECOVERY_PATH),
+        "A tailing Kafka job run without `-r` snapshots its state and offsets under `{RECOVERY_DIR}/{job}` "
+        "(initialised on first start) and resumes from there; `off`: no recovery (a restart re-reads "
+        "from KAFKA_START and re-posts).",
+    ),
+    "RECOVERY_SNAPSHOT_S": ("10", "Snapshot interval of that default recovery (s); also Bytewax's epoch."),
 }
 
 
@@ -136,6 +144,8 @@ class Settings:
     rollup_lateness_s: float = 60.0
     rollup_ttl_days: tuple[int, int, int] = (30, 180, 730)
     aggregated_topic: str = "metrics-aggregated"
+    recovery_dir: Path | None = RECOVERY_PATH
+    recovery_snapshot_s: float = 10.0
 
     @property
     def embedded(self) -> bool:
@@ -291,6 +301,10 @@ def parse(env: Mapping[str, str]) -> Settings:
         clickhouse_url=_url(problems, "CLICKHOUSE_URL", env.get("CLICKHOUSE_URL", ""), ("http", "https")),
         shards=int(_number(problems, env, "ALERT_SHARDS", int, 1)),
         max_future_s=_number(problems, env, "MAX_FUTURE_S", float, 0),
+        recovery_dir=None
+        if get("RECOVERY_DIR").lower() in ("off", "none", "false")
+        else Path(get("RECOVERY_DIR")),
+        recovery_snapshot_s=_number(problems, env, "RECOVERY_SNAPSHOT_S", float, 0.1),
         **_storage_settings(problems, env, get),
     )
     if problems:

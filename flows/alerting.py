@@ -191,6 +191,7 @@ def _default_flow() -> Dataflow:
 
     from connectors.config import rules_paths
     from connectors.errors import ConnectorError
+    from connectors.recovery import ensure_recovery
     from flows.common import configure_logging, exit_with, load_settings, start_live
 
     configure_logging()
@@ -204,6 +205,10 @@ def _default_flow() -> Dataflow:
             problems += [str(p) for p in exc.problems]
     if problems or settings is None or monitoring is None:
         exit_with("alerting", problems)
+    try:  # before anything binds a port: this may re-execute the job with recovery flags
+        ensure_recovery("alerting", settings)
+    except ConfigError as exc:
+        exit_with("alerting", exc.problems)
     if not settings.embedded:
         # what it writes, by name: a missing one would only fail at the first write, as a panic
         topics = {"ALERTS_TOPIC": settings.alerts_topic, "DLQ_TOPIC": settings.dlq_topic}

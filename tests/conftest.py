@@ -25,6 +25,13 @@ def _need(var: str) -> str:
     return value
 
 
+@pytest.fixture(autouse=True)
+def _private_recovery_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tailing job started without `-r` snapshots under RECOVERY_DIR (connectors/recovery.py):
+    each test gets its own, so no test resumes another's state."""
+    monkeypatch.setenv("RECOVERY_DIR", str(tmp_path_factory.mktemp("recovery")))
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> str:
     return _need("KAFKA_BOOTSTRAP_SERVERS")

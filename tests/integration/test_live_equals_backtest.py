@@ -25,7 +25,8 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from flows import backtest
-from rules.loader import load_rules
+from rules.loader import BUNDLED, load_rules
+from tests.support.data import incident_rows, produce
 from tests.support.http_receiver import Recorder, RecordingServer
 
 pytestmark = pytest.mark.integration
@@ -206,3 +207,47 @@ def test_live_transitions_equal_the_backtest_under_receiver_faults(
     assert {r["message_id"] for r in live} == {r["message_id"] for r in want}
     delivered = set(rec.ok_ids())
     assert delivered == {str(r["message_id"]) for r in want if r["notify"] and not r["suppressed"]}
+
+
+def test_the_documented_command_resumes_and_posts_nothing_twice(
+    job_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`python -m bytewax.run flows.alerting` with Kafka, no flags: stopped and started again, it
+    resumes from its default recovery directory instead of re-reading the topics and re-posting
+    every past notification (item 6)."""
+    produce(job_env["KAFKA_BOOTSTRAP_SERVERS"], job_env["METRIC_TOPICS"], incident_rows(instances=6))
+    rec = Recorder()
+    server = RecordingServer(0, rec)
+    recovery = tmp_path / "default-recovery"
+    env = {**job_env, "NOTIFY_URL": server.url, "RULES_PATH": str(BUNDLED),
+           "RECOVERY_DIR": str(recovery), "RECOVERY_SNAPSHOT_S": "1"}  # fmt: skip
+
+    def run_until_quiet(name: str, quiet_s: float) -> None:
+        with open(tmp_path / f"{name}.log", "w") as log:
+            job = subprocess.Popen(
+                [sys.executable, "-m", "bytewax.run", "flows.alerting"],
+                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+            try:
+                seen, still, deadline = -1, time.time(), time.time() + 180
+                while time.time() < deadline and time.time() - still < quiet_s:
+                    assert job.poll() is None, (tmp_path / f"{name}.log").read_text()[-3000:]
+                    if len(rec.posts) != seen:
+                        seen, still = len(rec.posts), time.time()
+                    time.sleep(0.5)
+            finally:
+                job.send_signal(signal.SIGINT)
+                try:
+                    job.wait(20)
+                except subprocess.TimeoutExpired:
+                    job.kill()
+
+    try:
+        run_until_quiet("first", quiet_s=10)
+        first = len(rec.posts)
+        assert first >= 12  # 6 incidents fired and resolved
+        assert any(recovery.glob("alerting/part-*.sqlite3"))  # initialised by the job itself
+        run_until_quiet("second", quiet_s=15)
+    finally:
+        server.stop()
+    assert len(rec.posts) == first, "the restart posted again what the first run had posted"
