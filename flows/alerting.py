@@ -46,6 +46,9 @@ from rules.loader import RuleFileError, load_rules
 from rules.model import AlertEvent, RuleSet
 from rules.payload import notification_payload
 
+MIN_LIVE_LATENESS_S = 1.0
+"""Below this, samples still on their way through Kafka could be counted late (see from_settings)."""
+
 
 @dataclass(frozen=True)
 class Outputs:
@@ -168,6 +171,13 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
             wall=None,
             flush_on_eof=True,
         )
+    if settings.kafka_tail and ruleset.allowed_lateness_s < MIN_LIVE_LATENESS_S:
+        raise ConfigError([
+            f"allowed_lateness {ruleset.allowed_lateness_s:g}s cannot be honoured by a live job: a sample"
+            f" takes up to about {MIN_LIVE_LATENESS_S:g}s from its producer to evaluation (producer linger,"
+            " the consumer's fetch wait, idle back-off), so samples would be dropped as late that a"
+            f" backtest keeps; set `settings: allowed_lateness:` to {MIN_LIVE_LATENESS_S:g}s or more"
+        ])  # fmt: skip
     # progress markers: wall time ages a silent instance only while the input is caught up
     source = settings_source(settings, progress=True)
     # a bounded run (KAFKA_TAIL=false) ends like a backtest: every window is evaluated;

@@ -48,3 +48,19 @@ def test_bad_configuration_stops_the_job_with_every_problem() -> None:
     r = run_job({"NOTIFY_TIMEOUT_S": "-1", "INPUT_FORMAT": "xml"})
     assert r.returncode == 2
     assert "NOTIFY_TIMEOUT_S" in r.stderr and "INPUT_FORMAT" in r.stderr
+
+
+def test_a_lateness_the_live_job_cannot_honour_is_refused(tmp_path: Path) -> None:
+    import pytest
+
+    from connectors.config import ConfigError, Settings
+    from flows.alerting import from_settings
+
+    rules = tmp_path / "tight.yml"
+    rules.write_text(
+        "settings: {allowed_lateness: 0s}\n"
+        "alert_rules:\n  - {name: X, metric: cpu, condition: {operator: '>', threshold: 1}}\n"
+    )
+    live = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "RULES_PATH": str(rules)})
+    with pytest.raises(ConfigError, match=r"allowed_lateness 0s cannot be honoured by a live job"):
+        from_settings(live)  # refused before anything connects
