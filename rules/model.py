@@ -301,7 +301,7 @@ class AlertEvent:
             "active_at": iso(self.active_at),
             "fired_at": iso(self.fired_at) if self.fired_at is not None else None,
             "resolved_at": iso(self.resolved_at) if self.resolved_at is not None else None,
-            "value": None if math.isnan(self.value) else self.value,
+            "value": self.value if math.isfinite(self.value) else None,  # JSON has no NaN or Infinity
             "threshold": self.threshold,
             "severity": self.severity.value,
             "labels": dict(self.labels),

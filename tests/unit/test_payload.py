@@ -198,3 +198,13 @@ def test_required_keys_check_reports_what_is_missing() -> None:
         "context is not an object",
         "bad state 'pending'",
     ]
+
+
+def test_alert_records_are_strict_json_whatever_the_value() -> None:
+    import json
+    import math
+
+    for value in (math.inf, -math.inf, math.nan):
+        record = alert_event(value=value).to_record()
+        assert record["value"] is None
+        json.dumps(record, allow_nan=False)  # a consumer's strict parser accepts it
