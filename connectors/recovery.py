@@ -36,7 +36,12 @@ def given_directory(argv: Sequence[str], env: Mapping[str, str]) -> Path | None:
     return Path(value) if value else None
 
 
-def initialise(directory: Path, partitions: int = 1) -> bool:
+PARTITIONS = 4
+"""Recovery partitions of a default directory: Bytewax suggests the most workers you expect;
+processes of one cluster on one host may share the directory."""
+
+
+def initialise(directory: Path, partitions: int = PARTITIONS) -> bool:
     """Create the recovery partitions if the directory has none; True if it did."""
     if any(directory.glob("part-*.sqlite3")):
         return False
@@ -47,7 +52,7 @@ def initialise(directory: Path, partitions: int = 1) -> bool:
         init_db_dir(directory, partitions)
     except OSError as exc:
         raise ConfigError([f"RECOVERY_DIR: cannot initialise {str(directory)!r}: {exc}"]) from exc
-    log.info("initialised recovery directory %s (%d partition)", directory, partitions)
+    log.info("initialised recovery directory %s (%d partitions)", directory, partitions)
     return True
 
 
