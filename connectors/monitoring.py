@@ -855,9 +855,7 @@ def await_dependency(
     try:
         return probe()
     except ConnectorError as exc:
-        log.error(
-            "%s: %s is unreachable (%s); waiting for it, /readyz is 503 meanwhile", flow, what, exc
-        )
+        log.error("%s: %s is unreachable (%s); waiting for it, /readyz is 503 meanwhile", flow, what, exc)
         h.block(flow, f"{what} unreachable: {exc}")
     while True:
         sleep(retry_s)
