@@ -244,6 +244,7 @@ def settings_source(settings: Settings, topics: str | None = None, **kw: Any) ->
         tail=settings.kafka_tail,
         **kw,
     )
+    return InstrumentedSource(source) if isinstance(source, FixedPartitionedSource) else source
 
 
 def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Callable[[str], Any]:
@@ -253,7 +254,6 @@ def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Calla
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module protocol's name
         if name == "flow":
             value = namespace["flow"] = build()
-    return InstrumentedSource(source) if isinstance(source, FixedPartitionedSource) else source
             return value
         raise AttributeError(name)
 
@@ -264,6 +264,18 @@ def configure_logging() -> None:
     """INFO to stderr, unless the host process configured logging already."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def exit_with(job: str, problems: Sequence[str]) -> NoReturn:
+    """Every problem, one line each (credentials redacted), then exit status 2."""
+    print(f"flows.{job}: {ConfigError(list(problems))}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def load_settings() -> tuple[Settings | None, MonitoringSettings | None, list[str]]:
+    """Both settings from the environment, and the problems of both (not only the first's)."""
+    problems: list[str] = []
+    settings = monitoring = None
     try:
         settings = Settings.from_env()
     except ConfigError as exc:
@@ -341,15 +353,3 @@ def build_or_exit(
     if not settings.embedded and settings.kafka_tail:  # a bounded run must end: no endless heartbeat
         add_liveness(flow, job, monitoring.heartbeat_interval_s)
     return settings, flow
-
-
-def exit_with(job: str, problems: Sequence[str]) -> NoReturn:
-    """Every problem, one line each (credentials redacted), then exit status 2."""
-    print(f"flows.{job}: {ConfigError(list(problems))}", file=sys.stderr)
-    raise SystemExit(2)
-
-
-def load_settings() -> tuple[Settings | None, MonitoringSettings | None, list[str]]:
-    """Both settings from the environment, and the problems of both (not only the first's)."""
-    problems: list[str] = []
-    settings = monitoring = None
