@@ -69,7 +69,7 @@ def clock() -> FakeClock:
 
 @pytest.fixture()
 def served(clock: FakeClock) -> Iterator[tuple[MonitoringServer, Health]]:
-    health = Health(clock, stale_s=60)
+    health = Health(clock, stale_s=60, lags=None)
     server = serve("127.0.0.1", 0, health)
     try:
         yield server, health

@@ -269,7 +269,7 @@ def test_env_vars_table_matches_the_defaults() -> None:
 
 def test_health_follows_the_clock() -> None:
     clock = FakeClock()
-    health = Health(clock, stale_s=60)
+    health = Health(clock, stale_s=60, lags=None)
     live, ready, _ = health.report()
     assert live and not ready  # no flow built yet: up, not ready
 
@@ -295,7 +295,7 @@ def test_health_follows_the_clock() -> None:
 
 def test_a_registered_flow_that_never_runs_goes_stale() -> None:
     clock = FakeClock()
-    health = Health(clock, stale_s=30)
+    health = Health(clock, stale_s=30, lags=None)
     health.register("storage")
     clock.now += 31
     assert health.report()[:2] == (False, False)
@@ -303,7 +303,7 @@ def test_a_registered_flow_that_never_runs_goes_stale() -> None:
 
 def test_one_stale_flow_fails_the_process() -> None:
     clock = FakeClock()
-    health = Health(clock, stale_s=30)
+    health = Health(clock, stale_s=30, lags=None)
     health.alive("a")
     clock.now += 20
     health.alive("b")
@@ -480,7 +480,7 @@ def test_instrumented_source_reports_each_poll_per_partition() -> None:
 
 def test_heartbeat_partition_emits_on_its_interval_with_an_injected_clock() -> None:
     clock = FakeClock()
-    health = Health(clock, stale_s=120)
+    health = Health(clock, stale_s=120, lags=None)
     source = HeartbeatSource("alerting", 30, clock=clock, host="pod-0", health=health)
     part = source.build("heartbeat", 2, 4)
 
