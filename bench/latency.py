@@ -78,6 +78,8 @@ def main() -> None:
         "RULES_PATH": str(rules),
         "NOTIFY_URL": receiver.url,
         "KAFKA_START": "earliest",
+        "METRICS_PORT": "0",  # a bench run must not clash with a job serving 8490
+        "RECOVERY_DIR": "off",  # each run starts afresh on its own topic
     }
     proc = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "flows.alerting", "-w1"],

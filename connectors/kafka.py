@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSource
+from bytewax.connectors.kafka import KafkaSink, KafkaSource, _list_parts
 from bytewax.connectors.kafka import _KafkaSourcePartition as _BytewaxPartition
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -227,7 +227,10 @@ class MetricKafkaSource(KafkaSource):
         self._parts: int | None = None
 
     def list_parts(self) -> list[str]:
-        parts: list[str] = super().list_parts()
+        # bytewax's own passes every consumer setting to an admin client, which warns about them
+        config: dict[str, Any] = {"bootstrap.servers": ",".join(self._brokers)}
+        config.update({k: v for k, v in self._add_config.items() if k not in CONSUMER_DEFAULTS})
+        parts = list(_list_parts(AdminClient(config), self._topics))
         self._parts = len(parts)
         return parts
 

@@ -112,7 +112,8 @@ def job_env(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path) -> Iterato
         "HEARTBEAT_INTERVAL_S": "60",  # input must not wait for heartbeats (item 21)
         "HEALTH_STALE_S": "900",
         "NOTIFY_TIMEOUT_S": "3",
-        "NOTIFY_DEADLINE_S": "300",
+        "NOTIFY_DEADLINE_S": "300",  # the retry budget covers the outage: nothing may be dead-lettered
+        "NOTIFY_MAX_ATTEMPTS": "1000",
         "NOTIFY_BREAKER_COOLDOWN_S": "1",
     }
     yield env
