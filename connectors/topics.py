@@ -64,12 +64,18 @@ METRIC_TOPICS: Final = tuple(
         ("postgresql", "production"),
         ("postgresql", "staging"),
         ("mysql", "production"),
+        ("mysql", "staging"),  # the bundled sample has it
         ("os", "production"),
     )
+)
+# the pipeline's own health (connectors.selfmetrics): one small partition is plenty
+PIPELINE_TOPIC: Final = TopicSpec(
+    metric_topic("pipeline", "production"), partitions=1, retention_ms=7 * DAY_MS
 )
 
 PROJECT_TOPICS: Final = (
     *METRIC_TOPICS,
+    PIPELINE_TOPIC,
     TopicSpec(METRICS_DLQ_TOPIC, partitions=1, retention_ms=14 * DAY_MS),
     TopicSpec(ALERTS_TOPIC, partitions=4, retention_ms=30 * DAY_MS),
     TopicSpec(ALERTS_DLQ_TOPIC, partitions=1, retention_ms=30 * DAY_MS),

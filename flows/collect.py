@@ -172,9 +172,14 @@ def _default_flow() -> Dataflow:
     try:
         if settings.bootstrap:  # a pod: serve /metrics, /healthz, /readyz (a taken port exits)
             start("collect", monitoring)
+            from connectors.selfmetrics import start as start_selfmetrics
+
+            start_selfmetrics("collect")  # its own health as metrics (gds.metrics.pipeline.{env})
         flow = from_settings(settings, config)
     except ConfigError as exc:
         exit_with("collect", exc.problems)
+    except ValueError as exc:  # SELF_METRICS_INTERVAL_S
+        exit_with("collect", [str(exc)])
     if settings.bootstrap:
         add_liveness(flow, "collect", monitoring.heartbeat_interval_s)
     summary = {

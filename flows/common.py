@@ -308,6 +308,12 @@ def start_live(job: str, settings: Settings, monitoring: MonitoringSettings, top
     problems = missing_topics(dict(topics), existing, bootstrap)
     if problems:
         exit_with(job, problems)
+    from connectors.selfmetrics import start as start_selfmetrics
+
+    try:  # the pipeline's own health as metrics on gds.metrics.pipeline.{env}, for the bundled rules
+        start_selfmetrics(job)
+    except ValueError as exc:
+        exit_with(job, [str(exc)])
 
 
 class _Discard(DynamicSink[Any]):
