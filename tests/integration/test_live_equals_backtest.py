@@ -150,15 +150,20 @@ def run_live(
             time.sleep(0.5)
         got = read_topic(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_TOPIC"], 10**9, 8.0)
     finally:
-        job.send_signal(signal.SIGINT)
-        try:
-            job.wait(20)
-        except subprocess.TimeoutExpired:
-            job.kill()
+        stop(job)
         log.close()
         if servers["current"] is not None:
             servers["current"].stop()
     return got, rec
+
+
+def stop(job: subprocess.Popen[Any]) -> None:
+    """Ctrl-C, as an operator stops the job; killed if it does not end."""
+    job.send_signal(signal.SIGINT)
+    try:
+        job.wait(20)
+    except subprocess.TimeoutExpired:
+        job.kill()
 
 
 def key(r: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -237,11 +242,7 @@ def test_the_documented_command_resumes_and_posts_nothing_twice(
                         seen, still = len(rec.posts), time.time()
                     time.sleep(0.5)
             finally:
-                job.send_signal(signal.SIGINT)
-                try:
-                    job.wait(20)
-                except subprocess.TimeoutExpired:
-                    job.kill()
+                stop(job)
 
     try:
         run_until_quiet("first", quiet_s=10)
