@@ -324,3 +324,29 @@ def test_a_hung_redis_never_holds_delivery_up(server: RecordingServer, redis_url
     sent = {e.message_id for batch in batches for e in batch}
     assert set(server.recorder.ok_ids()) == sent
     assert part.mute_check_errors == 2 and part.delivered == 5
+
+
+def test_a_firing_muted_by_a_maintenance_key_goes_out_when_the_key_is_deleted(
+    server: RecordingServer, redis_url: str
+) -> None:
+    import redis
+
+    from connectors.notify import Recheck
+
+    client = redis.Redis.from_url(redis_url)
+    event = make_event(f"park{uuid.uuid4().hex[:8]}", 0)
+    key = maintenance_key(event.instance_id)
+    client.set(key, "1", ex=60)
+    part = NotifyPartition(config(server.url), on_undeliverable=Collected().on_undeliverable,
+                           is_muted=redis_maintenance_checker(client))  # fmt: skip
+    try:
+        part.write_batch([event])
+        part.write_batch([Recheck()])
+        assert server.recorder.all_ids() == set()  # in maintenance: held back
+        client.delete(key)  # the operator ends the maintenance while the alert still fires
+        part.write_batch([Recheck()])
+    finally:
+        part.close()
+        client.delete(key)
+        client.close()
+    assert server.recorder.ok_ids() == [event.message_id]
