@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Receiver, emit, messages, rules_file
-from connectors.serde import decode_json
+from connectors.kafka.serde import decode_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

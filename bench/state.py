@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import emit, messages, rules_file
-from connectors.serde import decode_json
+from connectors.kafka.serde import decode_json
 from rules.engine import ShardEngine
 from rules.loader import load_rules
 

@@ -21,13 +21,10 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
-from connectors.monitoring import (
-    HeartbeatSource,
-    InstrumentedSink,
-    MonitoringSettings,
-    heartbeat_message,
-)
-from connectors.replay import FileSource
+from connectors.kafka.replay import FileSource
+from connectors.ops.heartbeat import HeartbeatSource, heartbeat_message
+from connectors.ops.metrics import InstrumentedSink
+from connectors.ops.server import MonitoringSettings
 from flows.common import (
     Decoder,
     Poison,
@@ -91,7 +88,7 @@ def build_flow(
     to_send = op.filter("to-send", events, lambda e: e.notify is not None and e.suppressed is None)
     notify_items = op.map("notify-item", to_send, outputs.notify_fn)
     if ticks is not None and outputs.notify_ticks:
-        from connectors.notify import Recheck  # httpx only where delivery happens
+        from connectors.notify.sink import Recheck  # httpx only where delivery happens
 
         rechecks = op.map("notify-recheck", ticks, lambda _: Recheck())
         notify_items = op.merge("notify-and-rechecks", notify_items, rechecks)
@@ -114,9 +111,10 @@ def embedded_outputs() -> Outputs:
 
 
 def kafka_outputs(settings: Settings) -> Outputs:
-    from connectors.kafka import kafka_sink, producer_config
-    from connectors.notify import NotifyConfig, NotifySink, RetryPolicy
-    from connectors.undelivered import UndeliveredToKafka
+    from connectors.kafka.sink import kafka_sink, producer_config
+    from connectors.notify.policy import NotifyConfig, RetryPolicy
+    from connectors.notify.sink import NotifySink
+    from connectors.notify.undelivered import UndeliveredToKafka
 
     brokers = list(settings.bootstrap)
     extra = dict(settings.kafka_extra)
@@ -125,7 +123,7 @@ def kafka_outputs(settings: Settings) -> Outputs:
     if settings.notify_url:
         is_muted = None
         if settings.redis_url:
-            from connectors.maintenance import redis_client, redis_maintenance_checker
+            from connectors.notify.maintenance import redis_client, redis_maintenance_checker
 
             is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
         notify = NotifySink(
@@ -201,7 +199,7 @@ def _default_flow() -> Dataflow:
 
     from connectors.config import rules_paths
     from connectors.errors import ConnectorError
-    from connectors.recovery import ensure_recovery
+    from connectors.ops.recovery import ensure_recovery
     from flows.common import configure_logging, exit_with, load_settings, start_live
 
     configure_logging()

@@ -37,8 +37,7 @@ from bytewax.inputs import Source
 from bytewax.testing import TestingSink, run_main
 
 from connectors.errors import ConnectorError
-from connectors.kafka import resolve_topics
-from connectors.replay import (
+from connectors.kafka.replay import (
     OUT_OF_RANGE,
     FileSource,
     KafkaRangeSource,
@@ -48,13 +47,16 @@ from connectors.replay import (
     plan_ranges,
     windowed_decoder,
 )
-from connectors.replay_span import TopicSpan, topic_span
-from connectors.serde import Decoder, make_decoder
+from connectors.kafka.replay_span import TopicSpan, topic_span
+from connectors.kafka.serde import Decoder, make_decoder
+from connectors.kafka.source import resolve_topics
 from flows.common import Poison, evaluate
-from rules import promql, report
+from rules.backtest import report
 from rules.check import CaseError, not_a_test_file
 from rules.loader import RuleFileError, load_rules, parse_duration
-from rules.model import AlertEvent, AlertState, RulesError, RuleSet, iso
+from rules.metric import iso
+from rules.model import AlertEvent, AlertState, RulesError, RuleSet
+from rules.promql import mapping as promql
 
 NOTIFIED_STATES = (AlertState.FIRING, AlertState.RESOLVED)
 SIDES = ("A", "B")
@@ -190,7 +192,7 @@ def kafka_input(
     `slack_s` widens the offset search on both sides: record timestamps only approximate
     event times (collector batching, clock skew); the exact window is applied after decoding.
     `full_scan` reads every record instead (data produced long after its event times).
-    `max_skew_s` keeps partitions aligned in record time (see `connectors.replay.Aligner`).
+    `max_skew_s` keeps partitions aligned in record time (see `connectors.kafka.replay.Aligner`).
     """
     names: list[str] = []
     for t in topics:

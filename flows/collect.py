@@ -9,7 +9,7 @@ instance_id to `gds.metrics.{database_type}.{environment}`, as JSON or Confluent
     tag allowlist, cardinality, `up`, health notices) -> log notices -> encode -> Kafka
 
 Wiring only: collectors and the source are in connectors/collectors/, the policy in
-rules/collect_policy.py. Scale by adding workers/processes: targets spread over them.
+rules/collect/policy.py. Scale by adding workers/processes: targets spread over them.
 """
 
 from __future__ import annotations
@@ -39,11 +39,11 @@ from connectors.collectors.targets import (
 )
 from connectors.config import ConfigError
 from connectors.errors import ConnectorError
-from connectors.serde import AvroCodec, encode_json
-from connectors.topics import metric_topic
+from connectors.kafka.serde import AvroCodec, encode_json
+from connectors.kafka.topics import metric_topic
 from flows.common import lazy_flow
-from rules.collect_policy import CollectPolicy, Health, Outcome, step
-from rules.model import Metric
+from rules.collect.policy import CollectPolicy, Health, Outcome, step
+from rules.metric import Metric
 
 log = logging.getLogger("flows.collect")
 
@@ -121,7 +121,7 @@ def build_flow(
 
 def _ensure_topics(settings: CollectSettings, targets: Sequence[Target]) -> None:
     """Create missing metric topics of the targets (the broker does not auto-create)."""
-    from connectors.topics import DAY_MS, TopicSpec, ensure_topics
+    from connectors.kafka.topics import DAY_MS, TopicSpec, ensure_topics
 
     names = sorted({t.topic for t in targets})
     try:
@@ -143,7 +143,7 @@ def from_settings(settings: CollectSettings, config: CollectConfig) -> Dataflow:
             return f"{topic} {metric.instance_id} {encode_json(metric).decode()}"
 
         return build_flow(config.targets, StdOutSink(), policy=config.policy, shape=line)
-    from connectors.kafka import kafka_sink
+    from connectors.kafka.sink import kafka_sink
 
     if settings.create_topics:
         _ensure_topics(settings, config.targets)
@@ -152,7 +152,7 @@ def from_settings(settings: CollectSettings, config: CollectConfig) -> Dataflow:
 
 
 def _default_flow() -> Dataflow:
-    from connectors.monitoring import MonitoringSettings, start
+    from connectors.ops.server import MonitoringSettings, start
     from flows.common import add_liveness, configure_logging, exit_with
 
     configure_logging()
@@ -172,7 +172,7 @@ def _default_flow() -> Dataflow:
     try:
         if settings.bootstrap:  # a pod: serve /metrics, /healthz, /readyz (a taken port exits)
             start("collect", monitoring)
-            from connectors.selfmetrics import start as start_selfmetrics
+            from connectors.ops.selfmetrics import start as start_selfmetrics
 
             start_selfmetrics("collect")  # its own health as metrics (gds.metrics.pipeline.{env})
         flow = from_settings(settings, config)

@@ -26,23 +26,18 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.config import ConfigError, Settings
-from connectors.dlq import dead_letter_from
 from connectors.errors import ConnectorError, PoisonMessage
-from connectors.files import instance_key
-from connectors.kafka import SourceProgress
-from connectors.monitoring import (
-    HeartbeatSource,
-    InstrumentedSource,
-    MonitoringSettings,
-    await_dependency,
-    mark_alive,
-    record_batch,
-    record_events,
-    start,
-)
-from connectors.serde import make_decoder
+from connectors.kafka.dlq import dead_letter_from
+from connectors.kafka.files import instance_key
+from connectors.kafka.serde import make_decoder
+from connectors.kafka.source import SourceProgress
+from connectors.ops.health import mark_alive
+from connectors.ops.heartbeat import HeartbeatSource
+from connectors.ops.metrics import InstrumentedSource, record_batch, record_events
+from connectors.ops.server import MonitoringSettings, await_dependency, start
 from rules.engine import ShardEngine
-from rules.model import AlertEvent, Metric, RuleSet
+from rules.metric import Metric
+from rules.model import AlertEvent, RuleSet
 
 Decoder = Callable[[bytes, float], Metric]
 WallClock = Callable[[], float]
@@ -230,7 +225,7 @@ def settings_source(settings: Settings, topics: str | None = None, **kw: Any) ->
     Wrapped in `InstrumentedSource`, so every poll reports to `/healthz` and `/readyz`
     (a partition with lag that yields nothing is a stalled pipeline).
     """
-    from connectors.kafka import metric_source
+    from connectors.kafka.source import metric_source
 
     spec = settings.metric_topics if topics is None else topics
     names: str | list[str] = (
@@ -295,7 +290,7 @@ def start_live(job: str, settings: Settings, monitoring: MonitoringSettings, top
     input topics). A missing topic is a configuration problem: exit, rather than panic at
     the first write.
     """
-    from connectors.topics import missing_topics, topic_names
+    from connectors.kafka.topics import missing_topics, topic_names
 
     try:
         start(job, monitoring)
@@ -308,7 +303,7 @@ def start_live(job: str, settings: Settings, monitoring: MonitoringSettings, top
     problems = missing_topics(dict(topics), existing, bootstrap)
     if problems:
         exit_with(job, problems)
-    from connectors.selfmetrics import start as start_selfmetrics
+    from connectors.ops.selfmetrics import start as start_selfmetrics
 
     try:  # the pipeline's own health as metrics on gds.metrics.pipeline.{env}, for the bundled rules
         start_selfmetrics(job)

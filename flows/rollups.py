@@ -1,7 +1,7 @@
 """The downsampling job: `python -m bytewax.run flows.rollups`.
 
 Raw metric messages -> per-series event-time windows at 1m, cascaded to 5m and 1h
-(rules/rollup.py) -> ClickHouse `metrics_{1m,5m,1h}` (connectors/clickhouse.py) and the
+(rules/rollup/windows.py) -> ClickHouse `metrics_{1m,5m,1h}` (connectors/storage/clickhouse.py) and the
 `metrics-aggregated` topic (JSON). Undecodable messages go to the DLQ as in the alerting job.
 
 The windows are written by hand inside one `stateful_batch` per shard of the Kafka key, and
@@ -30,7 +30,7 @@ from bytewax.outputs import Sink
 from prometheus_client import REGISTRY, Counter
 
 from connectors.config import Settings
-from connectors.replay import FileSource
+from connectors.kafka.replay import FileSource
 from flows.common import (
     Decoder,
     Poison,
@@ -45,8 +45,8 @@ from flows.common import (
     shard_router,
     wall_clock,
 )
-from rules.model import utc
-from rules.rollup import DEFAULT_RESOLUTIONS, Resolution, Rollup, RollupConfig, RollupShard
+from rules.metric import utc
+from rules.rollup.windows import DEFAULT_RESOLUTIONS, Resolution, Rollup, RollupConfig, RollupShard
 
 
 def _counter(name: str, documentation: str) -> Counter:
@@ -246,8 +246,8 @@ def build_flow(
 
 
 def from_settings(settings: Settings) -> Dataflow:
-    from connectors.clickhouse import ClickHouseRollupSink, open_clickhouse
-    from connectors.retry import STORAGE_RETRY
+    from connectors.storage.clickhouse import ClickHouseRollupSink, open_clickhouse
+    from connectors.storage.retry import STORAGE_RETRY
 
     retry = replace(STORAGE_RETRY, deadline_s=settings.storage_retry_deadline_s)
     resolutions: tuple[Resolution, ...] = DEFAULT_RESOLUTIONS
@@ -280,7 +280,7 @@ def from_settings(settings: Settings) -> Dataflow:
             flush_on_eof=True,
         )
 
-    from connectors.kafka import kafka_sink
+    from connectors.kafka.sink import kafka_sink
 
     brokers = list(settings.bootstrap)
     extra = dict(settings.kafka_extra)

@@ -2,8 +2,8 @@
 
 Raw metric messages -> `metrics_hot` (PostgreSQL / TimescaleDB) and the Redis latest values;
 the `alerts` topic -> `alert_events` (alert history). Undecodable messages go to the DLQ as in
-the alerting job. Wiring only: decoding is connectors/serde.py, the writes are
-connectors/timescale.py and connectors/latest.py.
+the alerting job. Wiring only: decoding is connectors/kafka/serde.py, the writes are
+connectors/storage/timescale.py and connectors/storage/latest.py.
 
 No state and no routing: each worker decodes the batches its Kafka partitions give it and
 writes them itself (every sink is a per-worker `DynamicSink`), so nothing crosses the worker
@@ -30,11 +30,11 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, Settings
-from connectors.dlq import dead_letter
 from connectors.errors import PoisonMessage
-from connectors.monitoring import record_dlq
-from connectors.replay import FileSource
-from connectors.timescale import AlertRow, RefusedRow, decode_alert_record
+from connectors.kafka.dlq import dead_letter
+from connectors.kafka.replay import FileSource
+from connectors.ops.metrics import record_dlq
+from connectors.storage.timescale import AlertRow, RefusedRow, decode_alert_record
 from flows.common import (
     Decoder,
     Poison,
@@ -48,7 +48,7 @@ from flows.common import (
     settings_source,
     wall_clock,
 )
-from rules.model import Metric
+from rules.metric import Metric
 
 
 @dataclass(frozen=True)
@@ -137,9 +137,9 @@ def build_flow(
 def from_settings(settings: Settings) -> Dataflow:
     if not settings.pg_dsn:
         raise ConfigError(["PG_DSN: the storage flow needs PostgreSQL (e.g. postgresql://user@host/db)"])
-    from connectors.latest import RedisLatestSink
-    from connectors.retry import STORAGE_RETRY
-    from connectors.timescale import AlertEventsSink, MetricsHotSink, PgConfig, Rejects
+    from connectors.storage.latest import RedisLatestSink
+    from connectors.storage.retry import STORAGE_RETRY
+    from connectors.storage.timescale import AlertEventsSink, MetricsHotSink, PgConfig, Rejects
 
     retry = replace(STORAGE_RETRY, deadline_s=settings.storage_retry_deadline_s)
     pg = PgConfig(
@@ -167,7 +167,7 @@ def from_settings(settings: Settings) -> Dataflow:
         )
         return build_flow(FileSource([settings.sample_path]), outputs, decode, wall=None)
 
-    from connectors.kafka import kafka_sink
+    from connectors.kafka.sink import kafka_sink
 
     brokers = list(settings.bootstrap)
     extra = dict(settings.kafka_extra)

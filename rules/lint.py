@@ -9,7 +9,7 @@ jobs run at start), so a file that lints clean is a file the jobs load.
   together, as the jobs would: a rule name used in two files is a problem.
 - Prometheus rule files (`groups:`) are not loaded by the live job yet: the linter says so,
   points to `python -m flows.backtest --promtool TESTS.yml` (which runs them), and still lists
-  each rule that does not map onto our rule model (rules/promql.py) with the reason.
+  each rule that does not map onto our rule model (rules/promql/mapping.py) with the reason.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 from rules.loader import Problem, RuleFileError, load_rules, load_yaml
-from rules.promql import convert_groups, recorded_names
+from rules.promql.mapping import convert_groups, recorded_names
 
 PROMETHEUS_NOTE = (
     "a Prometheus rule file: the live job does not load these yet; `python -m flows.backtest "

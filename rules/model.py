@@ -12,27 +12,12 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import NamedTuple
+
+from rules.metric import Metric, iso, series_labels
 
 
 class RulesError(Exception):
     """Root exception of the rules package."""
-
-
-class Metric(NamedTuple):
-    """One decoded metric message (seed schema).
-
-    A NamedTuple rather than a dataclass: one is built per message on the hot path and a
-    tuple is the cheapest immutable record CPython has.
-    """
-
-    ts: float  # event time, epoch seconds UTC
-    database_type: str
-    instance_id: str
-    metric_name: str
-    value: float
-    tags: Mapping[str, str]
 
 
 class Op(enum.Enum):
@@ -171,15 +156,6 @@ class Rule:
         return all(m.matches(labels) for m in self.matchers)
 
 
-def series_labels(metric: Metric) -> dict[str, str]:
-    """The label set of the series a metric belongs to (tags plus identity)."""
-    labels = dict(metric.tags)
-    labels["instance_id"] = metric.instance_id
-    labels["database_type"] = metric.database_type
-    labels["metric_name"] = metric.metric_name
-    return labels
-
-
 @dataclass(frozen=True, slots=True)
 class Silence:
     """A rule-file silence or maintenance window: matchers plus [starts, ends)."""
@@ -247,17 +223,6 @@ class Suppression(enum.Enum):
     FLAPPING = "flapping"
     # a RESOLVED whose FIRING was never announced: a receiver has no incident to close
     NOT_ANNOUNCED = "not_announced"
-
-
-def utc(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
-
-
-def iso(ts: float) -> str:
-    """ISO 8601 UTC with a `Z`, second precision unless the time has a fraction."""
-    dt = utc(ts)
-    text = dt.isoformat(timespec="milliseconds" if ts % 1 else "seconds")
-    return text.replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)

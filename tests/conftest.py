@@ -27,7 +27,7 @@ def _need(var: str) -> str:
 
 @pytest.fixture(autouse=True)
 def _private_recovery_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A tailing job started without `-r` snapshots under RECOVERY_DIR (connectors/recovery.py):
+    """A tailing job started without `-r` snapshots under RECOVERY_DIR (connectors/ops/recovery.py):
     each test gets its own, so no test resumes another's state."""
     monkeypatch.setenv("RECOVERY_DIR", str(tmp_path_factory.mktemp("recovery")))
 

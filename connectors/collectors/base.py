@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from connectors.errors import ConnectorError
-from connectors.topics import metric_topic
-from rules.model import Metric
+from connectors.kafka.topics import metric_topic
+from rules.metric import Metric
 
 
 class CollectorError(ConnectorError):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol
 
 from connectors.collectors.base import BaseCollector, CollectorError, Target, register
-from rules.model import Metric
+from rules.metric import Metric
 
 SECTOR_BYTES: Final = 512  # /proc/diskstats counts 512-byte sectors whatever the device's block size
 # node_exporter's default: RAM disks, loops, floppies and partitions (their disk is counted already).

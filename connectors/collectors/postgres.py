@@ -24,7 +24,7 @@ import asyncpg
 from connectors.collectors.base import BaseCollector, CollectorError, Target, register
 from connectors.collectors.redact import password_of, redact_text
 from rules.loader import parse_duration
-from rules.model import Metric
+from rules.metric import Metric
 
 APPLICATION_NAME: Final = "gds-collector"
 DEFAULT_LONG_QUERY_S: Final = 300.0

@@ -32,8 +32,8 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.collectors.base import Collector, Target, create_collector, error_class
 from connectors.collectors.redact import redact_text
-from rules.collect_policy import Poll
-from rules.model import Metric
+from rules.collect.policy import Poll
+from rules.metric import Metric
 
 log = logging.getLogger(__name__)
 

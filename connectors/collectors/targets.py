@@ -36,7 +36,7 @@ import yaml
 from connectors.collectors.base import Target, collector_class, registered_types
 from connectors.config import ConfigError
 from connectors.errors import ConnectorError
-from rules.collect_policy import DEFAULT_TAG_ALLOWLIST, CollectPolicy
+from rules.collect.policy import DEFAULT_TAG_ALLOWLIST, CollectPolicy
 from rules.loader import parse_duration
 
 DEFAULT_TARGETS: Final = Path(__file__).resolve().parents[2] / "deploy" / "local" / "targets.yml"

@@ -52,7 +52,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 # Tests create consumer groups constantly; the default 3 s join delay would slow every one of them.
 group.initial.rebalance.delay.ms=0
-# Topics are created explicitly (connectors.topics, test fixtures): a typo must fail, not create a topic.
+# Topics are created explicitly (connectors.kafka.topics, test fixtures): a typo must fail, not create a topic.
 auto.create.topics.enable=false
 PROPS
   # Console appender; stdout/stderr are redirected to kafka.log, which also catches JVM crash output.

@@ -10,11 +10,11 @@ case "${1:-}" in
   up)
     for s in "${SERVICES[@]}"; do "$LOCAL_DIR/$s.sh" start; done
     cd "$REPO_ROOT"
-    if [ -x .venv/bin/python ] && [ -f connectors/topics.py ]; then
-      say "creating project topics (python -m connectors.topics)"
-      .venv/bin/python -m connectors.topics || die "python -m connectors.topics failed (see above)"
+    if [ -x .venv/bin/python ] && [ -f connectors/kafka/topics.py ]; then
+      say "creating project topics (python -m connectors.kafka.topics)"
+      .venv/bin/python -m connectors.kafka.topics || die "python -m connectors.kafka.topics failed (see above)"
     else
-      say "skipping topic creation (.venv/bin/python or connectors/topics.py missing)"
+      say "skipping topic creation (.venv/bin/python or connectors/kafka/topics.py missing)"
     fi
     ;;
   down)

@@ -11,7 +11,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from connectors.serde import make_decoder
+from connectors.kafka.serde import make_decoder
 from flows.alerting import Outputs, build_flow
 from flows.common import Poison
 from flows.sample.generate import rows

@@ -10,11 +10,12 @@ from typing import Any
 import pytest
 from fastavro import parse_schema, writer
 
-from connectors.serde import load_schema
+from connectors.kafka.serde import load_schema
 from flows import backtest
 from flows.common import Poison
 from rules.loader import BUNDLED, load_rules
-from rules.model import AlertEvent, iso
+from rules.metric import iso
+from rules.model import AlertEvent
 
 T0 = 1_736_935_200  # 2025-01-15T10:00:00Z
 BUNDLED_RULES = load_rules([BUNDLED])

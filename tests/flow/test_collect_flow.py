@@ -16,8 +16,8 @@ from bytewax.testing import TestingSink, cluster_main, run_main
 
 from connectors.collectors.base import BaseCollector, CollectorError, Target
 from flows.collect import build_flow
-from rules.collect_policy import CollectPolicy
-from rules.model import Metric
+from rules.collect.policy import CollectPolicy
+from rules.metric import Metric
 
 
 def target(name: str, *, timeout_s: float = 1.0, **options: Any) -> Target:

@@ -16,9 +16,9 @@ from bytewax.testing import run_main
 from confluent_kafka import Consumer, Producer
 
 from connectors.config import Settings
-from connectors.dlq import parse_dead_letter
-from connectors.kafka import metric_source
-from connectors.serde import make_decoder
+from connectors.kafka.dlq import parse_dead_letter
+from connectors.kafka.serde import make_decoder
+from connectors.kafka.source import metric_source
 from flows import backtest
 from flows.alerting import build_flow, kafka_outputs
 from flows.common import wall_clock

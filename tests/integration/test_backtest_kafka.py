@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from connectors.replay import plan_ranges
+from connectors.kafka.replay import plan_ranges
 from flows import backtest
 from rules.loader import BUNDLED, load_rules
-from rules.model import iso
+from rules.metric import iso
 
 pytestmark = pytest.mark.integration
 RULES = load_rules([BUNDLED])

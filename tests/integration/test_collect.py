@@ -30,14 +30,16 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from connectors.collectors.base import Target
 from connectors.collectors.targets import parse_targets
-from connectors.kafka import kafka_sink, metric_source
-from connectors.serde import AvroCodec, decode_json, make_decoder
-from connectors.topics import TopicSpec, ensure_topics
+from connectors.kafka.serde import AvroCodec, decode_json, make_decoder
+from connectors.kafka.sink import kafka_sink
+from connectors.kafka.source import metric_source
+from connectors.kafka.topics import TopicSpec, ensure_topics
 from flows.alerting import Outputs
 from flows.alerting import build_flow as alerting_flow
 from flows.collect import avro_encoder, build_flow
 from rules.loader import BUNDLED, load_rules
-from rules.model import AlertEvent, AlertState, Metric
+from rules.metric import Metric
+from rules.model import AlertEvent, AlertState
 
 pytestmark = pytest.mark.integration
 

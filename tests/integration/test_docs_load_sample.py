@@ -1,6 +1,6 @@
 """The documented way to load the bundled sample into Kafka (README "Load the sample into Kafka").
 
-`python -m connectors.load_sample` against the real broker: every line of the sample lands on
+`python -m connectors.kafka.load_sample` against the real broker: every line of the sample lands on
 its `gds.metrics.{database_type}.{environment}` topic (the missing `gds.metrics.mysql.staging`
 once failed 900 of its 3780 lines), keyed by instance_id.
 """
@@ -18,7 +18,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from connectors.load_sample import DEFAULT_SAMPLE, Routed, Unroutable, read_lines, route_line, topic_specs
+from connectors.kafka.load_sample import (
+    DEFAULT_SAMPLE,
+    Routed,
+    Unroutable,
+    read_lines,
+    route_line,
+    topic_specs,
+)
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -50,7 +57,7 @@ def test_every_line_of_the_sample_lands_on_its_topic(kafka_bootstrap: str) -> No
     assert want["gds.metrics.mysql.staging"] == 900  # the topic the broker did not have
     before = end_offsets(kafka_bootstrap, sorted(want))
     done = subprocess.run(
-        [sys.executable, "-m", "connectors.load_sample"],
+        [sys.executable, "-m", "connectors.kafka.load_sample"],
         cwd=ROOT,
         env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap},
         capture_output=True,
@@ -84,7 +91,7 @@ def test_unroutable_lines_are_reported_with_their_line(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_bytes(b'{"nope": 1}\n')
     done = subprocess.run(
-        [sys.executable, "-m", "connectors.load_sample", str(path), "--bootstrap", "127.0.0.1:9"],
+        [sys.executable, "-m", "connectors.kafka.load_sample", str(path), "--bootstrap", "127.0.0.1:9"],
         cwd=ROOT,
         capture_output=True,
         text=True,

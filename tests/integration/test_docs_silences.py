@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 
-from connectors.maintenance import maintenance_key, redis_maintenance_checker
+from connectors.notify.maintenance import maintenance_key, redis_maintenance_checker
 from flows import backtest
 from rules.loader import BUNDLED, load_rules
 from tests.support.data import T0, write_jsonl

@@ -27,10 +27,10 @@ import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.replay import FileSource
-from connectors.retry import STORAGE_RETRY
-from connectors.serde import make_decoder
-from connectors.timescale import AlertEventsSink, MetricsHotSink, PgConfig
+from connectors.kafka.replay import FileSource
+from connectors.kafka.serde import make_decoder
+from connectors.storage.retry import STORAGE_RETRY
+from connectors.storage.timescale import AlertEventsSink, MetricsHotSink, PgConfig
 from flows import backtest
 from flows.storage import StorageOutputs, build_flow
 from rules.loader import BUNDLED, load_rules
@@ -120,7 +120,7 @@ def test_postgresql_queries_return_rows_on_the_sample(pg_dsn: str, schema: str) 
 
 CH_QUERIES = """
 import json, sys
-from connectors.clickhouse import EmbeddedClickHouse
+from connectors.storage.clickhouse import EmbeddedClickHouse
 ch = EmbeddedClickHouse(sys.argv[1])
 print(json.dumps([len(ch.query(q)) for q in json.load(sys.stdin)]))
 ch.close()

@@ -23,12 +23,20 @@ from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartit
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from connectors.dlq import H_OFFSET, H_PARTITION, H_TOPIC, DeadLetter, dead_letter_from, parse_dead_letter
 from connectors.errors import ConnectorError, PoisonMessage
-from connectors.kafka import kafka_sink, metric_source, resolve_topics
-from connectors.serde import AvroCodec, decode_any, encode_json
-from connectors.topics import TopicSpec, ensure_topics, partition_counts
-from rules.model import Metric
+from connectors.kafka.dlq import (
+    H_OFFSET,
+    H_PARTITION,
+    H_TOPIC,
+    DeadLetter,
+    dead_letter_from,
+    parse_dead_letter,
+)
+from connectors.kafka.serde import AvroCodec, decode_any, encode_json
+from connectors.kafka.sink import kafka_sink
+from connectors.kafka.source import metric_source, resolve_topics
+from connectors.kafka.topics import TopicSpec, ensure_topics, partition_counts
+from rules.metric import Metric
 
 pytestmark = pytest.mark.integration
 

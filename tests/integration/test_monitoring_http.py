@@ -27,19 +27,13 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
 
-from connectors import monitoring
 from connectors.config import ConfigError
-from connectors.kafka import kafka_sink
-from connectors.monitoring import (
-    Health,
-    HeartbeatSource,
-    InstrumentedSource,
-    MonitoringServer,
-    MonitoringSettings,
-    heartbeat_message,
-    record_batch,
-    serve,
-)
+from connectors.kafka.sink import kafka_sink
+from connectors.ops import health, server
+from connectors.ops.health import Health
+from connectors.ops.heartbeat import HeartbeatSource, heartbeat_message
+from connectors.ops.metrics import InstrumentedSource, record_batch
+from connectors.ops.server import MonitoringServer, MonitoringSettings, serve
 
 pytestmark = pytest.mark.integration
 
@@ -157,21 +151,21 @@ def test_unknown_paths_are_404_and_query_strings_ignored(served: tuple[Monitorin
 @pytest.fixture()
 def process_server() -> Iterator[None]:
     """`start` keeps a per-process server; close it so other tests can start their own."""
-    assert monitoring._PROCESS.server is None, "a server from an earlier test is still running"
+    assert health._PROCESS.server is None, "a server from an earlier test is still running"
     try:
         yield
     finally:
-        if monitoring._PROCESS.server is not None:
-            monitoring._PROCESS.server.close()
-            monitoring._PROCESS.server = None
+        if health._PROCESS.server is not None:
+            health._PROCESS.server.close()
+            health._PROCESS.server = None
 
 
 @pytest.mark.usefixtures("process_server")
 def test_start_is_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
     port = free_port()
     settings = MonitoringSettings(port=port, host="127.0.0.1")
-    first = monitoring.start("flow-a", settings)
-    second = monitoring.start("flow-b", settings)  # another flow, or a second worker thread
+    first = server.start("flow-a", settings)
+    second = server.start("flow-b", settings)  # another flow, or a second worker thread
     assert first is not None and first is second
     assert first.port == port
     flows = get(first, "/healthz").json()["flows"]
@@ -181,17 +175,17 @@ def test_start_is_once_per_process(caplog: pytest.LogCaptureFixture) -> None:
 @pytest.mark.usefixtures("process_server")
 def test_start_disabled_never_serves_and_a_taken_port_is_a_config_error() -> None:
     """Issue 10 item 11: a taken port only warned; the probes then asked whoever held it."""
-    assert monitoring.start("flow-off", MonitoringSettings(port=0)) is None
+    assert server.start("flow-off", MonitoringSettings(port=0)) is None
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = int(taken.getsockname()[1])
         with pytest.raises(ConfigError) as err:
-            monitoring.start("flow-clash", MonitoringSettings(port=port, host="127.0.0.1"))
+            server.start("flow-clash", MonitoringSettings(port=port, host="127.0.0.1"))
     (line,) = err.value.problems
     assert line.startswith(f"METRICS_PORT={port}: cannot serve on 127.0.0.1:{port}")
     assert "METRICS_PORT=0" in line
-    assert monitoring._PROCESS.server is None
+    assert health._PROCESS.server is None
 
 
 FLOW_MODULE = '''
@@ -200,13 +194,13 @@ from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow
 import bytewax.operators as op
 
-from connectors import monitoring
+from connectors.ops import health, heartbeat, server
 
-settings = monitoring.MonitoringSettings.from_env()
+settings = server.MonitoringSettings.from_env()
 flow = Dataflow("probe")
-beats = op.input("heartbeat", flow, monitoring.HeartbeatSource("probe", 0.2, limit=600))
+beats = op.input("heartbeat", flow, heartbeat.HeartbeatSource("probe", 0.2, limit=600))
 op.output("out", op.map("line", beats, lambda h: f"beat {h.worker}"), StdOutSink())
-monitoring.start("probe", settings)
+server.start("probe", settings)
 '''
 
 
@@ -307,7 +301,7 @@ class GateSink(DynamicSink[Any]):
         class Part(StatelessSinkPartition[Any]):
             def write_batch(self, items: list[Any]) -> None:
                 gate.written += len(items)
-                if monitoring.consumer_lag().get((gate.flow, gate.topic, 0), 0) > 0:
+                if health.consumer_lag().get((gate.flow, gate.topic, 0), 0) > 0:
                     gate.blocked.set()  # a sink stuck with messages waiting: ingestion frozen
                     gate.release.wait(DEADLINE_S)
                 else:

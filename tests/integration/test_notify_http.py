@@ -21,14 +21,9 @@ import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource, run_main
 
-from connectors.maintenance import maintenance_key, redis_maintenance_checker
-from connectors.notify import (
-    BreakerState,
-    NotifyConfig,
-    NotifyPartition,
-    NotifySink,
-    RetryPolicy,
-)
+from connectors.notify.maintenance import maintenance_key, redis_maintenance_checker
+from connectors.notify.policy import BreakerState, NotifyConfig, RetryPolicy
+from connectors.notify.sink import NotifyPartition, NotifySink
 from rules.model import AlertEvent, Suppression
 from rules.payload import payload_problems
 from tests.support.events import T0, alert_event, instance_labels
@@ -293,7 +288,7 @@ def test_a_hung_redis_never_holds_delivery_up(server: RecordingServer, redis_url
     import signal
     from pathlib import Path
 
-    from connectors.maintenance import redis_client
+    from connectors.notify.maintenance import redis_client
 
     pid = int((Path(os.environ.get("GDS_STATE_DIR", "/tmp/gds-local")) / "redis/redis.pid").read_text())
     prefix = f"hang{uuid.uuid4().hex[:8]}"
@@ -331,7 +326,7 @@ def test_a_firing_muted_by_a_maintenance_key_goes_out_when_the_key_is_deleted(
 ) -> None:
     import redis
 
-    from connectors.notify import Recheck
+    from connectors.notify.sink import Recheck
 
     client = redis.Redis.from_url(redis_url)
     event = make_event(f"park{uuid.uuid4().hex[:8]}", 0)

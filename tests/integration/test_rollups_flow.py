@@ -24,12 +24,12 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from connectors.clickhouse import ClickHouseRollupSink, EmbeddedClickHouse
-from connectors.dlq import parse_dead_letter
-from connectors.serde import make_decoder
+from connectors.kafka.dlq import parse_dead_letter
+from connectors.kafka.serde import make_decoder
+from connectors.storage.clickhouse import ClickHouseRollupSink, EmbeddedClickHouse
 from flows.rollups import LATE_TOTAL, RollupOutputs, aggregated_message, build_flow
-from rules.rollup import RollupConfig, series_key, window_start
-from rules.sketch import DEFAULT_ALPHA
+from rules.rollup.sketch import DEFAULT_ALPHA
+from rules.rollup.windows import RollupConfig, series_key, window_start
 
 pytestmark = pytest.mark.integration
 
@@ -243,7 +243,7 @@ def test_hostile_but_valid_input_reaches_clickhouse_and_the_rest_the_dlq(
 ) -> None:
     """Values at the accepted limit, a 16 KB tag value, the maximum tag count, unicode: stored.
     Deep nesting, a huge value, too many tags: dead-lettered. The flow finishes either way."""
-    from connectors.serde import MAX_ABS_VALUE, MAX_TAG_VALUE_CHARS, MAX_TAGS
+    from connectors.kafka.serde import MAX_ABS_VALUE, MAX_TAG_VALUE_CHARS, MAX_TAGS
 
     path, ch = clickhouse
     start = (time.time() // 3600 - 3) * 3600

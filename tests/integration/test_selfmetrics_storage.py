@@ -29,10 +29,10 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from connectors.retry import STORAGE_RETRY
-from connectors.selfmetrics import SelfMetricsReporter
-from connectors.serde import make_decoder
-from connectors.timescale import AlertEventsSink, MetricsHotSink, PgConfig
+from connectors.kafka.serde import make_decoder
+from connectors.ops.selfmetrics import SelfMetricsReporter
+from connectors.storage.retry import STORAGE_RETRY
+from connectors.storage.timescale import AlertEventsSink, MetricsHotSink, PgConfig
 from flows import backtest
 from flows.storage import StorageOutputs, build_flow
 from rules.loader import BUNDLED, load_rules

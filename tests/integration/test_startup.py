@@ -139,7 +139,7 @@ def test_a_missing_topic_the_job_writes_is_one_line_not_a_panic(
     assert r.returncode == 2, r.stderr
     line = one_problem_line(r.stderr, "ALERTS_TOPIC=")
     assert f"ALERTS_TOPIC='{missing}': no such topic on {kafka_bootstrap}" in line
-    assert "python -m connectors.topics" in line
+    assert "python -m connectors.kafka.topics" in line
 
 
 def test_missing_topics_of_storage_and_rollups_are_listed_together(kafka_bootstrap: str, pg_dsn: str) -> None:

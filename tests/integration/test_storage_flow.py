@@ -22,14 +22,14 @@ import redis
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from connectors.dlq import parse_dead_letter
-from connectors.latest import RedisLatestSink, latest_key
-from connectors.retry import STORAGE_RETRY, RetryExhaustedError, next_delay, retry_call
-from connectors.serde import make_decoder
-from connectors.timescale import AlertEventsSink, MetricsHotSink, PgConfig, decode_alert_record
+from connectors.kafka.dlq import parse_dead_letter
+from connectors.kafka.serde import make_decoder
+from connectors.storage.latest import RedisLatestSink, latest_key
+from connectors.storage.retry import STORAGE_RETRY, RetryExhaustedError, next_delay, retry_call
+from connectors.storage.timescale import AlertEventsSink, MetricsHotSink, PgConfig, decode_alert_record
 from flows.storage import StorageOutputs, build_flow
 from rules.model import AlertEvent, AlertState, Severity
-from rules.rollup import series_key
+from rules.rollup.windows import series_key
 
 pytestmark = pytest.mark.integration
 
@@ -238,8 +238,8 @@ def test_replayed_twice_stores_every_sample_once(pg_dsn: str, redis_url: str, sc
 
 
 def test_older_values_never_overwrite_newer_ones_in_redis(redis_url: str, redis_prefix: str) -> None:
-    from connectors.latest import LatestWriter
-    from rules.model import Metric
+    from connectors.storage.latest import LatestWriter
+    from rules.metric import Metric
 
     client = redis.Redis.from_url(redis_url)
     w = LatestWriter(client, prefix=redis_prefix, ttl_s=60)
@@ -258,8 +258,8 @@ def test_older_values_never_overwrite_newer_ones_in_redis(redis_url: str, redis_
 def test_data_for_any_day_gets_a_partition_and_default_rows_move(pg_dsn: str, schema: str) -> None:
     """Historical replays: a day far in the past gets its partition before the COPY; rows the
     DEFAULT partition caught (e.g. written by an older deployment) move into the new one."""
-    from connectors.timescale import PgWriter
-    from rules.model import Metric
+    from connectors.storage.timescale import PgWriter
+    from rules.metric import Metric
 
     day = (time.time() // 86400 - 20) * 86400  # inside the 30-day retention, beyond the pre-created days
     cfg = PgConfig(pg_dsn, schema=schema, retry=FAST_RETRY)
@@ -313,7 +313,7 @@ def test_postgres_outage_mid_run_loses_and_duplicates_nothing(
         wall=None,
     )
     errors: list[BaseException] = []
-    caplog.set_level("WARNING", logger="connectors.retry")
+    caplog.set_level("WARNING", logger="connectors.storage.retry")
 
     def run() -> None:
         try:
@@ -413,8 +413,8 @@ def test_alert_record_validation() -> None:
 
 def test_nul_characters_do_not_stop_the_sink(pg_dsn: str, schema: str) -> None:
     """PostgreSQL text/jsonb refuse NUL; a retry could never fix it, so it is replaced."""
-    from connectors.timescale import PgWriter
-    from rules.model import Metric
+    from connectors.storage.timescale import PgWriter
+    from rules.metric import Metric
 
     w = PgWriter(PgConfig(pg_dsn, schema=schema, retry=FAST_RETRY))
     w.open()
@@ -437,7 +437,7 @@ def test_long_tag_values_are_stored_keyed_by_a_fixed_size_hash(pg_dsn: str, sche
     """A 3,000-character query text (or a 10 KB value) as a tag made the (series_key, time)
     primary key refuse the row ("index row size exceeds btree maximum"), and the flow
     crash-looped on it; the key is now a 16-byte hash and the labels keep the text."""
-    from connectors.timescale import series_id
+    from connectors.storage.timescale import series_id
 
     start = hour_start()
     tags = [{"query": _incompressible(3000)}, {"query": _incompressible(10_000), "region": "eu"}]
@@ -475,7 +475,7 @@ def test_long_tag_values_are_stored_keyed_by_a_fixed_size_hash(pg_dsn: str, sche
 
 
 def _refused_sink(out: list[Any]) -> Any:
-    from connectors.timescale import Rejects
+    from connectors.storage.timescale import Rejects
     from flows.storage import refused_to_dlq
 
     return Rejects(TestingSink(out), refused_to_dlq)
@@ -487,8 +487,8 @@ def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_is_written(
     """A row PostgreSQL can never accept (here: an instance_id too long for the index on
     (instance_id, metric_name, time), past the decoder's limits) used to fail its whole batch
     on every retry; it is found by bisection, dead-lettered with the error, the rest written."""
-    from connectors.timescale import AlertRow
-    from rules.model import Metric
+    from connectors.storage.timescale import AlertRow
+    from rules.metric import Metric
 
     start = hour_start()
     cfg = PgConfig(pg_dsn, schema=schema, batch_rows=8, retry=FAST_RETRY)
@@ -523,8 +523,8 @@ def test_rows_the_database_refuses_are_dead_lettered_and_the_rest_is_written(
 
 
 def test_heartbeats_on_the_alerts_topic_are_skipped_not_dead_lettered(pg_dsn: str, schema: str) -> None:
-    from connectors.monitoring import Heartbeat, heartbeat_message
-    from connectors.timescale import SKIPPED_RECORDS
+    from connectors.ops.heartbeat import Heartbeat, heartbeat_message
+    from connectors.storage.timescale import SKIPPED_RECORDS
 
     start = hour_start()
     hb = heartbeat_message(Heartbeat("alerting", start, "pod-0", 1))
@@ -569,8 +569,8 @@ def test_a_metrics_hot_of_the_previous_release_is_refused_with_its_migration(
 ) -> None:
     """Deployed tables are keyed by (series_key, time): start-up says what to run, and after
     running it the old rows and new writes share one identity (no duplicates)."""
-    from connectors.timescale import MIGRATE_SERIES_ID, PgWriter, StorageError, series_id
-    from rules.model import Metric
+    from connectors.storage.timescale import MIGRATE_SERIES_ID, PgWriter, StorageError, series_id
+    from rules.metric import Metric
 
     t = hour_start()
 

@@ -22,17 +22,18 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.clickhouse import rollup_row
-from connectors.dlq import MAX_ERROR_CHARS, dead_letter_from, parse_dead_letter
 from connectors.errors import PoisonMessage
-from connectors.latest import newest_per_key
-from connectors.serde import MAX_ABS_VALUE, decode_json
-from connectors.timescale import STAGE_METRIC_COLUMNS, SeriesRows, decode_alert_record
+from connectors.kafka.dlq import MAX_ERROR_CHARS, dead_letter_from, parse_dead_letter
+from connectors.kafka.serde import MAX_ABS_VALUE, decode_json
+from connectors.storage.clickhouse import rollup_row
+from connectors.storage.latest import newest_per_key
+from connectors.storage.timescale import STAGE_METRIC_COLUMNS, SeriesRows, decode_alert_record
 from flows.common import decode_batch
 from rules.engine import ShardEngine
 from rules.loader import BUNDLED, load_rules
-from rules.model import AlertEvent, Metric, RuleSet
-from rules.rollup import Rollup, RollupConfig, RollupShard
+from rules.metric import Metric
+from rules.model import AlertEvent, RuleSet
+from rules.rollup.windows import Rollup, RollupConfig, RollupShard
 
 T0 = 1_736_935_200.0  # 2025-01-15T10:00:00Z
 NOW = T0 + 86_400.0

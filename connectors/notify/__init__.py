@@ -1,0 +1,1 @@
+"""Notification delivery: retry/breaker policy, the HTTP sink, maintenance checks, dead letters."""

@@ -1,0 +1,454 @@
+"""Delivery of alert notifications to the notification service (`POST {NOTIFY_URL}/alerts`).
+
+A Bytewax `DynamicSink`: each worker gets a `NotifyPartition` that owns an asyncio loop and an
+`httpx.AsyncClient`; `write_batch` (sync, as Bytewax calls it) posts the whole batch with bounded
+concurrency and returns only when every item is either delivered, muted or handed to
+`on_undeliverable`. Nothing is dropped silently: that callback is the flow's DLQ producer
+(`gds.alerts.dlq`), and an exception it raises propagates out of `write_batch` and stops the flow
+rather than losing the notification (on restart Bytewax replays the epoch; duplicates are harmless
+because every post carries `Idempotency-Key: <message_id>` and the message_id of a transition is
+deterministic).
+
+Policy, each piece injectable so it can be tested without sleeping or a network:
+- Retries: exponential backoff with full jitter, bounded by `max_attempts` and/or a per-message
+  `deadline_s`. Retried: connect/read/write errors, timeouts, 5xx and 429 (honouring Retry-After on
+  429/503). Not retried: every other status (4xx, and 3xx because redirects are not followed): the
+  request itself is wrong, so it is undeliverable at once.
+- A circuit breaker per partition: after `failure_threshold` consecutive retryable failures it
+  opens for `cooldown_s`; while open, attempts fail fast without touching the network, then one
+  half-open probe decides. A message whose remaining retry budget is shorter than the time left in
+  the cooldown is handed to `on_undeliverable` immediately, so `cooldown_s > deadline_s` (the
+  default) drains an outage to the DLQ instead of stalling the dataflow, and `cooldown_s <
+  deadline_s` rides out short outages at the price of blocking the worker while it waits.
+- Per-alert order: notifications with the same fingerprint in one batch are sent one after the
+  other (firing before resolved); different alerts go concurrently. Batches are sequential, so
+  order also holds across batches.
+- Maintenance: an optional batch hook `is_muted(events) -> list[bool]` (see
+  `connectors.notify.maintenance`); muted events are not posted but passed to `on_muted` marked
+  `suppressed=Suppression.MAINTENANCE`. If the hook itself fails the batch is delivered anyway
+  (fail open): a Redis outage must not swallow alerts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import REGISTRY, Counter
+
+from connectors.notify.policy import (
+    CircuitBreaker,
+    Clock,
+    NotifyConfig,
+    NotifyError,
+    Undeliverable,
+    Verdict,
+    classify_status,
+    parse_retry_after,
+)
+from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
+from rules.payload import notification_payload
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+RandomSource = Callable[[], float]
+ClientFactory = Callable[[], httpx.AsyncClient]
+UndeliverableHandler = Callable[[AlertEvent, Mapping[str, Any] | None, str], None]
+EventHandler = Callable[[AlertEvent], None]
+MuteCheck = Callable[[Sequence[AlertEvent]], Sequence[bool]]
+
+
+def _counter(name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
+    """Create a Counter once per process, reusing it if this module is imported again (reload)."""
+    try:
+        return Counter(name, documentation, labelnames)
+    except ValueError:  # already registered: same process, module re-imported
+        existing = REGISTRY._names_to_collectors.get(name)  # the only lookup API
+        if isinstance(existing, Counter):
+            return existing
+        raise
+
+
+DELIVERED_TOTAL = _counter("gds_notify_delivered_total", "Notifications accepted (2xx) by the service.")
+RETRIED_TOTAL = _counter("gds_notify_retried_total", "Notification attempts scheduled for a retry.")
+UNDELIVERABLE_TOTAL = _counter(
+    "gds_notify_undeliverable_total",
+    "Notifications handed to the DLQ callback, by reason.",
+    ("reason",),
+)
+MUTED_TOTAL = _counter("gds_notify_muted_total", "Notifications not posted: instance in maintenance.")
+SKIPPED_TOTAL = _counter(
+    "gds_notify_skipped_total", "Items reaching the notify sink that were not meant for delivery."
+)
+
+
+_RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
+    httpx.TimeoutException,
+    httpx.NetworkError,
+    httpx.RemoteProtocolError,
+    httpx.ProxyError,
+)
+
+
+def classify_exception(exc: BaseException) -> Verdict:
+    """Network trouble and timeouts are transient; a bad URL, protocol or payload is not."""
+    if isinstance(exc, _RETRYABLE_EXCEPTIONS):
+        return Verdict.RETRY
+    return Verdict.REJECT
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The end of one message's delivery, reported to the callbacks after the batch."""
+
+    event: AlertEvent
+    payload: Mapping[str, Any] | None
+    attempts: int
+    error: str = ""  # empty when delivered
+    reason: Undeliverable | None = None  # None when delivered
+
+    @property
+    def delivered(self) -> bool:
+        return self.reason is None
+
+
+def mute_each(predicate: Callable[[AlertEvent], bool]) -> MuteCheck:
+    """Adapt a per-event predicate to the batch `is_muted` hook."""
+
+    def check(events: Sequence[AlertEvent]) -> list[bool]:
+        return [predicate(e) for e in events]
+
+    return check
+
+
+@dataclass(frozen=True, slots=True)
+class Recheck:
+    """A tick for the sink (from the flow's heartbeat): look at parked notifications again."""
+
+
+class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
+    """One worker's delivery: its own loop, client, semaphore and breaker."""
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        *,
+        on_undeliverable: UndeliverableHandler,
+        on_delivered: EventHandler | None = None,
+        on_muted: EventHandler | None = None,
+        is_muted: MuteCheck | None = None,
+        client_factory: ClientFactory | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: RandomSource = random.random,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
+        self.config = config
+        self._on_undeliverable = on_undeliverable
+        self._on_delivered = on_delivered
+        self._on_muted = on_muted
+        self._is_muted = is_muted
+        self._client_factory = client_factory or self._default_client_factory(config, transport)
+        self._clock = clock
+        self._sleep = sleep
+        self._rand = rand
+        self.breaker = breaker or CircuitBreaker(config.failure_threshold, config.cooldown_s, clock)
+        self._loop = asyncio.new_event_loop()
+        self._sem = asyncio.Semaphore(config.max_in_flight)
+        self._client: httpx.AsyncClient | None = None
+        self._closed = False
+        self.delivered = 0
+        self.retried = 0
+        self.undeliverable = 0
+        self.muted = 0
+        self.skipped = 0
+        self.mute_check_errors = 0
+        # fingerprint -> a FIRING muted by maintenance: sent when the maintenance ends while it
+        # still fires, dropped with its RESOLVED (an incident never announced closes silently)
+        self.parked: dict[str, AlertEvent] = {}
+
+    @staticmethod
+    def _default_client_factory(
+        config: NotifyConfig, transport: httpx.AsyncBaseTransport | None
+    ) -> ClientFactory:
+        def make() -> httpx.AsyncClient:
+            limits = httpx.Limits(
+                max_connections=config.max_in_flight, max_keepalive_connections=config.max_in_flight
+            )
+            return httpx.AsyncClient(timeout=config.timeout_s, limits=limits, transport=transport)
+
+        return make
+
+    def write_batch(self, items: Sequence[AlertEvent | Recheck]) -> None:
+        """Deliver, mute or dead-letter every item before returning (Bytewax calls this sync).
+
+        `Recheck` items (the flow's heartbeat) only give parked FIRINGs a chance to go out.
+        """
+        if self._closed:
+            raise NotifyError("notify: write_batch after close")
+        candidates = [item for item in items if item.__class__ is not Recheck and self._deliverable(item)]
+        to_send = self._unparked() + self._apply_maintenance(candidates)  # type: ignore[arg-type]
+        if not to_send:
+            return
+        outcomes = self._loop.run_until_complete(self._deliver_all(to_send))
+        # Callbacks run here, on the worker thread and in batch order, so an exception in the DLQ
+        # producer propagates to Bytewax instead of vanishing inside a task.
+        for outcome in outcomes:
+            if outcome.delivered:
+                self.delivered += 1
+                DELIVERED_TOTAL.inc()
+                if self._on_delivered is not None:
+                    self._on_delivered(outcome.event)
+            else:
+                reason = outcome.reason or Undeliverable.ERROR
+                self.undeliverable += 1
+                UNDELIVERABLE_TOTAL.labels(reason.value).inc()
+                log.warning(
+                    "notify: undeliverable message_id=%s alert=%s after %d attempt(s): %s",
+                    outcome.event.message_id,
+                    outcome.event.alert_name,
+                    outcome.attempts,
+                    outcome.error,
+                )
+                self._on_undeliverable(outcome.event, outcome.payload, outcome.error)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if self._client is not None:
+                self._loop.run_until_complete(self._client.aclose())
+        finally:
+            self._client = None
+            self._loop.close()
+
+    def _deliverable(self, item: object) -> bool:
+        """The flow filters upstream; anything else reaching us is a wiring bug worth a warning."""
+        if isinstance(item, AlertEvent) and item.notify is not None and item.suppressed is None:
+            return True
+        self.skipped += 1
+        SKIPPED_TOTAL.inc()
+        log.warning(
+            "notify: skipping item not meant for delivery (message_id=%s, notify=%s, suppressed=%s)",
+            getattr(item, "message_id", "?"),
+            getattr(item, "notify", "?"),
+            getattr(item, "suppressed", "?"),
+        )
+        return False
+
+    def _mute_flags(self, events: list[AlertEvent]) -> list[bool] | None:
+        """None when the check failed: maintenance unknown, deliver (fail open)."""
+        assert self._is_muted is not None
+        try:
+            flags = list(self._is_muted(events))
+            if len(flags) != len(events):
+                raise NotifyError(f"is_muted returned {len(flags)} flags for {len(events)} events")
+        except Exception as exc:
+            self.mute_check_errors += 1
+            log.warning("notify: maintenance check failed, delivering anyway: %s", exc)
+            return None
+        return flags
+
+    def _unparked(self) -> list[AlertEvent]:
+        """Parked FIRINGs whose maintenance is over (or unknown): deliver them now."""
+        if not self.parked or self._is_muted is None:
+            return []
+        parked = list(self.parked.values())
+        flags = self._mute_flags(parked)
+        out = [e for e, muted in zip(parked, flags or [False] * len(parked), strict=True) if not muted]
+        for e in out:
+            del self.parked[e.fingerprint]
+            log.info("notify: maintenance over, sending message_id=%s now", e.message_id)
+        return out
+
+    def _apply_maintenance(self, events: list[AlertEvent]) -> list[AlertEvent]:
+        if self._is_muted is None or not events:
+            return events
+        keep: list[AlertEvent] = []
+        for event in events:
+            if event.state is AlertState.RESOLVED and self.parked.pop(event.fingerprint, None) is not None:
+                # its FIRING never went out: nothing to resolve at the receiver
+                self.muted += 1
+                MUTED_TOTAL.inc()
+                continue
+            keep.append(event)
+        events, keep = keep, []
+        flags = self._mute_flags(events) if events else []
+        if flags is None:
+            return events
+        for event, muted in zip(events, flags, strict=True):
+            if not muted:
+                keep.append(event)
+                continue
+            if event.state is AlertState.FIRING and event.notify is not NotifyReason.REPEAT_ELAPSED:
+                self.parked[event.fingerprint] = event  # a first announcement, held back
+            self.muted += 1
+            MUTED_TOTAL.inc()
+            log.info(
+                "notify: muted (maintenance) message_id=%s instance=%s", event.message_id, event.instance_id
+            )
+            if self._on_muted is not None:
+                self._on_muted(replace(event, suppressed=Suppression.MAINTENANCE))
+        return keep
+
+    async def _deliver_all(self, events: list[AlertEvent]) -> list[Outcome]:
+        if self._client is None:
+            self._client = self._client_factory()
+        client = self._client
+        groups: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            groups.setdefault(event.fingerprint, []).append(index)
+        results: list[Outcome | None] = [None] * len(events)
+
+        async def run_group(indexes: list[int]) -> None:
+            for index in indexes:  # same alert: keep the transition order
+                results[index] = await self._deliver_one(client, events[index])
+
+        await asyncio.gather(*(run_group(g) for g in groups.values()))
+        done = [r for r in results if r is not None]
+        if len(done) != len(events):  # cannot happen: _deliver_one returns for every event
+            raise NotifyError(f"notify: {len(events) - len(done)} message(s) without an outcome")
+        return done
+
+    async def _deliver_one(self, client: httpx.AsyncClient, event: AlertEvent) -> Outcome:
+        try:
+            payload = notification_payload(event)
+        except Exception as exc:
+            return Outcome(event, None, 0, f"payload: {_describe(exc)}", Undeliverable.ERROR)
+        headers = {"Idempotency-Key": event.message_id}
+        policy = self.config.retry
+        started: float | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            retry_after: float | None = None
+            circuit_open = False
+            async with self._sem:
+                if started is None:
+                    started = self._clock()
+                if self.breaker.allow():
+                    verdict, error, retry_after = await self._attempt(client, payload, headers)
+                else:
+                    verdict, error, circuit_open = Verdict.RETRY, "circuit open", True
+            if verdict is Verdict.DELIVERED:
+                return Outcome(event, payload, attempts)
+            if verdict is Verdict.REJECT:
+                return Outcome(event, payload, attempts, error, Undeliverable.REJECTED)
+            if circuit_open:
+                # No request was made, so no attempt is spent: a message waits out the breaker
+                # (bounded by the deadline) instead of burning its attempts in a tight loop.
+                attempts -= 1
+                delay = max(policy.backoff(0, self._rand()), self.breaker.retry_in())
+                if not policy.fits(self._clock() - started, delay):
+                    return Outcome(
+                        event, payload, attempts, f"{error} (retry deadline)", Undeliverable.CIRCUIT_OPEN
+                    )
+                await self._sleep(delay)
+                continue
+            give_up = Undeliverable.EXHAUSTED
+            if not policy.may_attempt_again(attempts):
+                return Outcome(event, payload, attempts, f"{error} (max attempts)", give_up)
+            delay = policy.backoff(attempts - 1, self._rand())
+            if retry_after is not None:
+                delay = max(delay, retry_after)
+            if not policy.fits(self._clock() - started, delay):
+                return Outcome(event, payload, attempts, f"{error} (retry deadline)", give_up)
+            self.retried += 1
+            RETRIED_TOTAL.inc()
+            log.info(
+                "notify: retry %d of message_id=%s in %.3fs: %s", attempts, event.message_id, delay, error
+            )
+            await self._sleep(delay)
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, payload: Mapping[str, Any], headers: Mapping[str, str]
+    ) -> tuple[Verdict, str, float | None]:
+        """One POST; feeds the breaker. Returns (verdict, error text, Retry-After seconds)."""
+        try:
+            response = await client.post(self.config.url, json=payload, headers=headers)
+        except Exception as exc:
+            verdict = classify_exception(exc)
+            if verdict is Verdict.RETRY:
+                self.breaker.record_failure()
+            else:
+                self.breaker.release()
+            return verdict, _describe(exc), None
+        verdict = classify_status(response.status_code)
+        if verdict is Verdict.RETRY:
+            self.breaker.record_failure()
+        else:
+            self.breaker.record_success()  # a 4xx still proves the service is up
+        if verdict is Verdict.DELIVERED:
+            return verdict, "", None
+        retry_after = None
+        if response.status_code in (429, 503):
+            retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
+        body = response.text.strip().replace("\n", " ")[:200]
+        return (
+            verdict,
+            f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}",
+            retry_after,
+        )
+
+
+class NotifySink(DynamicSink["AlertEvent | Recheck"]):
+    """Bytewax sink posting AlertEvents; every worker builds its own `NotifyPartition`.
+
+    Callbacks are called on the worker threads, so they must be thread-safe (a confluent-kafka
+    Producer is). `parts` keeps the built partitions so tests and metrics endpoints can read
+    their counters.
+    """
+
+    def __init__(
+        self,
+        config: NotifyConfig,
+        *,
+        on_undeliverable: UndeliverableHandler,
+        on_delivered: EventHandler | None = None,
+        on_muted: EventHandler | None = None,
+        is_muted: MuteCheck | None = None,
+        client_factory: ClientFactory | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rand: RandomSource = random.random,
+    ) -> None:
+        self.config = config
+        self._kwargs: dict[str, Any] = {
+            "on_undeliverable": on_undeliverable,
+            "on_delivered": on_delivered,
+            "on_muted": on_muted,
+            "is_muted": is_muted,
+            "client_factory": client_factory,
+            "transport": transport,
+            "clock": clock,
+            "sleep": sleep,
+            "rand": rand,
+        }
+        self.parts: list[NotifyPartition] = []
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> NotifyPartition:
+        part = NotifyPartition(self.config, **self._kwargs)
+        self.parts.append(part)
+        return part
+
+    def totals(self) -> dict[str, int]:
+        """Counters summed over this process's partitions."""
+        keys = ("delivered", "retried", "undeliverable", "muted", "skipped", "mute_check_errors")
+        return {k: sum(getattr(p, k) for p in self.parts) for k in keys}
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

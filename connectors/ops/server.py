@@ -1,0 +1,299 @@
+"""Self-monitoring of a flow process: Prometheus metrics, `/healthz`, `/readyz`, heartbeats.
+
+Why a server of our own next to Bytewax's: Bytewax 0.21.1 only serves `/metrics` and
+`/dataflow` (its "dataflow API", on when `BYTEWAX_DATAFLOW_API_ENABLED` is set to *any* value,
+port `BYTEWAX_DATAFLOW_API_PORT`, default 3030); it has no health endpoints, and a Kubernetes
+probe needs one that fails when the worker thread is stuck. Both endpoints read the same
+prometheus_client default registry, so `gds_*` and Bytewax's own Python-side gauge
+`bytewax_kafka_consumer_lag{step_id,topic,partition}` (set by `KafkaSource` from librdkafka
+statistics, `bytewax/connectors/kafka/__init__.py`) appear on ours too; the engine's Rust-side
+metrics (`bytewax_item_inp_count_total`, `..._next_batch_duration_seconds`, ...) only appear on
+Bytewax's.
+
+Liveness is fed from the worker threads: `record_batch` after each batch and the heartbeat
+source on every worker (`HeartbeatSource`), so a thread blocked in a sink or a callback stops
+reporting and `/healthz` turns 503 after `HEALTH_STALE_S`, while an idle process keeps passing.
+
+Metrics are module-level and created once per process, even if the module is imported again
+(`importlib.reload`, tests): a second registration would raise in prometheus_client.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, cast
+
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+from connectors.config import ENV_VARS as CONFIG_ENV_VARS
+from connectors.config import ConfigError
+from connectors.errors import ConnectorError
+from connectors.ops.health import _PROCESS, HEALTH, Health
+
+log = logging.getLogger(__name__)
+
+
+# name -> (default, description); the README configuration table mirrors this.
+ENV_VARS: dict[str, tuple[str, str]] = {
+    "METRICS_PORT": (
+        "8490",
+        "Port of `/metrics`, `/healthz` and `/readyz`; `0` disables the server. A port that is taken "
+        "stops the job at start.",
+    ),
+    "METRICS_HOST": ("127.0.0.1", "Address that server binds to (`0.0.0.0` for pods, so probes reach it)."),
+    "HEARTBEAT_INTERVAL_S": (
+        "30",
+        'Seconds between heartbeats: a `{"type": "heartbeat"}` record on ALERTS_TOPIC per worker, '
+        "and the idle liveness tick.",
+    ),
+    "HEALTH_STALE_S": (
+        "900",
+        "`/healthz` fails when a flow reported no batch or heartbeat for this long (s), or its input "
+        "waited that long without progress; must exceed HEARTBEAT_INTERVAL_S, NOTIFY_DEADLINE_S and "
+        "STORAGE_RETRY_DEADLINE_S.",
+    ),
+    "READY_STALL_S": (
+        "60",
+        "`/readyz` fails when a flow's input waits (Kafka consumer lag > 0) and it consumed nothing "
+        "for this long (s).",
+    ),
+}
+
+# Retry budgets during which a sink legitimately blocks its worker thread (connectors.config).
+BLOCKING_DEADLINES: tuple[str, ...] = ("NOTIFY_DEADLINE_S", "STORAGE_RETRY_DEADLINE_S")
+
+# -- metrics ------------------------------------------------------------------------------
+
+
+# -- settings -----------------------------------------------------------------------------
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
+
+
+@dataclass(frozen=True, slots=True)
+class MonitoringSettings:
+    """The monitoring knobs, validated with every problem listed (like `connectors.config`)."""
+
+    port: int = 8490
+    host: str = "127.0.0.1"
+    heartbeat_interval_s: float = 30.0
+    health_stale_s: float = 900.0
+    ready_stall_s: float = 60.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+    @staticmethod
+    def from_env(env: Mapping[str, str] | None = None) -> MonitoringSettings:
+        env = dict(os.environ) if env is None else env
+        problems: list[str] = []
+
+        def get(name: str) -> str:
+            return env.get(name, "").strip() or ENV_VARS[name][0]
+
+        def number(name: str, low: float, *, integer: bool = False) -> float:
+            raw = get(name)
+            try:
+                value = int(raw) if integer else float(raw)
+            except ValueError:
+                problems.append(f"{name}={raw!r}: not {'an integer' if integer else 'a number'}")
+                return float(ENV_VARS[name][0])
+            if not math.isfinite(value):
+                problems.append(f"{name}={raw!r}: must be a finite number")
+                return float(ENV_VARS[name][0])
+            if value < low:
+                problems.append(f"{name}={raw!r}: must be >= {low:g}")
+            return value
+
+        port = int(number("METRICS_PORT", 0, integer=True))
+        if port > 65535:
+            problems.append(f"METRICS_PORT={port}: must be <= 65535 (0 disables the server)")
+        host = get("METRICS_HOST")
+        if not _valid_host(host):
+            problems.append(f"METRICS_HOST={host!r}: not an IP address or host name")
+        heartbeat = number("HEARTBEAT_INTERVAL_S", 0.1)
+        stale = number("HEALTH_STALE_S", 1)
+        stall = number("READY_STALL_S", 1)
+        if stale <= heartbeat:
+            problems.append(
+                f"HEALTH_STALE_S={stale:g} must be greater than HEARTBEAT_INTERVAL_S={heartbeat:g}: "
+                "an idle flow only reports its heartbeats"
+            )
+        for name in BLOCKING_DEADLINES:
+            raw = env.get(name, "").strip() or CONFIG_ENV_VARS.get(name, ("0", ""))[0]
+            try:
+                deadline = float(raw)
+            except ValueError:
+                continue  # connectors.config reports it
+            if stale <= deadline:
+                problems.append(
+                    f"HEALTH_STALE_S={stale:g} must be greater than {name}={deadline:g}: a sink retrying "
+                    "through an outage blocks the worker thread that long without being stuck"
+                )
+        if problems:
+            raise ConfigError(problems)
+        return MonitoringSettings(port, host, heartbeat, stale, stall)
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.fullmatch(host))
+
+
+# -- health -------------------------------------------------------------------------------
+
+
+"""(flow, topic, partition) -> consumer lag in messages."""
+
+
+# -- helpers the flows call ---------------------------------------------------------------
+
+
+# -- heartbeat ----------------------------------------------------------------------------
+
+
+# -- HTTP server --------------------------------------------------------------------------
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    health: Health
+
+    def __init__(self, address: tuple[str, int], health: Health) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.health = health
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_version = "gds-monitoring"
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        if path == "/metrics":
+            self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            return
+        if path in ("/healthz", "/readyz"):
+            live, ready, details = cast(_HTTPServer, self.server).health.report()
+            ok = live if path == "/healthz" else ready
+            details["status"] = "ok" if ok else ("stale" if not live else "not ready")
+            body = json.dumps(details, sort_keys=True).encode()
+            self._send(200 if ok else 503, body, "application/json")
+            return
+        self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
+
+    def _send(self, status: int, body: bytes, content_type: str) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes hit this every few seconds: keep stderr for the flow's own messages."""
+
+
+class MonitoringServer:
+    """`/metrics`, `/healthz`, `/readyz` on a daemon thread; `port` is the bound one (0 picks)."""
+
+    def __init__(self, host: str, port: int, health: Health) -> None:
+        self._httpd = _HTTPServer((host, port), health)
+        self.host = host
+        self.port = int(self._httpd.server_address[1])
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, name=f"gds-monitoring:{self.port}", daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        return f"http://[{host}]:{self.port}" if ":" in host else f"http://{host}:{self.port}"
+
+    def close(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(host: str, port: int, health: Health | None = None) -> MonitoringServer:
+    """A server of its own (tests, tools); flows call `start` for the per-process one."""
+    return MonitoringServer(host, port, health or HEALTH)
+
+
+def start(flow: str, settings: MonitoringSettings | None = None) -> MonitoringServer | None:
+    """Register `flow` and start this process's server once; the call flows make at start.
+
+    Idempotent and thread-safe: a second flow or worker gets the running server. A port that
+    cannot be bound raises `ConfigError` (one line): the job must not run with its probes and
+    metrics answered by whatever else holds the port. `METRICS_PORT=0` runs without a server.
+    """
+    settings = settings or MonitoringSettings.from_env()
+    with _PROCESS.lock:
+        HEALTH.stale_s = settings.health_stale_s
+        HEALTH.ready_stall_s = settings.ready_stall_s
+        HEALTH.register(flow)
+        if _PROCESS.server is not None or not settings.enabled:
+            return _PROCESS.server
+        try:
+            _PROCESS.server = MonitoringServer(settings.host, settings.port, HEALTH)
+        except OSError as exc:
+            raise ConfigError(
+                [
+                    f"METRICS_PORT={settings.port}: cannot serve on {settings.host}:{settings.port} "
+                    f"({exc.strerror or exc}); choose a free port, or METRICS_PORT=0 to run without it"
+                ]
+            ) from exc
+        log.info("monitoring: serving /metrics /healthz /readyz on %s:%d", settings.host, settings.port)
+        return _PROCESS.server
+
+
+def await_dependency(
+    flow: str,
+    what: str,
+    probe: Callable[[], Any],
+    *,
+    retry_s: float = 5.0,
+    health: Health | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Any:
+    """`probe()`'s result once it stops raising `ConnectorError`; until then the flow is not ready.
+
+    For what a flow cannot even be built without (the Kafka metadata its sources read at
+    build time): the process stays up, `/readyz` says why it is not ready, and one line is
+    logged when the dependency fails and one when it answers, not one per attempt.
+    """
+    h = health or HEALTH
+    try:
+        return probe()
+    except ConnectorError as exc:
+        log.error("%s: %s is unreachable (%s); waiting for it, /readyz is 503 meanwhile", flow, what, exc)
+        h.block(flow, f"{what} unreachable: {exc}")
+    while True:
+        sleep(retry_s)
+        try:
+            result = probe()
+        except ConnectorError as exc:
+            h.block(flow, f"{what} unreachable: {exc}")
+            continue
+        h.block(flow, None)
+        log.info("%s: %s answers, starting", flow, what)
+        return result

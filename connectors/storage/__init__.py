@@ -1,0 +1,1 @@
+"""Stores: TimescaleDB/PostgreSQL, ClickHouse (server or chdb), Redis latest values, retries."""

@@ -1,0 +1,134 @@
+"""Blocking retries for the storage sinks (PostgreSQL, Redis, ClickHouse).
+
+The backoff policy is the notification connector's `RetryPolicy` (exponential, full jitter,
+bounded by attempts and/or a deadline), reused rather than twinned. What differs is the
+failure mode: a storage batch must never be dropped, so a sink retries *inside*
+`write_batch`, blocking the worker (which is the backpressure we want), and when the budget
+is spent it raises `RetryExhaustedError`. That stops the flow; the pod restarts from its last
+recovery snapshot and writes the batch again (the writes are idempotent). Permanent errors
+(bad schema, bad data) are raised at once: retrying cannot fix them.
+
+`next_delay` is the pure decision; `retry_call` is the loop, with sleep, clock and
+randomness injected so tests neither sleep nor depend on chance.
+
+With `store=` the loop also keeps the store's health for self-monitoring
+(`connectors.ops.selfmetrics` feeds it back as `timescaledb_up`, `clickhouse_insert_error_rate`):
+`gds_store_up{store}` is 0 from the first transient failure until an attempt succeeds, and
+`gds_store_errors_total{store}` counts failed attempts, transient or not.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from prometheus_client import REGISTRY, Counter, Gauge
+
+from connectors.errors import ConnectorError
+from connectors.notify.policy import RetryPolicy
+
+__all__ = ["RetryExhaustedError", "RetryPolicy", "next_delay", "retry_call"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Storage default: ride out a restart or failover of a few minutes, then stop the flow.
+STORAGE_RETRY = RetryPolicy(base_s=0.1, cap_s=5.0, max_attempts=None, deadline_s=600.0)
+
+
+def _once(kind: Any, name: str, documentation: str, labels: tuple[str, ...]) -> Any:
+    """Register a collector once per process (a re-import must not raise)."""
+    try:
+        return kind(name, documentation, labels)
+    except ValueError:
+        return REGISTRY._names_to_collectors[name]  # the only lookup API there is
+
+
+STORE_UP: Gauge = _once(
+    Gauge,
+    "gds_store_up",
+    "1 when the store's last operation succeeded, 0 from a transient failure until one succeeds.",
+    ("store",),
+)
+STORE_ERRORS: Counter = _once(
+    Counter, "gds_store_errors", "Failed attempts of store operations (retried or not).", ("store",)
+)
+
+
+class RetryExhaustedError(ConnectorError):
+    """Transient failures went on past the policy's budget; the cause is chained."""
+
+
+def next_delay(policy: RetryPolicy, attempts: int, elapsed: float, rand: float) -> float | None:
+    """Seconds to wait before attempt `attempts + 1`, or None when the budget is spent.
+
+    `attempts` counts the attempts made so far (>= 1), `elapsed` the seconds since the first
+    one started, `rand` a uniform draw in [0, 1).
+    """
+    if not policy.may_attempt_again(attempts):
+        return None
+    delay = policy.backoff(attempts - 1, rand)
+    if not policy.fits(elapsed, delay):
+        return None
+    return delay
+
+
+def retry_call(
+    fn: Callable[[], T],
+    *,
+    what: str,
+    is_transient: Callable[[BaseException], bool],
+    policy: RetryPolicy = STORAGE_RETRY,
+    on_retry: Callable[[BaseException], None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    rand: Callable[[], float] = random.random,
+    store: str | None = None,
+) -> T:
+    """`fn()` until it succeeds; transient failures are logged (with the attempt count) and
+    retried after a backoff, permanent ones re-raised as they are.
+
+    `on_retry(exc)` runs before each wait: sinks drop their broken connection there, so the
+    next attempt reconnects. `what` names the operation in log lines and errors; `store`
+    (e.g. "timescaledb") keeps `gds_store_up` / `gds_store_errors_total` for that store.
+    """
+    up = STORE_UP.labels(store) if store is not None else None
+    errors = STORE_ERRORS.labels(store) if store is not None else None
+    start = clock()
+    attempts = 0
+    while True:
+        attempts += 1
+        try:
+            result = fn()
+        except Exception as exc:
+            if errors is not None:
+                errors.inc()
+            if not is_transient(exc):
+                raise  # bad data or schema: the store itself answered
+            if up is not None:
+                up.set(0)
+            delay = next_delay(policy, attempts, clock() - start, rand())
+            if delay is None:
+                raise RetryExhaustedError(
+                    f"{what}: still failing after {attempts} attempt(s) over {clock() - start:.1f}s: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            log.warning(
+                "%s failed (attempt %d): %s: %s; retrying in %.2fs",
+                what,
+                attempts,
+                type(exc).__name__,
+                exc,
+                delay,
+            )
+            if on_retry is not None:
+                on_retry(exc)
+            sleep(delay)
+        else:
+            if up is not None:
+                up.set(1)
+            return result

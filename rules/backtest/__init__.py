@@ -1,0 +1,1 @@
+"""Backtest results: per-rule summary, A/B diff, window checks and the HTML report."""

@@ -1,0 +1,1 @@
+"""Collector policy: which series a collector may emit (allowlists, cardinality)."""

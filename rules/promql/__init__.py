@@ -1,0 +1,1 @@
+"""PromQL: mapping Prometheus rule files and promtool suites onto our rules."""

@@ -1,0 +1,292 @@
+"""The shard engine over generated series: windows, lateness, staleness, dedup context."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from dataclasses import replace
+
+import pytest
+
+from connectors.kafka.serde import decode_json
+from flows.sample.generate import rows
+from rules.aggregate import aggregate, quantile, rate
+from rules.engine import ShardEngine
+from rules.loader import BUNDLED, load_rules
+from rules.metric import Metric
+from rules.model import Aggregation, AlertEvent, AlertState, Matcher, NotifyReason, Silence, Suppression
+
+RULES = load_rules([BUNDLED])
+T0 = 1_736_935_200.0  # 2025-01-15T10:00:00Z
+
+
+def series(
+    instance: str,
+    metric: str,
+    values: list[float],
+    step: float = 15.0,
+    t0: float = T0,
+    tags: dict[str, str] | None = None,
+) -> list[Metric]:
+    return [
+        Metric(t0 + i * step, "postgresql", instance, metric, v, tags or {"region": "eu"})
+        for i, v in enumerate(values)
+    ]
+
+
+def interleave(*groups: list[Metric]) -> list[Metric]:
+    return sorted((m for g in groups for m in g), key=lambda m: m.ts)
+
+
+def run(metrics: list[Metric], ruleset=RULES) -> list[AlertEvent]:
+    eng = ShardEngine(ruleset)
+    return eng.ingest(metrics) + eng.flush()
+
+
+def sig(events: list[AlertEvent]) -> list[tuple[str, str, str, float]]:
+    return sorted((e.alert_name, e.instance_id, e.state.value, e.at) for e in events)
+
+
+def sample_metrics() -> list[Metric]:
+    return [decode_json(json.dumps(r).encode(), math.inf) for r in rows()]
+
+
+def test_known_incident_fires_once_and_resolves_once() -> None:
+    events = run(sample_metrics())
+    notified = [(e.alert_name, e.instance_id, e.state.value) for e in events if e.notify]
+    assert notified == [("HighCPUUsage", "prod-db-01", "firing"), ("HighCPUUsage", "prod-db-01", "resolved")]
+    firing = next(e for e in events if e.state is AlertState.FIRING)
+    assert firing.at - firing.active_at == 300.0  # exactly `for`
+    assert firing.message_id != next(e for e in events if e.state is AlertState.RESOLVED).message_id
+
+
+def test_replay_twice_gives_the_same_message_ids() -> None:
+    assert [e.message_id for e in run(sample_metrics())] == [e.message_id for e in run(sample_metrics())]
+
+
+def test_condition_breaking_before_duration_never_fires() -> None:
+    # 4 minutes above 80 % (for is 5m), a dip, 4 more minutes: the pending counter resets
+    values = [90.0] * 16 + [20.0] * 4 + [90.0] * 16 + [20.0] * 8
+    events = run(series("db1", "cpu_usage_percent", values))
+    assert [e.state for e in events if e.alert_name == "HighCPUUsage"] == [
+        AlertState.PENDING,
+        AlertState.INACTIVE,
+        AlertState.PENDING,
+        AlertState.INACTIVE,
+    ]
+
+
+def test_late_samples_are_counted_and_dropped() -> None:
+    eng = ShardEngine(RULES)
+    eng.ingest(series("db1", "cpu_usage_percent", [10.0] * 20))
+    late = Metric(T0 + 15.0, "postgresql", "db1", "cpu_usage_percent", 99.0, {"region": "eu"})
+    eng.ingest([late])
+    assert eng.stats.late == 1 and eng.stats.samples == 20
+
+
+def test_out_of_order_within_lateness_is_the_same_as_sorted() -> None:
+    ms = series("db1", "cpu_usage_percent", [90.0] * 40 + [10.0] * 20)
+    shuffled = list(ms)
+    rnd = random.Random(7)
+    for i in range(0, len(shuffled) - 1, 2):  # swap neighbours: 15 s out of order, lateness is 30 s
+        if rnd.random() < 0.5:
+            shuffled[i], shuffled[i + 1] = shuffled[i + 1], shuffled[i]
+    assert sig(run(shuffled)) == sig(run(ms))
+
+
+def test_stale_series_resolves_while_the_instance_keeps_reporting() -> None:
+    cpu = series("db1", "cpu_usage_percent", [95.0] * 40)  # stops after 10 minutes
+    up = series("db1", "memory_usage_percent", [10.0] * 120)  # the instance is still alive
+    events = [e for e in run(interleave(cpu, up)) if e.alert_name == "HighCPUUsage"]
+    resolved = events[-1]
+    assert resolved.state is AlertState.RESOLVED and resolved.stale and math.isnan(resolved.value)
+    last_sample = cpu[-1].ts
+    assert 300.0 <= resolved.at - last_sample < 360.0  # staleness 5m, next evaluation tick
+
+
+def test_dead_mans_switch_fires_when_heartbeat_stops() -> None:
+    up = series("db1", "up", [1.0] * 20)  # 5 minutes of heartbeat, then silence
+    mem = series("db1", "memory_usage_percent", [10.0] * 120)
+    events = [e for e in run(interleave(up, mem)) if e.alert_name == "MetricsAbsent"]
+    assert [e.state for e in events if e.notify] == [AlertState.FIRING]
+
+
+def test_live_wall_clock_moves_a_silent_instance_to_stale() -> None:
+    eng = ShardEngine(RULES, live=True)
+    wall = 1000.0
+    events = eng.ingest(series("db1", "cpu_usage_percent", [97.0] * 40), wall)
+    assert any(e.state is AlertState.FIRING for e in events)
+    wake = eng.next_wake()
+    assert wake is not None and wake > wall
+    assert eng.advance_idle(wall) == []  # no time has passed
+    later = eng.advance_idle(wall + 600)
+    assert {(e.alert_name, e.state, e.stale) for e in later if e.notify} == {
+        ("HighCPUUsage", AlertState.RESOLVED, True),
+        ("CriticalCPUUsage", AlertState.RESOLVED, True),
+    }
+
+
+def test_critical_inhibits_warning_on_the_same_instance() -> None:
+    events = run(series("db1", "cpu_usage_percent", [97.0] * 60))
+    first = {e.alert_name: e for e in events if e.notify is NotifyReason.FIRST}
+    assert first["CriticalCPUUsage"].suppressed is None
+    assert first["HighCPUUsage"].suppressed is Suppression.INHIBITED
+    other = run(series("db2", "cpu_usage_percent", [85.0] * 60))
+    assert [e.suppressed for e in other if e.notify is NotifyReason.FIRST] == [None]
+
+
+def test_rule_file_silence_mutes_notifications_only() -> None:
+    sil = Silence((Matcher("instance_id", "db1"),), T0, T0 + 3600, "maintenance")
+    events = run(series("db1", "cpu_usage_percent", [85.0] * 60), replace(RULES, silences=(sil,)))
+    firing = [e for e in events if e.state is AlertState.FIRING]
+    assert firing and all(e.suppressed is Suppression.SILENCED for e in firing)
+
+
+def test_snapshot_restore_continues_without_a_second_notification() -> None:
+    ms = sample_metrics()
+    whole = run(ms)
+    cut = len(ms) * 3 // 10  # mid-incident (pending since 10:11, fires 10:16)
+    first = ShardEngine(RULES)
+    part1 = first.ingest(ms[:cut])
+    second = ShardEngine(RULES)
+    second.restore(first.snapshot())
+    part2 = second.ingest(ms[cut:]) + second.flush()
+    assert sig(part1 + part2) == sig(whole)
+    assert [e.message_id for e in part1 + part2] == [e.message_id for e in whole]
+
+
+def test_state_bytes_per_series_stay_small() -> None:
+    eng = ShardEngine(RULES)
+    eng.ingest(sample_metrics())
+    n_series = sum(1 for _ in eng.bindings())
+    assert len(eng.snapshot()) / n_series < 1024
+
+
+@pytest.mark.parametrize(
+    ("agg", "expected"),
+    [
+        (Aggregation.AVG, 2.5),
+        (Aggregation.MIN, 1.0),
+        (Aggregation.MAX, 4.0),
+        (Aggregation.SUM, 10.0),
+        (Aggregation.COUNT, 4.0),
+        (Aggregation.LAST, 4.0),
+        (Aggregation.P50, 2.5),
+    ],
+)
+def test_aggregations(agg: Aggregation, expected: float) -> None:
+    assert aggregate(agg, [1, 2, 3, 4], [1.0, 2.0, 3.0, 4.0]) == expected
+
+
+def test_quantile_and_rate() -> None:
+    assert quantile([1.0, 2.0, 3.0, 4.0, 5.0], 0.95) == pytest.approx(4.8)
+    assert rate([0, 10, 20, 30], [100.0, 110.0, 5.0, 15.0]) == pytest.approx((10 + 5 + 10) / 30)
+    assert rate([0], [1.0]) is None
+    assert aggregate(Aggregation.AVG, [], []) is None
+
+
+def test_first_sample_on_a_tick_boundary_without_lateness_is_not_late() -> None:
+    rs = replace(RULES, allowed_lateness_s=0.0, eval_interval_s=1.0)
+    eng = ShardEngine(rs)
+    events = eng.ingest([Metric(T0, "postgresql", "db1", "connection_usage_percent", 99.0, {})])
+    assert eng.stats.late == 0 and eng.stats.samples == 1
+    assert [e.state for e in events] == [AlertState.PENDING]
+
+
+def rules_from(tmp_path, text: str):
+    path = tmp_path / "rules.yml"
+    path.write_text(text)
+    return load_rules([path])
+
+
+TWO_SEVERITIES = """
+settings: {evaluation_interval: 1m, allowed_lateness: 30s, staleness: 5m}
+alert_rules:
+  - name: WarnA
+    metric: a
+    condition: {operator: ">", threshold: 50, duration: 0s, aggregation: last}
+    window: 1m
+    severity: warning
+  - name: CritB
+    metric: b
+    condition: {operator: ">", threshold: 50, duration: 0s, aggregation: last}
+    window: 1m
+    severity: critical
+"""
+
+
+def test_resolution_of_an_announced_firing_is_never_suppressed(tmp_path) -> None:
+    # WarnA fires (announced), then critical CritB fires on the same instance (it inhibits
+    # warnings), then WarnA resolves: the receiver must hear that its incident closed
+    rs = rules_from(tmp_path, TWO_SEVERITIES)
+    a = series("db1", "a", [60.0] * 40 + [0.0] * 40)
+    b = series("db1", "b", [0.0] * 20 + [60.0] * 60)
+    events = {(e.alert_name, e.state): e for e in run(interleave(a, b), rs) if e.notify}
+    assert events[("WarnA", AlertState.FIRING)].suppressed is None
+    assert events[("CritB", AlertState.FIRING)].suppressed is None
+    resolved = events[("WarnA", AlertState.RESOLVED)]
+    assert resolved.suppressed is None
+
+
+def test_resolution_of_a_never_announced_firing_is_not_sent() -> None:
+    sil = Silence((Matcher("instance_id", "db1"),), T0, T0 + 3600, "maintenance")
+    cpu = series("db1", "cpu_usage_percent", [85.0] * 40 + [10.0] * 20)
+    events = run(cpu, replace(RULES, silences=(sil,)))
+    resolved = [e for e in events if e.state is AlertState.RESOLVED and e.notify]
+    assert resolved and all(e.suppressed is Suppression.NOT_ANNOUNCED for e in resolved)
+
+
+def test_firing_held_back_by_a_silence_is_announced_when_the_silence_ends() -> None:
+    ends = T0 + 15 * 60
+    sil = Silence((Matcher("instance_id", "db1"),), T0, ends, "maintenance")
+    events = run(series("db1", "cpu_usage_percent", [85.0] * 120), replace(RULES, silences=(sil,)))
+    high = [e for e in events if e.alert_name == "HighCPUUsage" and e.notify]
+    first, later = high[0], high[1]
+    assert first.state is AlertState.FIRING and first.suppressed is Suppression.SILENCED
+    # the first evaluation at or after the end of the silence, not at the next repeat (4 h)
+    assert later.notify is NotifyReason.UNSUPPRESSED and later.suppressed is None
+    assert later.state is AlertState.FIRING and later.at == ends
+    assert later.message_id != first.message_id and later.active_at == first.active_at
+    assert len(high) == 2  # announced once; nothing more while it keeps firing
+
+
+NO_DATA = """
+settings: {evaluation_interval: 5s, allowed_lateness: 30s, staleness: 5m}
+alert_rules:
+  - name: Absent
+    metric: up
+    no_data: true
+    condition: {duration: 20s}
+    window: 10s
+    severity: critical
+"""
+
+
+def test_no_data_rule_does_not_page_healthy_instances_at_start(tmp_path) -> None:
+    rs = rules_from(tmp_path, NO_DATA)
+    ups = interleave(*(series(f"db{i}", "up", [1.0] * 60, step=5.0) for i in range(6)))
+    assert [e for e in run(ups, rs) if e.state is AlertState.FIRING] == []
+    # ... and absence still pages once the heartbeat stops while the instance reports
+    mem = series("db0", "memory_usage_percent", [10.0] * 120, step=5.0)
+    late = [e for e in run(interleave(ups, mem), rs) if e.state is AlertState.FIRING]
+    assert [e.instance_id for e in late] == ["db0"]
+
+
+def test_wall_time_ages_silent_instances_only_as_far_as_the_input_is_caught_up() -> None:
+    eng = ShardEngine(RULES, live=True)
+    wall = 1000.0
+    eng.ingest(series("db1", "cpu_usage_percent", [97.0] * 40), wall)
+    eng.ingest(series("db2", "cpu_usage_percent", [97.0] * 40), wall)
+    # one of two partitions reported: no evidence that the input is quiet yet
+    assert eng.observe_progress("0-t", wall + 600, 2) is False
+    # the other partition is still behind (a backlog, a worker busy in a sink)
+    assert eng.observe_progress("1-t", -math.inf, 2) is False
+    assert eng.caught_up == -math.inf
+    assert eng.advance_idle(eng.caught_up) == []
+    assert eng.observe_progress("1-t", wall + 600, 2) is True
+    stale = eng.advance_idle(eng.caught_up)
+    assert {(e.instance_id, e.stale) for e in stale if e.state is AlertState.RESOLVED} == {
+        ("db1", True),
+        ("db2", True),
+    }
