@@ -53,7 +53,8 @@ from connectors.kafka.source import resolve_topics
 from flows.common import Poison, evaluate
 from rules.backtest import report
 from rules.check import CaseError, not_a_test_file
-from rules.loader import RuleFileError, load_rules, parse_duration
+from rules.duration import parse_duration
+from rules.loader import RuleFileError, load_rules
 from rules.metric import iso
 from rules.model import AlertEvent, AlertState, RulesError, RuleSet
 from rules.promql import mapping as promql

@@ -33,8 +33,9 @@ from typing import Any
 
 import yaml
 
+from rules.duration import parse_duration
 from rules.engine import ShardEngine
-from rules.loader import RuleFileError, load_rules, parse_duration
+from rules.loader import RuleFileError, load_rules
 from rules.model import AlertState, Metric, RulesError, RuleSet
 
 _SERIES = re.compile(r"^\s*([A-Za-z_:][A-Za-z0-9_:]*)\s*(?:\{(.*)\})?\s*$")

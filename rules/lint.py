@@ -1,9 +1,10 @@
 """Rule linter for authors: `python -m rules.lint FILE_OR_DIR ...`.
 
-Lists every problem of every file, located (`file:line: rule 'X': field: message`), then a
-closing line; exits 1 when there is any problem, 0 otherwise, 2 on a usage error. Nothing
-runs and nothing is written: it is the loader's own validation (rules/loader.py, the one the
-jobs run at start), so a file that lints clean is a file the jobs load.
+Lists every problem of every file, located (`file:line:col: rule 'X': field: message`, as
+Prometheus' rulefmt prints them), then a closing line; exits 1 when there is any problem,
+0 otherwise, 2 on a usage error. Nothing runs and nothing is written: it is the loader's own
+validation (rules/loader.py, the one the jobs run at start), so a file that lints clean is a
+file the jobs load.
 
 - Seed files (`alert_rules:`, or the flat `rules:` / `alerting: {rules:}`) are loaded
   together, as the jobs would: a rule name used in two files is a problem.
@@ -86,16 +87,17 @@ def lint(paths: Sequence[Path]) -> Report:
         for u in conv.unmappable:
             where = f" (group {u.group})" if u.group else ""
             expr = f": {u.expr}" if u.expr else ""
-            problems.append(Problem(str(path), u.name, "", f"not mappable{where}: {u.reason}{expr}", u.line))
+            reason = f"not mappable{where}: {u.reason}{expr}"
+            problems.append(Problem(str(path), u.name, "", reason, u.line, u.column))
         notes.extend(f"{path}: {n}" for n in conv.notes)
-    problems.sort(key=lambda p: (p.file, p.line or 0))
+    problems.sort(key=lambda p: (p.file, p.line or 0, p.column or 0))
     return Report(tuple(problems), tuple(notes), rules, len(files))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m rules.lint",
-        description="Check rule files: every problem listed with file:line; exit 1 if any.",
+        description="Check rule files: every problem listed with file:line:col; exit 1 if any.",
     )
     ap.add_argument("paths", nargs="+", type=Path, metavar="FILE", help="rule file or directory")
     args = ap.parse_args(argv)

@@ -8,9 +8,10 @@ Two seed formats load:
 Optional top-level sections: `settings:` (evaluation_interval, staleness, allowed_lateness,
 flap_window, flap_threshold), `silences:` and `inhibit_rules:`.
 
-Problems carry the line they are on (`file:line`): files are read with a YAML loader that
-keeps each mapping's and sequence's key/item lines (`load_yaml`, `line_of`), at no cost to
-what the rest of the code sees (they are dicts and lists).
+Problems carry the line and column they are on (`file:line:col`, 1-based, as Prometheus'
+rulefmt prints them): files are read with a YAML loader that keeps each mapping's and
+sequence's key/item positions (`load_yaml`, `position_of`), at no cost to what the rest of
+the code sees (they are dicts and lists).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any
 import yaml
 
 from rules import template
+from rules.duration import parse_duration
 from rules.model import (
     DEFAULT_INHIBIT,
     Aggregation,
@@ -49,7 +51,6 @@ _OPS = {
     "==": Op.EQ, "=": Op.EQ, "eq": Op.EQ,
     "!=": Op.NE, "ne": Op.NE,
 }  # fmt: skip
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+(?:\.\d+)?)s)?(?:(\d+)ms)?$")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_:.-]*$")
 _RULE_KEYS = {
     "name", "alert", "description", "summary", "metric", "metric_name", "condition", "operator", "threshold",
@@ -60,6 +61,10 @@ _RULE_KEYS = {
 _COND_KEYS = {"operator", "threshold", "duration", "aggregation", "window", "for", "keep_firing_for"}
 
 
+Position = tuple[int, int]
+"""1-based (line, column) in a YAML file, as Prometheus' rulefmt reports them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Problem:
     file: str
@@ -67,28 +72,35 @@ class Problem:
     field: str
     message: str
     line: int | None = None  # 1-based, where the field (or else its rule) is written
+    column: int | None = None  # 1-based, on `line`
 
     def __str__(self) -> str:
-        at = f"{self.file}:{self.line}" if self.line else self.file
+        at = self.file
+        if self.line:
+            at += f":{self.line}:{self.column}" if self.column else f":{self.line}"
         where = f"{at}: rule {self.rule!r}" if self.rule else at
         return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
 
 
-# --------------------------------------------------------------------------- YAML with lines
+# --------------------------------------------------------------------------- YAML with positions
+
+
+def _pos(node: yaml.Node) -> Position:
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 class _MarkedDict(dict[Any, Any]):
-    """A YAML mapping that knows its line and each key's line (1-based)."""
+    """A YAML mapping that knows its position and each key's position."""
 
-    line: int | None = None
-    key_lines: dict[Any, int]
+    pos: Position | None = None
+    key_pos: dict[Any, Position]
 
 
 class _MarkedList(list[Any]):
-    """A YAML sequence that knows its line and each item's line (1-based)."""
+    """A YAML sequence that knows its position and each item's position."""
 
-    line: int | None = None
-    item_lines: list[int]
+    pos: Position | None = None
+    item_pos: list[Position]
 
 
 class _LineLoader(yaml.SafeLoader):
@@ -97,20 +109,20 @@ class _LineLoader(yaml.SafeLoader):
 
 def _construct_map(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Iterator[_MarkedDict]:
     data = _MarkedDict()
-    data.line = node.start_mark.line + 1
-    data.key_lines = {}
+    data.pos = _pos(node)
+    data.key_pos = {}
     yield data  # first, as PyYAML's own constructor does, so recursive documents still build
     data.update(loader.construct_mapping(node))
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if isinstance(key, Hashable):
-            data.key_lines.setdefault(key, key_node.start_mark.line + 1)
+            data.key_pos.setdefault(key, _pos(key_node))
 
 
 def _construct_seq(loader: yaml.SafeLoader, node: yaml.SequenceNode) -> Iterator[_MarkedList]:
     data = _MarkedList()
-    data.line = node.start_mark.line + 1
-    data.item_lines = [n.start_mark.line + 1 for n in node.value]
+    data.pos = _pos(node)
+    data.item_pos = [_pos(n) for n in node.value]
     yield data
     data.extend(loader.construct_sequence(node))
 
@@ -120,38 +132,50 @@ _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 
 
 def load_yaml(text: str) -> Any:
-    """`yaml.safe_load`, with the lines `line_of` reads kept on mappings and sequences."""
+    """`yaml.safe_load`, with the positions `position_of` reads kept on mappings and sequences."""
     return yaml.load(text, Loader=_LineLoader)  # a SafeLoader subclass: no arbitrary objects
 
 
 _PATH_PART = re.compile(r"([^.\[\]]+)((?:\[\d+\])*)")
 
 
-def item_line(seq: object, index: int) -> int | None:
-    """Line of item `index` of a sequence read by `load_yaml`."""
-    if isinstance(seq, _MarkedList) and 0 <= index < len(seq.item_lines):
-        return seq.item_lines[index]
+def item_position(seq: object, index: int) -> Position | None:
+    """Position of item `index` of a sequence read by `load_yaml`."""
+    if isinstance(seq, _MarkedList) and 0 <= index < len(seq.item_pos):
+        return seq.item_pos[index]
     return None
 
 
-def line_of(node: object, path: str = "") -> int | None:
-    """Line of `path` (`condition.threshold`, `silences[1].matchers`) inside `node`.
+def position_of(node: object, path: str = "") -> Position | None:
+    """Position of `path` (`condition.threshold`, `silences[1].matchers`) inside `node`.
 
-    Falls back to the deepest part found, then to `node`'s own line; None for data that
-    did not come from `load_yaml`.
+    Falls back to the deepest part found, then to `node`'s own position; None for data
+    that did not come from `load_yaml`.
     """
-    line = getattr(node, "line", None)
+    pos: Position | None = getattr(node, "pos", None)
     for name, indexes in _PATH_PART.findall(path):
         if not isinstance(node, _MarkedDict) or name not in node:
             break
-        line = node.key_lines.get(name, line)
+        pos = node.key_pos.get(name, pos)
         node = node[name]
         for i in map(int, re.findall(r"\d+", indexes)):
             if not isinstance(node, _MarkedList) or i >= len(node):
-                return line
-            line = node.item_lines[i]
+                return pos
+            pos = node.item_pos[i]
             node = node[i]
-    return line
+    return pos
+
+
+def item_line(seq: object, index: int) -> int | None:
+    """Line of item `index` of a sequence read by `load_yaml`."""
+    pos = item_position(seq, index)
+    return pos[0] if pos else None
+
+
+def line_of(node: object, path: str = "") -> int | None:
+    """Line of `path` inside `node` (see `position_of`)."""
+    pos = position_of(node, path)
+    return pos[0] if pos else None
 
 
 class RuleFileError(RulesError):
@@ -161,29 +185,6 @@ class RuleFileError(RulesError):
         self.problems = tuple(problems)
         lines = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{len(self.problems)} problem(s) in rule files:\n{lines}")
-
-
-def parse_duration(value: object) -> float:
-    """`5m`, `1h30m`, `90s`, `250ms` or a number of seconds."""
-    if isinstance(value, bool):
-        raise ValueError(f"not a duration: {value!r}")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError(f"not a duration: {value!r} (use a finite number of seconds, or 30s, 5m, 1h30m)")
-        if value < 0:
-            raise ValueError(f"negative duration: {value!r}")
-        return float(value)
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"not a duration: {value!r}")
-    text = value.strip()
-    if text == "0":
-        return 0.0
-    m = _DURATION.match(text)
-    if not m or not any(m.groups()):
-        raise ValueError(f"not a duration: {value!r} (use e.g. 30s, 5m, 1h30m)")
-    d, h, mi, s, ms = m.groups()
-    return (int(d or 0) * 86400 + int(h or 0) * 3600 + int(mi or 0) * 60 + float(s or 0)
-            + int(ms or 0) / 1000)  # fmt: skip
 
 
 def _parse_time(value: object) -> float:
@@ -209,7 +210,7 @@ PROMETHEUS_FILE = (
 class _Item:
     """Where a list item that is not a mapping is written (problems point there)."""
 
-    line: int | None
+    pos: Position | None
 
 
 class _Collector:
@@ -220,18 +221,19 @@ class _Collector:
         self.problems: list[Problem] = []
         self.node: object = None
 
-    def add(self, rule: str, field: str, message: str, line: int | None = None) -> None:
-        if line is None:
-            line = _field_line(self.node, field)
-        self.problems.append(Problem(self.file, rule, field, message, line))
+    def add(self, rule: str, field: str, message: str, at: Position | None = None) -> None:
+        if at is None:
+            at = _field_position(self.node, field)
+        line, column = at if at else (None, None)
+        self.problems.append(Problem(self.file, rule, field, message, line, column))
 
 
-def _field_line(node: object, field: str) -> int | None:
+def _field_position(node: object, field: str) -> Position | None:
     # rule fields may sit at the top of the rule or inside `condition:` (see `get` in _rule)
-    line = line_of(node, field)
+    pos = position_of(node, field)
     if isinstance(node, _MarkedDict) and field.split(".")[0] not in node and "condition" in node:
-        line = line_of(node["condition"], field) or line
-    return line
+        pos = position_of(node["condition"], field) or pos
+    return pos
 
 
 def _str_map(c: _Collector, rule: str, field: str, value: object) -> dict[str, str]:
@@ -505,7 +507,8 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             continue
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-            c.add("", "", f"invalid YAML: {exc}", mark.line + 1 if mark is not None else None)
+            at = (mark.line + 1, mark.column + 1) if mark is not None else None
+            c.add("", "", f"invalid YAML: {exc}", at)
             problems.extend(c.problems)
             continue
         if not isinstance(doc, Mapping):
@@ -532,7 +535,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             raw_rules = []
         for i, raw in enumerate(raw_rules):
             # a rule's problems point into the rule; one that is not a mapping, at its item
-            c.node = raw if isinstance(raw, Mapping) else _Item(item_line(raw_rules, i))
+            c.node = raw if isinstance(raw, Mapping) else _Item(item_position(raw_rules, i))
             name = raw.get("name", raw.get("alert")) if isinstance(raw, Mapping) else None
             if isinstance(name, str) and name in seen:
                 # names are alert identities (fingerprints): two rules must never share one

@@ -38,13 +38,19 @@ from fastavro import reader as avro_reader
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.files import instance_key
 from connectors.kafka.serde import Decoder
+from rules.duration import parse_duration
 from rules.metric import Metric
 
 _new = object.__new__
 _set = object.__setattr__
-assert tuple(f.name for f in fields(KafkaSourceMessage)) == (
-    "key", "value", "topic", "headers", "latency", "offset", "partition", "timestamp"
-), "bytewax changed KafkaSourceMessage: update source_message"  # fmt: skip
+_FIELDS: Final = ("key", "value", "topic", "headers", "latency", "offset", "partition", "timestamp")
+# a real check, not an `assert`: `python -O` strips those, and `source_message` would then
+# build messages missing (or inventing) fields without a word
+if tuple(f.name for f in fields(KafkaSourceMessage)) != _FIELDS:
+    raise ImportError(
+        f"bytewax changed KafkaSourceMessage (fields {[f.name for f in fields(KafkaSourceMessage)]}, "
+        f"expected {list(_FIELDS)}): update connectors/kafka/replay.py's source_message"
+    )
 
 
 def source_message(
@@ -86,9 +92,7 @@ from the poison stream and counts them instead."""
 
 # --------------------------------------------------------------------------- times
 
-_REL = re.compile(r"^(?:now)?\s*([+-])\s*((?:\d+(?:\.\d+)?(?:ms|[smhdw]))+)$")
-_REL_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|[smhdw])")
-_UNIT_S: Final = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_REL = re.compile(r"^(?:now)?\s*([+-])\s*(\d.*)$")  # the span: rules/duration.py's grammar
 
 
 def parse_time(text: str, now: float) -> float:
@@ -104,7 +108,10 @@ def parse_time(text: str, now: float) -> float:
         return now
     m = _REL.match(t)
     if m:
-        span = sum(float(n) * _UNIT_S[u] for n, u in _REL_PART.findall(m.group(2)))
+        try:
+            span = parse_duration(m.group(2))
+        except ValueError:
+            raise ValueError(f"not a time: {text!r} (relative times are -7d, now-36h, -1h30m)") from None
         return now - span if m.group(1) == "-" else now + span
     if re.fullmatch(r"\d+(?:\.\d+)?", t):
         return float(t)

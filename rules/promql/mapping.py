@@ -46,7 +46,8 @@ from typing import Any
 
 from rules import template
 from rules.check import CaseError, parse_series, run_case
-from rules.loader import item_line, line_of, parse_duration
+from rules.duration import parse_duration
+from rules.loader import item_position, position_of
 from rules.model import Aggregation, Matcher, Op, Rule, RulesError, RuleSet, Severity
 
 LOOKBACK_S = 300.0  # Prometheus' default lookback delta for an instant selector
@@ -67,8 +68,6 @@ _AGGREGATORS = frozenset(
 )  # fmt: skip
 _QUANTILES = {0.5: Aggregation.P50, 0.95: Aggregation.P95, 0.99: Aggregation.P99}
 _LABEL_RENAMES = {"instance": "instance_id"}
-_DUR_PART = re.compile(r"(\d+)(ms|[smhdwy])")
-_DUR_S = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 class NotMappableError(RulesError):
@@ -80,14 +79,15 @@ class NotMappableError(RulesError):
 
 @dataclass(frozen=True, slots=True)
 class Unmappable:
-    """A rule that was skipped, and why; `line` where it is written, when the file was read
-    with `rules.loader.load_yaml`."""
+    """A rule that was skipped, and why; `line` and `column` (1-based) where it is written,
+    when the file was read with `rules.loader.load_yaml`."""
 
     name: str
     expr: str
     reason: str
     group: str = ""
     line: int | None = None
+    column: int | None = None
 
     def __str__(self) -> str:
         where = f" (group {self.group})" if self.group else ""
@@ -162,12 +162,11 @@ def _unquote(s: str) -> str:
 
 
 def promql_duration(text: str) -> float:
-    """PromQL durations: `5m`, `1h30m`, `90s`, `500ms`, `1d`, `2w`, `1y`."""
-    t = text.strip()
-    parts = _DUR_PART.findall(t)
-    if not parts or "".join(n + u for n, u in parts) != t:
-        raise NotMappableError(f"not a duration: {text!r}")
-    return float(sum(int(n) * _DUR_S[u] for n, u in parts))
+    """PromQL durations (`5m`, `1h30m`, `500ms`, `2w`): the one grammar, rules/duration.py."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise NotMappableError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- parser
@@ -420,6 +419,11 @@ def recorded_names(doc: object) -> set[str]:
     return out
 
 
+def _at(seq: object, index: int) -> tuple[int | None, int | None]:
+    """Line and column of a list item, for `Unmappable`."""
+    return item_position(seq, index) or (None, None)
+
+
 def convert_groups(
     doc: object,
     *,
@@ -434,7 +438,8 @@ def convert_groups(
     that series, so the alert could never fire.
     """
     if not isinstance(doc, Mapping) or not isinstance(doc.get("groups"), list):
-        return Conversion(unmappable=(Unmappable(source or "?", "", "no `groups:` list", "", line_of(doc)),))
+        at = position_of(doc) or (None, None)
+        return Conversion(unmappable=(Unmappable(source or "?", "", "no `groups:` list", "", *at),))
     recorded = {*recorded, *recorded_names(doc)}
     rules: list[Rule] = []
     skipped: list[Unmappable] = []
@@ -445,7 +450,7 @@ def convert_groups(
         gname = str(g.get("name", "")) if isinstance(g, Mapping) else ""
         if not isinstance(g, Mapping) or not isinstance(g.get("rules"), list):
             skipped.append(
-                Unmappable(gname or "?", "", "group without a `rules:` list", gname, item_line(groups, gi))
+                Unmappable(gname or "?", "", "group without a `rules:` list", gname, *_at(groups, gi))
             )
             continue
         if g.get("interval") and eval_interval_s is not None:
@@ -456,27 +461,27 @@ def convert_groups(
             except NotMappableError:
                 notes.append(f"group {gname}: interval {g['interval']!r} is not a duration, ignored")
         for ri, raw in enumerate(g["rules"]):
-            line = item_line(g["rules"], ri)
+            line, column = _at(g["rules"], ri)
             if not isinstance(raw, Mapping):
-                skipped.append(Unmappable("?", "", "a rule must be a mapping", gname, line))
+                skipped.append(Unmappable("?", "", "a rule must be a mapping", gname, line, column))
                 continue
             expr = str(raw.get("expr", ""))
             if "record" in raw:
-                skipped.append(Unmappable(str(raw["record"]), expr, "recording rule", gname, line))
+                skipped.append(Unmappable(str(raw["record"]), expr, "recording rule", gname, line, column))
                 continue
             try:
                 rule, more = convert_rule(raw, group=gname, source=source)
             except NotMappableError as exc:
-                skipped.append(Unmappable(str(raw.get("alert", "?")), expr, str(exc), gname, line))
+                skipped.append(Unmappable(str(raw.get("alert", "?")), expr, str(exc), gname, line, column))
                 continue
             if rule.metric in recorded:
                 reason = f"reads {rule.metric!r}, the output of a recording rule (not evaluated here)"
-                skipped.append(Unmappable(rule.name, expr, reason, gname, line))
+                skipped.append(Unmappable(rule.name, expr, reason, gname, line, column))
                 continue
             ident = (rule.name, rule.severity, rule.labels)
             if ident in seen:  # same name, same labels: same fingerprints, the engine cannot tell them apart
                 reason = "duplicate alert name with the same labels"
-                skipped.append(Unmappable(rule.name, expr, reason, gname, line))
+                skipped.append(Unmappable(rule.name, expr, reason, gname, line, column))
                 continue
             seen.add(ident)
             rules.append(rule)
@@ -496,33 +501,12 @@ def rename_series(text: str) -> str:
     return f"{name}{{{body}}}" if body else name
 
 
-_UP_ITEM = re.compile(r"^(-?\d+(?:\.\d+)?(?:[eE]-?\d+)?)\+(\d+(?:\.\d+)?(?:[eE]-?\d+)?)x(\d+)$")
-
-
-def explicit_steps(values: str) -> str:
-    """`0+120x3` -> `0 120 240 360`; other items unchanged.
-
-    Workaround: rules/check.py's `expand_values` reads `a+bxn` with `a+b` as the start value
-    and fails; counting down (`a-bxn`) works. Remove once that is fixed there.
-    """
-    out = []
-    for item in str(values).split():
-        m = _UP_ITEM.match(item)
-        if m is None:
-            out.append(item)
-            continue
-        a, b, n = float(m.group(1)), float(m.group(2)), int(m.group(3))
-        out.extend(repr(a + i * b) for i in range(n + 1))
-    return " ".join(out)
-
-
 def promtool_case(case: Mapping[str, Any]) -> dict[str, Any]:
     """A promtool test case for our runner (rules/check.py): `instance` labels renamed, and
     promtool's defaults written out (`eval_time` 0)."""
     out = dict(case)
     out["input_series"] = [
-        {**s, "series": rename_series(str(s["series"])), "values": explicit_steps(s.get("values", ""))}
-        for s in (case.get("input_series") or [])
+        {**s, "series": rename_series(str(s["series"]))} for s in (case.get("input_series") or [])
     ]
     checks = []
     for c in case.get("alert_rule_test") or []:

@@ -44,13 +44,13 @@ def test_every_problem_is_listed_with_file_and_line(
     assert main([str(bad), str(other)]) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[:5] == [
-        f"{bad}:5: rule 'HighCPU': operator: one of ['!=', '<', '<=', '=', '==', '>', '>='], got '=>'",
-        f"{bad}:6: rule 'HighCPU': threshold: must be a finite number, got nan",
-        f"{bad}:7: rule 'HighCPU': duration: not a duration: '5 minutes' (use e.g. 30s, 5m, 1h30m)",
-        f"{bad}:8: rule 'HighCPU': severity: one of ['info', 'warning', 'critical'], got 'page'",
-        f"{bad}:12: rule 'Disk': annotations.summary: unsupported template expression {{{{ $foo }}}}",
+        f"{bad}:5:7: rule 'HighCPU': operator: one of ['!=', '<', '<=', '=', '==', '>', '>='], got '=>'",
+        f"{bad}:6:7: rule 'HighCPU': threshold: must be a finite number, got nan",
+        f"{bad}:7:7: rule 'HighCPU': duration: not a duration: '5 minutes' (use e.g. 30s, 5m, 1h30m)",
+        f"{bad}:8:5: rule 'HighCPU': severity: one of ['info', 'warning', 'critical'], got 'page'",
+        f"{bad}:12:19: rule 'Disk': annotations.summary: unsupported template expression {{{{ $foo }}}}",
     ]
-    assert out[5].startswith(f"{other}:2: rule 'Disk': name: duplicate rule name")
+    assert out[5].startswith(f"{other}:2:5: rule 'Disk': name: duplicate rule name")
     assert out[-1] == "6 problem(s) in 2 file(s)"
 
 
@@ -61,9 +61,9 @@ def test_a_prometheus_file_is_pointed_to_promtool_and_its_mapping_linted(
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith(f"NOTE {PROM}: a Prometheus rule file: the live job does not load these yet")
     assert "flows.backtest --promtool" in out[0]
-    assert out[1].startswith(f"{PROM}:39: rule 'LoadPerCPU': not mappable (group database): ")
+    assert out[1].startswith(f"{PROM}:39:9: rule 'LoadPerCPU': not mappable (group database): ")
     assert out[2].startswith(
-        f"{PROM}:44: rule 'instance:cpu:avg5m': not mappable (group database): recording"
+        f"{PROM}:44:9: rule 'instance:cpu:avg5m': not mappable (group database): recording"
     )
     assert lint([PROM]).rules == 5
 

@@ -190,7 +190,7 @@ def test_non_finite_threshold_is_refused_with_file_line_rule_and_field(tmp_path:
         load_rules([write(tmp_path, "nan.yml", text)])
     (p,) = err.value.problems
     assert (p.rule, p.field, p.line) == ("HighCPU", "threshold", 6)
-    assert "finite" in p.message and str(p).startswith(f"{tmp_path / 'nan.yml'}:6: rule 'HighCPU'")
+    assert "finite" in p.message and str(p).startswith(f"{tmp_path / 'nan.yml'}:6:7: rule 'HighCPU'")
 
 
 def test_non_finite_durations_and_cooldowns_are_refused(tmp_path: Path) -> None:
@@ -248,3 +248,43 @@ def test_seed_rules_still_refuse_an_unknown_severity(tmp_path: Path) -> None:
     with pytest.raises(RuleFileError, match="severity: one of"):
         load_rules([write(tmp_path, "s.yml", text)])
     assert [s.value for s in Severity] == ["info", "warning", "critical"]
+
+
+# --------------------------------------------------------------------------- issue 11 (item 4)
+
+
+def test_every_problem_has_the_column_it_is_on_as_rulefmt_prints_it(tmp_path: Path) -> None:
+    text = """settings:
+  bogus: 1
+alert_rules:
+  - name: A
+    metric: cpu
+    condition: {operator: "=>", threshold: 1}
+    severity: page
+  - just a string
+silences:
+  - matchers: {}
+    starts_at: "2025-01-15T10:00:00Z"
+    ends_at: "2025-01-15T11:00:00Z"
+"""
+    with pytest.raises(RuleFileError) as err:
+        load_rules([write(tmp_path, "l.yml", text), write(tmp_path, "y.yml", "a: 1\nb: [\n")])
+    got = {(p.file.rsplit("/", 1)[-1], p.rule, p.field, p.line, p.column) for p in err.value.problems}
+    assert {
+        ("l.yml", "", "settings.bogus", 2, 3),
+        ("l.yml", "A", "operator", 6, 17),  # inside the flow mapping, where the key is
+        ("l.yml", "A", "severity", 7, 5),
+        ("l.yml", "#2", "", 8, 5),
+        ("l.yml", "", "silences[0].matchers", 10, 5),
+    } <= got
+    by_field = {p.field: p for p in err.value.problems if p.file.endswith("l.yml")}
+    assert str(by_field["severity"]).startswith(f"{tmp_path / 'l.yml'}:7:5: rule 'A': severity: one of")
+    (broken,) = [p for p in err.value.problems if p.file.endswith("y.yml")]
+    assert (broken.line, broken.column) == (3, 1) and str(broken).startswith(f"{tmp_path / 'y.yml'}:3:1: ")
+
+
+def test_a_problem_without_a_position_prints_the_file_alone(tmp_path: Path) -> None:
+    with pytest.raises(RuleFileError) as err:
+        load_rules([tmp_path / "nope.yml"])
+    (p,) = err.value.problems
+    assert (p.line, p.column) == (None, None) and str(p).startswith(f"{tmp_path / 'nope.yml'}: cannot read")

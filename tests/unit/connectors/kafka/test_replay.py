@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import math
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from connectors.kafka.replay import (
 )
 from connectors.kafka.serde import decode_json, load_schema
 
+ROOT = Path(__file__).resolve().parents[4]
 NOW = 1_763_942_400.0  # 2025-11-24T00:00:00Z
 T0 = 1_736_935_200.0  # 2025-01-15T10:00:00Z
 
@@ -230,3 +233,45 @@ def test_missing_or_broken_files_are_connector_errors(tmp_path: Path) -> None:
     bad.write_bytes(b"not avro")
     with pytest.raises(ConnectorError, match="not an Avro object container file"):
         FileSource([bad]).build_part("in", "files", None)
+
+
+# --------------------------------------------------------------------------- issue 11 (item 5)
+
+
+@pytest.mark.parametrize(("text", "expected"), [("-1y", NOW - 365 * 86400), ("-2w1d", NOW - 15 * 86400)])
+def test_relative_times_use_the_one_duration_grammar(text: str, expected: float) -> None:
+    assert parse_time(text, NOW) == expected
+
+
+@pytest.mark.parametrize("text", ["-30m1h", "-1h1h", "now-5 minutes"])
+def test_relative_times_refuse_what_the_duration_grammar_refuses(text: str) -> None:
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time(text, NOW)
+
+
+def test_a_changed_kafka_message_is_refused_at_import_even_under_python_dash_o() -> None:
+    # `python -O` strips asserts: the field check must be a real one, or `source_message`
+    # would silently build messages of the wrong shape
+    code = """
+import dataclasses
+import bytewax.connectors.kafka as kafka
+
+@dataclasses.dataclass(frozen=True)
+class Changed:
+    key: bytes
+    value: bytes
+    topic: str
+
+kafka.KafkaSourceMessage = Changed
+try:
+    import connectors.kafka.replay
+except ImportError as exc:
+    print("refused:", exc)
+else:
+    print("imported")
+"""
+    out = subprocess.run(
+        [sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, timeout=120
+    )
+    assert "refused: bytewax changed KafkaSourceMessage" in out.stdout, out.stdout + out.stderr
+    assert "update connectors/kafka/replay.py's source_message" in out.stdout

@@ -16,7 +16,6 @@ from rules.promql.mapping import (
     NotMappableError,
     convert_groups,
     convert_template,
-    explicit_steps,
     parse_condition,
     promql_duration,
     promtool_case,
@@ -177,8 +176,12 @@ def test_templates_durations_and_series_are_translated() -> None:
         promql_duration("5 minutes")
     assert rename_series('up{instance="a:9100", job="node"}') == 'up{instance_id="a:9100", job="node"}'
     assert rename_series("up") == "up"
-    assert explicit_steps("0+120x2 _x2 5-1x2 7") == "0.0 120.0 240.0 _x2 5-1x2 7"
-    assert expand_values(explicit_steps("1+1x3")) == [1.0, 2.0, 3.0, 4.0]
+    # promtool's counting-up notation is read as written (the `explicit_steps` workaround is gone)
+    assert expand_values("0+120x2 _x2 5-1x2 7") == [0.0, 120.0, 240.0, None, None, 5.0, 4.0, 3.0, 7.0]
+    assert expand_values("1+1x3") == [1.0, 2.0, 3.0, 4.0]
+    assert promtool_case({"input_series": [{"series": "up", "values": "0+120x2"}]})["input_series"] == [
+        {"series": "up", "values": "0+120x2"}
+    ]
 
 
 def test_promtool_case_renames_instance_in_series_and_expectations() -> None:
@@ -189,7 +192,8 @@ def test_promtool_case_renames_instance_in_series_and_expectations() -> None:
         ],
     }
     out = promtool_case(case)
-    assert out["input_series"][0] == {"series": 'cpu{instance_id="db1"}', "values": "1.0 2.0 3.0"}
+    assert out["input_series"][0] == {"series": 'cpu{instance_id="db1"}', "values": "1+1x2"}
+    assert expand_values(out["input_series"][0]["values"]) == [1.0, 2.0, 3.0]
     assert out["alert_rule_test"][0]["exp_alerts"][0]["exp_labels"] == {"instance_id": "db1"}
     assert case["input_series"][0]["series"] == 'cpu{instance="db1"}'  # input untouched
 
