@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 from bisect import bisect_right
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
+from rules import snapshot as snap
 from rules.aggregate import aggregator
 from rules.alert import (
     INACTIVE,
@@ -58,6 +58,8 @@ _STATE_OF = {
     ChangeKind.REPEAT: AlertState.FIRING,
     ChangeKind.UNSUPPRESSED: AlertState.FIRING,
 }
+SNAPSHOT_VERSION: Final = 1
+"""`snapshot`'s format: `(1, {instance: ...})`; version 0 is the bare dict of older jobs."""
 # A series with no sample for this long and no active alert is forgotten (memory bound).
 _FORGET_AFTER_S = 24 * 3600.0
 _MISSING: Any = object()
@@ -458,7 +460,8 @@ class ShardEngine:
 
     # -- state ----------------------------------------------------------------------
     def snapshot(self) -> bytes:
-        """Pickled, so the runtime gets an immutable copy; rules are stored by name."""
+        """Pickled and versioned (`SNAPSHOT_VERSION`), so the runtime gets an immutable copy;
+        rules are stored by name."""
         data = {
             iid: (
                 inst.max_ts,
@@ -480,11 +483,15 @@ class ShardEngine:
             )
             for iid, inst in self.instances.items()
         }
-        return pickle.dumps(data, protocol=pickle.HIGHEST_PROTOCOL)
+        return snap.dump(SNAPSHOT_VERSION, data)
 
     def restore(self, blob: bytes, wall: float = 0.0) -> None:
-        """Rebind restored series to the current rules: changed rule files take effect."""
-        data = pickle.loads(blob)
+        """Rebind restored series to the current rules: changed rule files take effect.
+
+        Reads this version and the unversioned dict written before (version 0, same layout);
+        refuses any other with `SnapshotError`, which says what to do.
+        """
+        _, data = snap.load(blob, "alert engine", (0, SNAPSHOT_VERSION), unversioned=dict)
         for iid, (max_ts, evaluated_until, series) in data.items():
             inst = Instance(evaluated_until)
             inst.max_ts = max_ts

@@ -22,11 +22,11 @@ would cost more than the aggregation); every emitted value (`Partial`, `Rollup`)
 from __future__ import annotations
 
 import math
-import pickle
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from rules import snapshot as snap
 from rules.model import Metric, iso
 from rules.rollup.sketch import DEFAULT_ALPHA, Sketch, SketchBuilder, mapping
 
@@ -450,12 +450,10 @@ class RollupShard:
             )
             for iid, inst in self.instances.items()
         }
-        return pickle.dumps((_SNAPSHOT_VERSION, data), protocol=pickle.HIGHEST_PROTOCOL)
+        return snap.dump(_SNAPSHOT_VERSION, data)
 
     def restore(self, blob: bytes, wall: float = 0.0) -> None:
-        version, data = pickle.loads(blob)
-        if version != _SNAPSHOT_VERSION:
-            raise RollupError(f"rollup snapshot version {version} is not {_SNAPSHOT_VERSION}")
+        _, data = snap.load(blob, "rollup", (_SNAPSHOT_VERSION,))
         alpha = self.config.alpha
         for iid, (max_ts, cut, series) in data.items():
             inst = _Instance()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import pickle
 import random
 from dataclasses import replace
 
@@ -12,10 +13,11 @@ import pytest
 from connectors.kafka.serde import decode_json
 from flows.sample.generate import rows
 from rules.aggregate import aggregate, quantile, rate
-from rules.engine import ShardEngine
+from rules.engine import SNAPSHOT_VERSION, ShardEngine
 from rules.loader import BUNDLED, load_rules
 from rules.metric import Metric
 from rules.model import Aggregation, AlertEvent, AlertState, Matcher, NotifyReason, Silence, Suppression
+from rules.snapshot import SnapshotError
 
 RULES = load_rules([BUNDLED])
 T0 = 1_736_935_200.0  # 2025-01-15T10:00:00Z
@@ -290,3 +292,35 @@ def test_wall_time_ages_silent_instances_only_as_far_as_the_input_is_caught_up()
         ("db1", True),
         ("db2", True),
     }
+
+
+# --------------------------------------------------------------------------- issue 11 (item 5)
+
+
+def test_snapshot_of_the_unversioned_format_still_restores() -> None:
+    # jobs before the version wrote the bare dict: their recovery directories must still resume
+    ms = sample_metrics()
+    whole = run(ms)
+    cut = len(ms) * 3 // 10
+    first = ShardEngine(RULES)
+    part1 = first.ingest(ms[:cut])
+    version, data = pickle.loads(first.snapshot())
+    assert version == SNAPSHOT_VERSION and isinstance(data, dict)
+    second = ShardEngine(RULES)
+    second.restore(pickle.dumps(data))
+    part2 = second.ingest(ms[cut:]) + second.flush()
+    assert [e.message_id for e in part1 + part2] == [e.message_id for e in whole]
+
+
+@pytest.mark.parametrize(
+    ("blob", "says"),
+    [
+        (pickle.dumps((SNAPSHOT_VERSION + 1, {})), f"alert engine snapshot version {SNAPSHOT_VERSION + 1} "),
+        (pickle.dumps(("v9", {})), "alert engine snapshot has no version"),
+        (b"crules.engine\nNoSuchState\n.", "alert engine snapshot cannot be read (AttributeError"),
+    ],
+)
+def test_a_snapshot_of_an_unknown_version_is_refused_with_what_to_do(blob: bytes, says: str) -> None:
+    with pytest.raises(SnapshotError) as err:
+        ShardEngine(RULES).restore(blob)
+    assert says in str(err.value) and "fresh recovery directory" in str(err.value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 import random
 from collections import defaultdict
 
@@ -217,3 +218,10 @@ def test_extreme_values_close_windows_without_raising() -> None:
     for r in out:
         assert (r.count, r.min, r.max) == (4, -big, big)
         assert r.p99 == big and r.p50 == pytest.approx(0.0, abs=1e-300)
+
+
+def test_a_rollup_snapshot_of_an_unknown_version_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"rollup snapshot version 7 .*fresh recovery directory"):
+        RollupShard().restore(pickle.dumps((7, {})))
+    with pytest.raises(ValueError, match=r"rollup snapshot cannot be read .*fresh recovery directory"):
+        RollupShard().restore(b"crules.rollup.windows\nNoSuchState\n.")
