@@ -130,7 +130,10 @@ def rollup_windows(
             shard.restore(resume, wall() if wall is not None else 0.0)
         return RollupLogic(shard, decode, wall, flush_on_eof)
 
-    keyed = op.key_on(f"{step_id}-route", raw, shard_router(shards))
+    route = shard_router(shards)
+    # one Python call per batch rather than one per message (key_on maps item by item), as
+    # the alerting flow routes (flows/common.py `evaluate`)
+    keyed = op.flat_map_batch(f"{step_id}-route", raw, lambda batch: [(route(m), m) for m in batch])
     out = op.stateful_batch(f"{step_id}-windows", keyed, build)
     items = op.map(f"{step_id}-unkey", out, lambda kv: kv[1])
     split = op.branch(f"{step_id}-split", items, lambda x: type(x) is Rollup)
