@@ -207,8 +207,7 @@ def test_non_finite_durations_and_cooldowns_are_refused(tmp_path: Path) -> None:
     assert {(p.field, p.line) for p in err.value.problems} == {("duration", 6), ("cooldown_minutes", 7)}
 
 
-def test_every_problem_has_the_line_it_is_on(tmp_path: Path) -> None:
-    text = """settings:
+LOCATED = """settings:
   bogus: 1
 alert_rules:
   - name: A
@@ -221,8 +220,12 @@ silences:
     starts_at: "2025-01-15T10:00:00Z"
     ends_at: "2025-01-15T11:00:00Z"
 """
+"""A file with a problem on each of several lines (and columns)."""
+
+
+def test_every_problem_has_the_line_it_is_on(tmp_path: Path) -> None:
     with pytest.raises(RuleFileError) as err:
-        load_rules([write(tmp_path, "l.yml", text), write(tmp_path, "y.yml", "a: 1\nb: [\n")])
+        load_rules([write(tmp_path, "l.yml", LOCATED), write(tmp_path, "y.yml", "a: 1\nb: [\n")])
     got = {(p.file.rsplit("/", 1)[-1], p.rule, p.field, p.line) for p in err.value.problems}
     assert {
         ("l.yml", "", "settings.bogus", 2),
@@ -254,21 +257,8 @@ def test_seed_rules_still_refuse_an_unknown_severity(tmp_path: Path) -> None:
 
 
 def test_every_problem_has_the_column_it_is_on_as_rulefmt_prints_it(tmp_path: Path) -> None:
-    text = """settings:
-  bogus: 1
-alert_rules:
-  - name: A
-    metric: cpu
-    condition: {operator: "=>", threshold: 1}
-    severity: page
-  - just a string
-silences:
-  - matchers: {}
-    starts_at: "2025-01-15T10:00:00Z"
-    ends_at: "2025-01-15T11:00:00Z"
-"""
     with pytest.raises(RuleFileError) as err:
-        load_rules([write(tmp_path, "l.yml", text), write(tmp_path, "y.yml", "a: 1\nb: [\n")])
+        load_rules([write(tmp_path, "l.yml", LOCATED), write(tmp_path, "y.yml", "a: 1\nb: [\n")])
     got = {(p.file.rsplit("/", 1)[-1], p.rule, p.field, p.line, p.column) for p in err.value.problems}
     assert {
         ("l.yml", "", "settings.bogus", 2, 3),
