@@ -8,8 +8,9 @@ is spent it raises `RetryExhaustedError`. That stops the flow; the pod restarts 
 recovery snapshot and writes the batch again (the writes are idempotent). Permanent errors
 (bad schema, bad data) are raised at once: retrying cannot fix them.
 
-`next_delay` is the pure decision; `retry_call` is the loop, with sleep, clock and
-randomness injected so tests neither sleep nor depend on chance.
+`next_delay` is the pure decision; `retry_call` is the loop, run by tenacity (its `wait` and
+`stop` both ask `next_delay`), with sleep, clock and randomness injected so tests neither
+sleep nor depend on chance.
 
 With `store=` the loop also keeps the store's health for self-monitoring
 (`connectors.ops.selfmetrics` feeds it back as `timescaledb_up`, `clickhouse_insert_error_rate`):
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import tenacity
 from prometheus_client import REGISTRY, Counter, Gauge
 
 from connectors.errors import ConnectorError
@@ -77,6 +79,31 @@ def next_delay(policy: RetryPolicy, attempts: int, elapsed: float, rand: float) 
     return delay
 
 
+class _Budget:
+    """tenacity's `wait` and `stop` for one call: both read one `next_delay` decision per
+    failed attempt (one random draw), on the injected clock rather than tenacity's own."""
+
+    def __init__(self, policy: RetryPolicy, clock: Callable[[], float], rand: Callable[[], float]) -> None:
+        self.policy, self.clock, self.rand = policy, clock, rand
+        self.start = clock()
+        self._decided: tuple[int, float | None] = (0, None)
+
+    def elapsed(self) -> float:
+        return self.clock() - self.start
+
+    def delay(self, state: tenacity.RetryCallState) -> float | None:
+        attempts = state.attempt_number
+        if self._decided[0] != attempts:
+            self._decided = (attempts, next_delay(self.policy, attempts, self.elapsed(), self.rand()))
+        return self._decided[1]
+
+    def wait(self, state: tenacity.RetryCallState) -> float:
+        return self.delay(state) or 0.0
+
+    def stop(self, state: tenacity.RetryCallState) -> bool:
+        return self.delay(state) is None
+
+
 def retry_call(
     fn: Callable[[], T],
     *,
@@ -98,37 +125,55 @@ def retry_call(
     """
     up = STORE_UP.labels(store) if store is not None else None
     errors = STORE_ERRORS.labels(store) if store is not None else None
-    start = clock()
-    attempts = 0
-    while True:
-        attempts += 1
+    budget = _Budget(policy, clock, rand)
+
+    def attempt() -> T:
         try:
             result = fn()
         except Exception as exc:
             if errors is not None:
                 errors.inc()
-            if not is_transient(exc):
-                raise  # bad data or schema: the store itself answered
-            if up is not None:
+            if up is not None and is_transient(exc):
                 up.set(0)
-            delay = next_delay(policy, attempts, clock() - start, rand())
-            if delay is None:
-                raise RetryExhaustedError(
-                    f"{what}: still failing after {attempts} attempt(s) over {clock() - start:.1f}s: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            log.warning(
-                "%s failed (attempt %d): %s: %s; retrying in %.2fs",
-                what,
-                attempts,
-                type(exc).__name__,
-                exc,
-                delay,
-            )
-            if on_retry is not None:
-                on_retry(exc)
-            sleep(delay)
-        else:
-            if up is not None:
-                up.set(1)
-            return result
+            raise
+        if up is not None:
+            up.set(1)
+        return result
+
+    def before_sleep(state: tenacity.RetryCallState) -> None:
+        exc = _failure(state)
+        log.warning(
+            "%s failed (attempt %d): %s: %s; retrying in %.2fs",
+            what,
+            state.attempt_number,
+            type(exc).__name__,
+            exc,
+            state.upcoming_sleep,
+        )
+        if on_retry is not None:
+            on_retry(exc)
+
+    def exhausted(state: tenacity.RetryCallState) -> T:
+        exc = _failure(state)
+        raise RetryExhaustedError(
+            f"{what}: still failing after {state.attempt_number} attempt(s) over {budget.elapsed():.1f}s: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+
+    retrying = tenacity.Retrying(
+        # only exceptions, and only transient ones: bad data or schema (the store itself
+        # answered) is re-raised as it is, at once
+        retry=tenacity.retry_if_exception(lambda e: isinstance(e, Exception) and is_transient(e)),
+        wait=budget.wait,
+        stop=budget.stop,
+        sleep=sleep,
+        before_sleep=before_sleep,
+        retry_error_callback=exhausted,
+    )
+    return retrying(attempt)
+
+
+def _failure(state: tenacity.RetryCallState) -> BaseException:
+    exc = state.outcome.exception() if state.outcome is not None else None
+    assert exc is not None, "tenacity retries only on exceptions here"
+    return exc
