@@ -113,7 +113,7 @@ def embedded_outputs() -> Outputs:
 def kafka_outputs(settings: Settings) -> Outputs:
     from connectors.kafka.sink import kafka_sink, producer_config
     from connectors.notify.policy import NotifyConfig, RetryPolicy
-    from connectors.notify.sink import NotifySink
+    from connectors.notify.sink import NotifyDeps, NotifySink
     from connectors.notify.undelivered import UndeliveredToKafka
 
     brokers = list(settings.bootstrap)
@@ -136,8 +136,7 @@ def kafka_outputs(settings: Settings) -> Outputs:
                 ),
                 cooldown_s=settings.notify_breaker_cooldown_s,
             ),
-            on_undeliverable=handler,
-            is_muted=is_muted,
+            NotifyDeps(on_undeliverable=handler, is_muted=is_muted),
         )
         notify_fn: Callable[[AlertEvent], Any] = lambda e: e  # noqa: E731
         ticks = is_muted is not None

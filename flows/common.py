@@ -33,7 +33,7 @@ from connectors.kafka.serde import make_decoder
 from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
-from connectors.ops.metrics import InstrumentedSource, record_batch, record_events
+from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
 from connectors.ops.server import MonitoringSettings, await_dependency, start
 from rules.engine import ShardEngine
 from rules.metric import Metric
@@ -100,13 +100,20 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
     """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events."""
 
     def __init__(
-        self, engine: ShardEngine, decode: Decoder, wall: WallClock | None, flush_on_eof: bool, name: str
+        self,
+        engine: ShardEngine,
+        decode: Decoder,
+        wall: WallClock | None,
+        flush_on_eof: bool,
+        name: str,
+        metrics: Metrics | None = None,
     ) -> None:
         self.engine = engine
         self.decode = decode
         self.wall = wall
         self.flush_on_eof = flush_on_eof
         self.name = name
+        self.metrics = metrics or METRICS
         self._late_seen = engine.stats.late
 
     def on_batch(
@@ -128,10 +135,10 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
                 events = events + self.engine.advance_idle(self.engine.caught_up)
             mark_alive(self.name)  # an idle worker still evaluates: that is liveness too
         late = self.engine.stats.late
-        record_batch(self.name, len(values), len(poison), late - self._late_seen)
+        self.metrics.record_batch(self.name, len(values), len(poison), late - self._late_seen)
         self._late_seen = late
         if events:
-            record_events(self.name, events)
+            self.metrics.record_events(self.name, events)
             out.extend(events)
         return out, StatefulBatchLogic.RETAIN
 
@@ -154,20 +161,22 @@ def evaluate(
     wall: WallClock | None,
     flush_on_eof: bool,
     name: str = "alerting",
+    metrics: Metrics | None = None,
 ) -> tuple[Stream[AlertEvent], Stream[Poison]]:
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
     `wall=None` runs on event time only (backtests: same input, same output, any speed);
     the live job passes a wall clock and a source with `SourceProgress` markers
     (`metric_source(progress=True)`), so silent instances still go stale once the input is
-    known to be caught up. The markers are broadcast to every shard.
+    known to be caught up. The markers are broadcast to every shard. Counts go to `metrics`
+    (default: the process's `METRICS`).
     """
 
     def build(resume: bytes | None) -> EngineLogic:
         engine = ShardEngine(ruleset, live=wall is not None)
         if resume is not None:
             engine.restore(resume, wall() if wall is not None else 0.0)
-        return EngineLogic(engine, decode, wall, flush_on_eof, name)
+        return EngineLogic(engine, decode, wall, flush_on_eof, name, metrics)
 
     route = shard_router(shards)
     names = [f"s{i:03d}" for i in range(shards)]

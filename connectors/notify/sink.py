@@ -9,7 +9,7 @@ rather than losing the notification (on restart Bytewax replays the epoch; dupli
 because every post carries `Idempotency-Key: <message_id>` and the message_id of a transition is
 deterministic).
 
-Policy, each piece injectable so it can be tested without sleeping or a network:
+Policy, each piece injectable (one `NotifyDeps`) so it can be tested without sleeping or a network:
 - Retries: exponential backoff with full jitter, bounded by `max_attempts` and/or a per-message
   `deadline_s`. Retried: connect/read/write errors, timeouts, 5xx and 429 (honouring Retry-After on
   429/503). Not retried: every other status (4xx, and 3xx because redirects are not followed): the
@@ -36,13 +36,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from prometheus_client import REGISTRY, Counter
 
 from connectors.notify.policy import (
     CircuitBreaker,
@@ -54,6 +53,7 @@ from connectors.notify.policy import (
     classify_status,
     parse_retry_after,
 )
+from connectors.ops.metrics import METRICS, Metrics
 from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
 from rules.payload import notification_payload
 
@@ -65,30 +65,6 @@ ClientFactory = Callable[[], httpx.AsyncClient]
 UndeliverableHandler = Callable[[AlertEvent, Mapping[str, Any] | None, str], None]
 EventHandler = Callable[[AlertEvent], None]
 MuteCheck = Callable[[Sequence[AlertEvent]], Sequence[bool]]
-
-
-def _counter(name: str, documentation: str, labelnames: Sequence[str] = ()) -> Counter:
-    """Create a Counter once per process, reusing it if this module is imported again (reload)."""
-    try:
-        return Counter(name, documentation, labelnames)
-    except ValueError:  # already registered: same process, module re-imported
-        existing = REGISTRY._names_to_collectors.get(name)  # the only lookup API
-        if isinstance(existing, Counter):
-            return existing
-        raise
-
-
-DELIVERED_TOTAL = _counter("gds_notify_delivered_total", "Notifications accepted (2xx) by the service.")
-RETRIED_TOTAL = _counter("gds_notify_retried_total", "Notification attempts scheduled for a retry.")
-UNDELIVERABLE_TOTAL = _counter(
-    "gds_notify_undeliverable_total",
-    "Notifications handed to the DLQ callback, by reason.",
-    ("reason",),
-)
-MUTED_TOTAL = _counter("gds_notify_muted_total", "Notifications not posted: instance in maintenance.")
-SKIPPED_TOTAL = _counter(
-    "gds_notify_skipped_total", "Items reaching the notify sink that were not meant for delivery."
-)
 
 
 _RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
@@ -131,6 +107,29 @@ def mute_each(predicate: Callable[[AlertEvent], bool]) -> MuteCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class NotifyDeps:
+    """What delivery is given rather than builds: callbacks, hooks, client, clock, metrics.
+
+    One object for `NotifySink` and every `NotifyPartition` it builds. `on_undeliverable` is
+    the DLQ producer (required: nothing is dropped silently); `client_factory` wins over
+    `transport` (which only replaces the default client's transport); `breaker` builds each
+    partition's breaker (default: from the config, on `clock`).
+    """
+
+    on_undeliverable: UndeliverableHandler
+    on_delivered: EventHandler | None = None
+    on_muted: EventHandler | None = None
+    is_muted: MuteCheck | None = None
+    client_factory: ClientFactory | None = None
+    transport: httpx.AsyncBaseTransport | None = None
+    clock: Clock = time.monotonic
+    sleep: Sleep = asyncio.sleep
+    rand: RandomSource = random.random
+    breaker: Callable[[], CircuitBreaker] | None = None
+    metrics: Metrics = field(default_factory=lambda: METRICS)
+
+
+@dataclass(frozen=True, slots=True)
 class Recheck:
     """A tick for the sink (from the flow's heartbeat): look at parked notifications again."""
 
@@ -138,31 +137,23 @@ class Recheck:
 class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
     """One worker's delivery: its own loop, client, semaphore and breaker."""
 
-    def __init__(
-        self,
-        config: NotifyConfig,
-        *,
-        on_undeliverable: UndeliverableHandler,
-        on_delivered: EventHandler | None = None,
-        on_muted: EventHandler | None = None,
-        is_muted: MuteCheck | None = None,
-        client_factory: ClientFactory | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-        rand: RandomSource = random.random,
-        breaker: CircuitBreaker | None = None,
-    ) -> None:
+    def __init__(self, config: NotifyConfig, deps: NotifyDeps) -> None:
         self.config = config
-        self._on_undeliverable = on_undeliverable
-        self._on_delivered = on_delivered
-        self._on_muted = on_muted
-        self._is_muted = is_muted
-        self._client_factory = client_factory or self._default_client_factory(config, transport)
-        self._clock = clock
-        self._sleep = sleep
-        self._rand = rand
-        self.breaker = breaker or CircuitBreaker(config.failure_threshold, config.cooldown_s, clock)
+        self.deps = deps
+        self._on_undeliverable = deps.on_undeliverable
+        self._on_delivered = deps.on_delivered
+        self._on_muted = deps.on_muted
+        self._is_muted = deps.is_muted
+        self._client_factory = deps.client_factory or self._default_client_factory(config, deps.transport)
+        self._clock = deps.clock
+        self._sleep = deps.sleep
+        self._rand = deps.rand
+        self._metrics = deps.metrics
+        self.breaker = (
+            deps.breaker()
+            if deps.breaker is not None
+            else CircuitBreaker(config.failure_threshold, config.cooldown_s, deps.clock)
+        )
         self._loop = asyncio.new_event_loop()
         self._sem = asyncio.Semaphore(config.max_in_flight)
         self._client: httpx.AsyncClient | None = None
@@ -206,13 +197,13 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         for outcome in outcomes:
             if outcome.delivered:
                 self.delivered += 1
-                DELIVERED_TOTAL.inc()
+                self._metrics.notify_delivered.inc()
                 if self._on_delivered is not None:
                     self._on_delivered(outcome.event)
             else:
                 reason = outcome.reason or Undeliverable.ERROR
                 self.undeliverable += 1
-                UNDELIVERABLE_TOTAL.labels(reason.value).inc()
+                self._metrics.notify_undeliverable.labels(reason.value).inc()
                 log.warning(
                     "notify: undeliverable message_id=%s alert=%s after %d attempt(s): %s",
                     outcome.event.message_id,
@@ -238,7 +229,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         if isinstance(item, AlertEvent) and item.notify is not None and item.suppressed is None:
             return True
         self.skipped += 1
-        SKIPPED_TOTAL.inc()
+        self._metrics.notify_skipped.inc()
         log.warning(
             "notify: skipping item not meant for delivery (message_id=%s, notify=%s, suppressed=%s)",
             getattr(item, "message_id", "?"),
@@ -280,7 +271,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             if event.state is AlertState.RESOLVED and self.parked.pop(event.fingerprint, None) is not None:
                 # its FIRING never went out: nothing to resolve at the receiver
                 self.muted += 1
-                MUTED_TOTAL.inc()
+                self._metrics.notify_muted.inc()
                 continue
             keep.append(event)
         events, keep = keep, []
@@ -294,7 +285,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             if event.state is AlertState.FIRING and event.notify is not NotifyReason.REPEAT_ELAPSED:
                 self.parked[event.fingerprint] = event  # a first announcement, held back
             self.muted += 1
-            MUTED_TOTAL.inc()
+            self._metrics.notify_muted.inc()
             log.info(
                 "notify: muted (maintenance) message_id=%s instance=%s", event.message_id, event.instance_id
             )
@@ -365,7 +356,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             if not policy.fits(self._clock() - started, delay):
                 return Outcome(event, payload, attempts, f"{error} (retry deadline)", give_up)
             self.retried += 1
-            RETRIED_TOTAL.inc()
+            self._metrics.notify_retried.inc()
             log.info(
                 "notify: retry %d of message_id=%s in %.3fs: %s", attempts, event.message_id, delay, error
             )
@@ -410,36 +401,13 @@ class NotifySink(DynamicSink["AlertEvent | Recheck"]):
     their counters.
     """
 
-    def __init__(
-        self,
-        config: NotifyConfig,
-        *,
-        on_undeliverable: UndeliverableHandler,
-        on_delivered: EventHandler | None = None,
-        on_muted: EventHandler | None = None,
-        is_muted: MuteCheck | None = None,
-        client_factory: ClientFactory | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
-        rand: RandomSource = random.random,
-    ) -> None:
+    def __init__(self, config: NotifyConfig, deps: NotifyDeps) -> None:
         self.config = config
-        self._kwargs: dict[str, Any] = {
-            "on_undeliverable": on_undeliverable,
-            "on_delivered": on_delivered,
-            "on_muted": on_muted,
-            "is_muted": is_muted,
-            "client_factory": client_factory,
-            "transport": transport,
-            "clock": clock,
-            "sleep": sleep,
-            "rand": rand,
-        }
+        self.deps = deps
         self.parts: list[NotifyPartition] = []
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> NotifyPartition:
-        part = NotifyPartition(self.config, **self._kwargs)
+        part = NotifyPartition(self.config, self.deps)
         self.parts.append(part)
         return part
 

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE
 
@@ -184,7 +184,7 @@ class Health:
 
 
 class _Process:
-    """Per-process singletons; kept across `importlib.reload` so a started server stays guarded."""
+    """Per-process singletons: the process's `Health` and its one monitoring server."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -192,7 +192,7 @@ class _Process:
         self.server: MonitoringServer | None = None
 
 
-_PROCESS: _Process = cast(_Process, globals().get("_PROCESS")) or _Process()
+_PROCESS = _Process()
 
 
 HEALTH = _PROCESS.health

@@ -1,10 +1,16 @@
-"""The flows' Prometheus metrics and the helpers that record them (batches, DLQ, transitions,
-sink batches), plus the source and sink wrappers that instrument any Bytewax connector."""
+"""The flows' Prometheus metrics, built in one `Metrics` object bound to the registry it is
+given, plus the source and sink wrappers that instrument any Bytewax connector.
+
+As Alertmanager's `NewMetrics(registerer)`: a process has one `Metrics` on prometheus_client's
+default registry (`METRICS`, which `/metrics` serves), and whatever records takes it as a
+parameter that defaults to that one. A test builds its own on a fresh `CollectorRegistry`, so
+nothing registers twice and no test depends on another's counts.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -14,124 +20,15 @@ from bytewax.inputs import (
     StatefulSourcePartition,
 )
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from connectors.ops.health import HEALTH, Health
 from rules.model import AlertEvent, AlertState, NotifyReason
 
-M = TypeVar("M", Counter, Gauge, Histogram)
-
-
 X = TypeVar("X")
 
-
-def _metric(kind: type[M], name: str, documentation: str, labelnames: Sequence[str] = (), **kw: Any) -> M:
-    """Register a collector once per process; return the registered one on a re-import."""
-    try:
-        return kind(name, documentation, labelnames, **kw)
-    except ValueError:  # duplicated timeseries: this module was imported again
-        existing = REGISTRY._names_to_collectors.get(name)  # the only lookup API there is
-        if isinstance(existing, kind):
-            return existing
-        raise
-
-
-MESSAGES_IN = _metric(Counter, "gds_messages_in", "Messages read from the input topics.", ("flow",))
-
-
-DLQ_TOTAL = _metric(
-    Counter, "gds_dlq", "Messages sent to a dead-letter topic, by pipeline stage.", ("flow", "stage")
-)
-
-
-LATE_SAMPLES = _metric(
-    Counter, "gds_late_samples", "Samples older than the allowed lateness, counted and dropped.", ("flow",)
-)
-
-
-ALERT_TRANSITIONS = _metric(
-    Counter,
-    "gds_alert_transitions",
-    "Alert transitions by rule and state entered (pending, firing, resolved, inactive; repeat = "
-    "repeat notification of a firing alert).",
-    ("flow", "rule", "state"),
-)
-
-
-ALERTS_FIRING = _metric(
-    Gauge,
-    "gds_alerts_firing",
-    "Alert instances firing, as seen by this process since it started (sum over pods).",
-    ("rule",),
-)
-
-
-NOTIFY_LATENCY = _metric(
-    Histogram,
-    "gds_notify_latency_seconds",
-    "Time from a sample's arrival (Kafka timestamp) to the notification post it caused.",
-    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600),
-)
-
-
-SINK_BATCH_SIZE = _metric(
-    Histogram,
-    "gds_sink_batch_size",
-    "Items per write_batch call of a sink.",
-    ("flow", "sink"),
-    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000),
-)
-
-
-SINK_ERRORS = _metric(
-    Counter, "gds_sink_errors", "write_batch calls of a sink that raised.", ("flow", "sink")
-)
-
-
-LAST_BATCH = _metric(
-    Gauge,
-    "gds_last_batch_timestamp_seconds",
-    "Wall-clock time of the last input batch a flow processed (Unix seconds).",
-    ("flow",),
-)
-
-
-_BATCH_CHILDREN: dict[str, tuple[Any, Any, Any]] = {}
-
-
-def record_batch(
-    flow: str,
-    n_in: int,
-    n_dlq: int = 0,
-    n_late: int = 0,
-    *,
-    stage: str = "decode",
-    health: Health | None = None,
-) -> None:
-    """After each input batch (in `StatefulBatchLogic.on_batch`): counts, liveness, readiness."""
-    h = health or HEALTH
-    children = _BATCH_CHILDREN.get(flow)
-    if children is None:  # `.labels()` locks and hashes: resolve once per flow, not per batch
-        children = _BATCH_CHILDREN[flow] = (
-            MESSAGES_IN.labels(flow),
-            LATE_SAMPLES.labels(flow),
-            LAST_BATCH.labels(flow),
-        )
-    messages_in, late_samples, last_batch = children
-    if n_in:
-        messages_in.inc(n_in)
-    if n_dlq:
-        DLQ_TOTAL.labels(flow, stage).inc(n_dlq)
-    if n_late:
-        late_samples.inc(n_late)
-    last_batch.set(h.clock())
-    h.batch(flow)
-
-
-def record_dlq(flow: str, stage: str, n: int = 1) -> None:
-    """Dead-lettered items of a stage other than the input decode (e.g. `notify`)."""
-    if n:
-        DLQ_TOTAL.labels(flow, stage).inc(n)
+NOTIFY_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600)
+SINK_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 
 
 def transition_label(event: AlertEvent) -> str:
@@ -141,34 +38,203 @@ def transition_label(event: AlertEvent) -> str:
     return event.state.value
 
 
-_firing_lock = threading.Lock()
-_firing: dict[str, int] = {}
+class Metrics:
+    """Every `gds_*` collector of a process, registered on `registry` when built.
 
-
-def record_events(flow: str, events: Iterable[AlertEvent]) -> None:
-    """Count alert transitions by rule/state and keep `gds_alerts_firing` (call on every event).
-
-    The gauge starts at 0 in a new process, while alerts restored from a snapshot may be
-    firing; it never goes below 0, and catches up as those alerts resolve or re-fire.
+    Building a second one on the same registry raises (prometheus_client refuses a duplicated
+    name): one per registry, by design. The recording methods are thread-safe (worker threads
+    call them); `registry` is what a server serves or a test reads.
     """
-    counts: dict[tuple[str, str], int] = {}
-    delta: dict[str, int] = {}
-    for e in events:
-        label = transition_label(e)
-        key = (e.alert_name, label)
-        counts[key] = counts.get(key, 0) + 1
-        if label == "firing":
-            delta[e.alert_name] = delta.get(e.alert_name, 0) + 1
-        elif e.state is AlertState.RESOLVED and e.fired_at is not None:
-            delta[e.alert_name] = delta.get(e.alert_name, 0) - 1
-    for (rule, label), n in counts.items():
-        ALERT_TRANSITIONS.labels(flow, rule, label).inc(n)
-    if delta:
-        with _firing_lock:
-            for rule, d in delta.items():
-                value = max(0, _firing.get(rule, 0) + d)
-                _firing[rule] = value
-                ALERTS_FIRING.labels(rule).set(value)
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        # -- input, DLQ, alerts (the flows' batch logic)
+        self.messages_in = Counter(
+            "gds_messages_in", "Messages read from the input topics.", ("flow",), registry=r
+        )
+        self.dlq = Counter(
+            "gds_dlq",
+            "Messages sent to a dead-letter topic, by pipeline stage.",
+            ("flow", "stage"),
+            registry=r,
+        )
+        self.late_samples = Counter(
+            "gds_late_samples",
+            "Samples older than the allowed lateness, counted and dropped.",
+            ("flow",),
+            registry=r,
+        )
+        self.alert_transitions = Counter(
+            "gds_alert_transitions",
+            "Alert transitions by rule and state entered (pending, firing, resolved, inactive; repeat = "
+            "repeat notification of a firing alert).",
+            ("flow", "rule", "state"),
+            registry=r,
+        )
+        self.alerts_firing = Gauge(
+            "gds_alerts_firing",
+            "Alert instances firing, as seen by this process since it started (sum over pods).",
+            ("rule",),
+            registry=r,
+        )
+        self.last_batch = Gauge(
+            "gds_last_batch_timestamp_seconds",
+            "Wall-clock time of the last input batch a flow processed (Unix seconds).",
+            ("flow",),
+            registry=r,
+        )
+        # -- sinks (InstrumentedSink)
+        self.sink_batch_size = Histogram(
+            "gds_sink_batch_size",
+            "Items per write_batch call of a sink.",
+            ("flow", "sink"),
+            buckets=SINK_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.sink_errors = Counter(
+            "gds_sink_errors", "write_batch calls of a sink that raised.", ("flow", "sink"), registry=r
+        )
+        # -- notification delivery (connectors.notify.sink)
+        self.notify_latency = Histogram(
+            "gds_notify_latency_seconds",
+            "Time from a sample's arrival (Kafka timestamp) to the notification post it caused.",
+            buckets=NOTIFY_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.notify_delivered = Counter(
+            "gds_notify_delivered_total", "Notifications accepted (2xx) by the service.", registry=r
+        )
+        self.notify_retried = Counter(
+            "gds_notify_retried_total", "Notification attempts scheduled for a retry.", registry=r
+        )
+        self.notify_undeliverable = Counter(
+            "gds_notify_undeliverable_total",
+            "Notifications handed to the DLQ callback, by reason.",
+            ("reason",),
+            registry=r,
+        )
+        self.notify_muted = Counter(
+            "gds_notify_muted_total", "Notifications not posted: instance in maintenance.", registry=r
+        )
+        self.notify_skipped = Counter(
+            "gds_notify_skipped_total",
+            "Items reaching the notify sink that were not meant for delivery.",
+            registry=r,
+        )
+        # -- stores (connectors.storage.retry; read back by connectors.ops.selfmetrics)
+        self.store_up = Gauge(
+            "gds_store_up",
+            "1 when the store's last operation succeeded, 0 from a transient failure until one succeeds.",
+            ("store",),
+            registry=r,
+        )
+        self.store_errors = Counter(
+            "gds_store_errors",
+            "Failed attempts of store operations (retried or not).",
+            ("store",),
+            registry=r,
+        )
+        self.alert_records_skipped = Counter(
+            "gds_alert_records_skipped",
+            "Records of the alerts topic that are not alert transitions (heartbeats), skipped by storage.",
+            ("kind",),
+            registry=r,
+        )
+        # -- rollups (flows.rollups)
+        self.rollup_late = Counter(
+            "gds_rollup_late_samples_total", "Samples dropped: their window had already closed.", registry=r
+        )
+        self.rollup_windows = Counter(
+            "gds_rollup_windows_total", "Rollup rows emitted (all resolutions).", registry=r
+        )
+        # `.labels()` locks and hashes: children resolved once per flow, not per batch
+        self._batch_children: dict[str, tuple[Any, Any, Any]] = {}
+        self._firing_lock = threading.Lock()
+        self._firing: dict[str, int] = {}
+
+    def record_batch(
+        self,
+        flow: str,
+        n_in: int,
+        n_dlq: int = 0,
+        n_late: int = 0,
+        *,
+        stage: str = "decode",
+        health: Health | None = None,
+    ) -> None:
+        """After each input batch (in `StatefulBatchLogic.on_batch`): counts, liveness, readiness."""
+        h = health or HEALTH
+        children = self._batch_children.get(flow)
+        if children is None:
+            children = self._batch_children[flow] = (
+                self.messages_in.labels(flow),
+                self.late_samples.labels(flow),
+                self.last_batch.labels(flow),
+            )
+        messages_in, late_samples, last_batch = children
+        if n_in:
+            messages_in.inc(n_in)
+        if n_dlq:
+            self.dlq.labels(flow, stage).inc(n_dlq)
+        if n_late:
+            late_samples.inc(n_late)
+        last_batch.set(h.clock())
+        h.batch(flow)
+
+    def record_dlq(self, flow: str, stage: str, n: int = 1) -> None:
+        """Dead-lettered items of a stage other than the input decode (e.g. `notify`)."""
+        if n:
+            self.dlq.labels(flow, stage).inc(n)
+
+    def record_events(self, flow: str, events: Iterable[AlertEvent]) -> None:
+        """Count alert transitions by rule/state and keep `gds_alerts_firing` (call on every event).
+
+        The gauge starts at 0 in a new process, while alerts restored from a snapshot may be
+        firing; it never goes below 0, and catches up as those alerts resolve or re-fire.
+        """
+        counts: dict[tuple[str, str], int] = {}
+        delta: dict[str, int] = {}
+        for e in events:
+            label = transition_label(e)
+            key = (e.alert_name, label)
+            counts[key] = counts.get(key, 0) + 1
+            if label == "firing":
+                delta[e.alert_name] = delta.get(e.alert_name, 0) + 1
+            elif e.state is AlertState.RESOLVED and e.fired_at is not None:
+                delta[e.alert_name] = delta.get(e.alert_name, 0) - 1
+        for (rule, label), n in counts.items():
+            self.alert_transitions.labels(flow, rule, label).inc(n)
+        if delta:
+            with self._firing_lock:
+                for rule, d in delta.items():
+                    value = max(0, self._firing.get(rule, 0) + d)
+                    self._firing[rule] = value
+                    self.alerts_firing.labels(rule).set(value)
+
+    def observe_notify_latency(self, seconds: float) -> None:
+        """Arrival-to-post latency of one notification (negative values, from clock skew, count as 0)."""
+        self.notify_latency.observe(max(0.0, seconds))
+
+
+METRICS = Metrics(REGISTRY)
+"""This process's metrics, on the default registry (with Bytewax's lag gauge and the process
+collectors): what the flows record into and `/metrics` serves."""
+
+
+def record_dlq(flow: str, stage: str, n: int = 1, *, metrics: Metrics | None = None) -> None:
+    """`Metrics.record_dlq` on `metrics`, by default the process's `METRICS`."""
+    (metrics or METRICS).record_dlq(flow, stage, n)
+
+
+def kafka_timestamp_s(timestamp: tuple[int, int] | None) -> float | None:
+    """`KafkaSourceMessage.timestamp` (type, ms) -> Unix seconds; None when the broker set none."""
+    if timestamp is None:
+        return None
+    kind, ms = timestamp
+    if kind == 0 or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
+        return None
+    return ms / 1000.0
 
 
 S = TypeVar("S")
@@ -235,34 +301,11 @@ class InstrumentedSource(FixedPartitionedSource[X, S]):
         )
 
 
-def observe_notify_latency(seconds: float) -> None:
-    """Arrival-to-post latency of one notification (negative values, from clock skew, count as 0)."""
-    NOTIFY_LATENCY.observe(max(0.0, seconds))
-
-
-def kafka_timestamp_s(timestamp: tuple[int, int] | None) -> float | None:
-    """`KafkaSourceMessage.timestamp` (type, ms) -> Unix seconds; None when the broker set none."""
-    if timestamp is None:
-        return None
-    kind, ms = timestamp
-    if kind == 0 or ms < 0:  # TIMESTAMP_NOT_AVAILABLE
-        return None
-    return ms / 1000.0
-
-
-def record_sink_batch(flow: str, sink: str, n: int) -> None:
-    SINK_BATCH_SIZE.labels(flow, sink).observe(n)
-
-
-def record_sink_error(flow: str, sink: str) -> None:
-    SINK_ERRORS.labels(flow, sink).inc()
-
-
 class _InstrumentedPartition(StatelessSinkPartition[X]):
-    def __init__(self, inner: StatelessSinkPartition[X], flow: str, name: str) -> None:
+    def __init__(self, inner: StatelessSinkPartition[X], flow: str, name: str, metrics: Metrics) -> None:
         self._inner = inner
-        self._size = SINK_BATCH_SIZE.labels(flow, name)
-        self._errors = SINK_ERRORS.labels(flow, name)
+        self._size = metrics.sink_batch_size.labels(flow, name)
+        self._errors = metrics.sink_errors.labels(flow, name)
 
     def write_batch(self, items: list[X]) -> None:
         self._size.observe(len(items))
@@ -279,14 +322,15 @@ class _InstrumentedPartition(StatelessSinkPartition[X]):
 class InstrumentedSink(DynamicSink[X]):
     """Wraps a `DynamicSink` (KafkaSink, NotifySink, StdOutSink) to fill the `gds_sink_*` metrics."""
 
-    def __init__(self, inner: Sink[X], flow: str, name: str) -> None:
+    def __init__(self, inner: Sink[X], flow: str, name: str, metrics: Metrics | None = None) -> None:
         if not isinstance(inner, DynamicSink):
             raise TypeError(f"InstrumentedSink({name!r}): only DynamicSink can be wrapped, got {inner!r}")
         self.inner: DynamicSink[X] = inner
         self.flow = flow
         self.name = name
+        self.metrics = metrics or METRICS
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _InstrumentedPartition[X]:
         return _InstrumentedPartition(
-            self.inner.build(step_id, worker_index, worker_count), self.flow, self.name
+            self.inner.build(step_id, worker_index, worker_count), self.flow, self.name, self.metrics
         )

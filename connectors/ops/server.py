@@ -8,18 +8,23 @@ prometheus_client default registry, so `gds_*` and Bytewax's own Python-side gau
 `bytewax_kafka_consumer_lag{step_id,topic,partition}` (set by `KafkaSource` from librdkafka
 statistics, `bytewax/connectors/kafka/__init__.py`) appear on ours too; the engine's Rust-side
 metrics (`bytewax_item_inp_count_total`, `..._next_batch_duration_seconds`, ...) only appear on
-Bytewax's.
+Bytewax's. `/metrics` is prometheus_client's own exposition: the Prometheus text format, or
+OpenMetrics when the scraper asks for it (`Accept: application/openmetrics-text`), gzipped when
+it accepts gzip.
 
 Liveness is fed from the worker threads: `record_batch` after each batch and the heartbeat
 source on every worker (`HeartbeatSource`), so a thread blocked in a sink or a callback stops
 reporting and `/healthz` turns 503 after `HEALTH_STALE_S`, while an idle process keeps passing.
 
-Metrics are module-level and created once per process, even if the module is imported again
-(`importlib.reload`, tests): a second registration would raise in prometheus_client.
+The metrics themselves are `connectors.ops.metrics.Metrics`, built once per process on the
+default registry (`METRICS`, imported here so a server always has them to serve, even in a
+process that records none yet); a server serves whichever registry it is given (tests: one of
+their own).
 """
 
 from __future__ import annotations
 
+import gzip
 import ipaddress
 import json
 import logging
@@ -33,14 +38,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
+from urllib.parse import parse_qs, urlsplit
 
-from prometheus_client import REGISTRY
-from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from connectors.config import ENV_VARS as CONFIG_ENV_VARS
 from connectors.config import ConfigError
 from connectors.errors import ConnectorError
 from connectors.ops.health import _PROCESS, HEALTH, Health
+from connectors.ops.metrics import METRICS
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +181,13 @@ def _valid_host(host: str) -> bool:
 class _HTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     health: Health
+    registry: CollectorRegistry
 
-    def __init__(self, address: tuple[str, int], health: Health) -> None:
+    def __init__(self, address: tuple[str, int], health: Health, registry: CollectorRegistry) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.health = health
+        self.registry = registry
         super().__init__(address, _Handler)
 
 
@@ -186,12 +195,23 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "gds-monitoring"
 
     def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
+        url = urlsplit(self.path)
+        path = url.path
+        server = cast(_HTTPServer, self.server)
         if path == "/metrics":
-            self._send(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST)
+            # prometheus_client's exposition, as its own MetricsHandler answers: the format the
+            # Accept header asks for (OpenMetrics or text), gzip if accepted, `name[]` filters
+            encoder, content_type = choose_encoder(self.headers.get("Accept", ""))
+            names = parse_qs(url.query).get("name[]")
+            body = encoder(server.registry.restricted_registry(names) if names else server.registry)
+            headers = [("Content-Type", content_type)]
+            if gzip_accepted(self.headers.get("Accept-Encoding", "")):
+                body = gzip.compress(body)
+                headers.append(("Content-Encoding", "gzip"))
+            self._send(200, body, content_type, headers)
             return
         if path in ("/healthz", "/readyz"):
-            live, ready, details = cast(_HTTPServer, self.server).health.report()
+            live, ready, details = server.health.report()
             ok = live if path == "/healthz" else ready
             details["status"] = "ok" if ok else ("stale" if not live else "not ready")
             body = json.dumps(details, sort_keys=True).encode()
@@ -199,9 +219,12 @@ class _Handler(BaseHTTPRequestHandler):
             return
         self._send(404, b"not found: try /metrics, /healthz or /readyz\n", "text/plain; charset=utf-8")
 
-    def _send(self, status: int, body: bytes, content_type: str) -> None:
+    def _send(
+        self, status: int, body: bytes, content_type: str, headers: list[tuple[str, str]] | None = None
+    ) -> None:
         self.send_response(status)
-        self.send_header("Content-Type", content_type)
+        for name, value in headers or [("Content-Type", content_type)]:
+            self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
@@ -212,10 +235,13 @@ class _Handler(BaseHTTPRequestHandler):
 
 
 class MonitoringServer:
-    """`/metrics`, `/healthz`, `/readyz` on a daemon thread; `port` is the bound one (0 picks)."""
+    """`/metrics` (of `registry`), `/healthz`, `/readyz` (of `health`) on a daemon thread;
+    `port` is the bound one (0 picks)."""
 
-    def __init__(self, host: str, port: int, health: Health) -> None:
-        self._httpd = _HTTPServer((host, port), health)
+    def __init__(
+        self, host: str, port: int, health: Health, registry: CollectorRegistry = METRICS.registry
+    ) -> None:
+        self._httpd = _HTTPServer((host, port), health, registry)
         self.host = host
         self.port = int(self._httpd.server_address[1])
         self._thread = threading.Thread(
@@ -234,9 +260,11 @@ class MonitoringServer:
         self._thread.join(timeout=5)
 
 
-def serve(host: str, port: int, health: Health | None = None) -> MonitoringServer:
+def serve(
+    host: str, port: int, health: Health | None = None, registry: CollectorRegistry = METRICS.registry
+) -> MonitoringServer:
     """A server of its own (tests, tools); flows call `start` for the per-process one."""
-    return MonitoringServer(host, port, health or HEALTH)
+    return MonitoringServer(host, port, health or HEALTH, registry)
 
 
 def start(flow: str, settings: MonitoringSettings | None = None) -> MonitoringServer | None:

@@ -24,13 +24,13 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import tenacity
-from prometheus_client import REGISTRY, Counter, Gauge
 
 from connectors.errors import ConnectorError
 from connectors.notify.policy import RetryPolicy
+from connectors.ops.metrics import METRICS, Metrics
 
 __all__ = ["RetryExhaustedError", "RetryPolicy", "next_delay", "retry_call"]
 
@@ -42,23 +42,9 @@ T = TypeVar("T")
 STORAGE_RETRY = RetryPolicy(base_s=0.1, cap_s=5.0, max_attempts=None, deadline_s=600.0)
 
 
-def _once(kind: Any, name: str, documentation: str, labels: tuple[str, ...]) -> Any:
-    """Register a collector once per process (a re-import must not raise)."""
-    try:
-        return kind(name, documentation, labels)
-    except ValueError:
-        return REGISTRY._names_to_collectors[name]  # the only lookup API there is
-
-
-STORE_UP: Gauge = _once(
-    Gauge,
-    "gds_store_up",
-    "1 when the store's last operation succeeded, 0 from a transient failure until one succeeds.",
-    ("store",),
-)
-STORE_ERRORS: Counter = _once(
-    Counter, "gds_store_errors", "Failed attempts of store operations (retried or not).", ("store",)
-)
+# the process's collectors (`Metrics.store_up`, `Metrics.store_errors`), by their old names
+STORE_UP = METRICS.store_up
+STORE_ERRORS = METRICS.store_errors
 
 
 class RetryExhaustedError(ConnectorError):
@@ -115,16 +101,19 @@ def retry_call(
     clock: Callable[[], float] = time.monotonic,
     rand: Callable[[], float] = random.random,
     store: str | None = None,
+    metrics: Metrics | None = None,
 ) -> T:
     """`fn()` until it succeeds; transient failures are logged (with the attempt count) and
     retried after a backoff, permanent ones re-raised as they are.
 
     `on_retry(exc)` runs before each wait: sinks drop their broken connection there, so the
     next attempt reconnects. `what` names the operation in log lines and errors; `store`
-    (e.g. "timescaledb") keeps `gds_store_up` / `gds_store_errors_total` for that store.
+    (e.g. "timescaledb") keeps `gds_store_up` / `gds_store_errors_total` for that store, in
+    `metrics` (default: the process's `METRICS`).
     """
-    up = STORE_UP.labels(store) if store is not None else None
-    errors = STORE_ERRORS.labels(store) if store is not None else None
+    m = metrics or METRICS
+    up = m.store_up.labels(store) if store is not None else None
+    errors = m.store_errors.labels(store) if store is not None else None
     budget = _Budget(policy, clock, rand)
 
     def attempt() -> T:

@@ -6,6 +6,7 @@ on the child process are bounded polls of what it serves.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import socket
@@ -26,13 +27,16 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from prometheus_client import CollectorRegistry
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from connectors.config import ConfigError
 from connectors.kafka.sink import kafka_sink
 from connectors.ops import health, server
 from connectors.ops.health import Health
 from connectors.ops.heartbeat import HeartbeatSource, heartbeat_message
-from connectors.ops.metrics import InstrumentedSource, record_batch
+from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
 from connectors.ops.server import MonitoringServer, MonitoringSettings, serve
 
 pytestmark = pytest.mark.integration
@@ -80,7 +84,7 @@ def test_metrics_endpoint_serves_our_metrics_and_bytewax_consumer_lag(
 ) -> None:
     server, health = served
     flow = f"http-{uuid.uuid4().hex[:8]}"
-    record_batch(flow, 7, 1, 2, health=health)
+    METRICS.record_batch(flow, 7, 1, 2, health=health)  # the process's metrics: what `serve` serves
     topic = f"lag-{uuid.uuid4().hex[:8]}"
     # KafkaSource sets this gauge from librdkafka statistics, in the same default registry
     # (a flow name of its own: the process's Health reads the gauge by flow)
@@ -137,9 +141,61 @@ def test_healthz_and_readyz_follow_activity_and_the_clock(
     assert body["flows"]["alerting"]["idle_s"] == 61.0
     assert get(server, "/readyz").status_code == 503
 
-    record_batch("alerting", 3, health=health)  # it moves again
+    METRICS.record_batch("alerting", 3, health=health)  # it moves again
     assert get(server, "/healthz").status_code == 200
     assert get(server, "/readyz").json()["flows"]["alerting"]["batches"] == 1
+
+
+@pytest.fixture()
+def own_metrics() -> Iterator[tuple[MonitoringServer, Metrics]]:
+    """A server of a registry of the test's own: exact counts, nothing else in it."""
+    metrics = Metrics(CollectorRegistry())
+    server = serve("127.0.0.1", 0, Health(FakeClock(), lags=None), metrics.registry)
+    try:
+        yield server, metrics
+    finally:
+        server.close()
+
+
+def test_metrics_negotiate_openmetrics(own_metrics: tuple[MonitoringServer, Metrics]) -> None:
+    server, metrics = own_metrics
+    metrics.notify_delivered.inc(3)
+    metrics.record_dlq("alerting", "notify")
+    r = httpx.get(server.url + "/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"})
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith(OPENMETRICS)  # + `; escaping=...` on 1.0.0
+    assert r.text.endswith("# EOF\n")  # the OpenMetrics terminator, absent from the text format
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    delivered = {x.name: x.value for x in families["gds_notify_delivered"].samples}
+    assert delivered["gds_notify_delivered_total"] == 3.0  # beside OpenMetrics' `_created`
+    assert families["gds_dlq"].samples[0].labels == {"flow": "alerting", "stage": "notify"}
+
+    plain = httpx.get(server.url + "/metrics")  # no Accept: the Prometheus text format
+    assert plain.headers["content-type"].startswith("text/plain; version=")
+    assert "# EOF" not in plain.text and "gds_notify_delivered_total 3.0" in plain.text
+
+
+def test_metrics_are_gzipped_when_accepted(
+    own_metrics: tuple[MonitoringServer, Metrics],
+) -> None:
+    server, metrics = own_metrics
+    metrics.notify_retried.inc()
+    # httpx decodes gzip itself: read the raw bytes to see what went over the wire
+    with httpx.stream("GET", server.url + "/metrics", headers={"Accept-Encoding": "gzip"}) as r:
+        raw = b"".join(r.iter_raw())
+        assert r.headers["content-encoding"] == "gzip"
+        assert int(r.headers["content-length"]) == len(raw)
+    assert b"gds_notify_retried_total 1.0" in gzip.decompress(raw)
+    with httpx.stream("GET", server.url + "/metrics", headers={"Accept-Encoding": "identity"}) as r:
+        assert "content-encoding" not in r.headers
+        assert b"gds_notify_retried_total 1.0" in b"".join(r.iter_raw())
+
+
+def test_metrics_name_filter(own_metrics: tuple[MonitoringServer, Metrics]) -> None:
+    server, metrics = own_metrics
+    metrics.notify_muted.inc()
+    text = httpx.get(server.url + "/metrics?name[]=gds_notify_muted_total").text
+    assert "gds_notify_muted_total 1.0" in text and "gds_notify_retried" not in text
 
 
 def test_unknown_paths_are_404_and_query_strings_ignored(served: tuple[MonitoringServer, Health]) -> None:

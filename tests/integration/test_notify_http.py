@@ -23,7 +23,7 @@ from bytewax.testing import TestingSource, run_main
 
 from connectors.notify.maintenance import maintenance_key, redis_maintenance_checker
 from connectors.notify.policy import BreakerState, NotifyConfig, RetryPolicy
-from connectors.notify.sink import NotifyPartition, NotifySink
+from connectors.notify.sink import NotifyDeps, NotifyPartition, NotifySink
 from rules.model import AlertEvent, Suppression
 from rules.payload import payload_problems
 from tests.support.events import T0, alert_event, instance_labels
@@ -150,8 +150,7 @@ def test_write_batch_against_a_flaky_server(server: RecordingServer) -> None:
     collected = Collected()
     part = NotifyPartition(
         config(server.url),
-        on_undeliverable=collected.on_undeliverable,
-        on_delivered=collected.on_delivered,
+        NotifyDeps(on_undeliverable=collected.on_undeliverable, on_delivered=collected.on_delivered),
     )
     try:
         for start in range(0, len(events), 20):  # three batches, as Bytewax would hand them over
@@ -175,8 +174,7 @@ def test_bytewax_flow_against_a_flaky_server(server: RecordingServer) -> None:
     collected = Collected()
     sink = NotifySink(
         config(server.url),
-        on_undeliverable=collected.on_undeliverable,
-        on_delivered=collected.on_delivered,
+        NotifyDeps(on_undeliverable=collected.on_undeliverable, on_delivered=collected.on_delivered),
     )
     flow = Dataflow("notify_http_test")
     stream = op.input("alerts", flow, TestingSource([*events, *strays], batch_size=16))
@@ -219,9 +217,9 @@ def test_server_down_then_up_loses_nothing(cooldown_s: float, deadline_s: float)
             failure_threshold=3,
             cooldown_s=cooldown_s,
         ),
-        on_undeliverable=collected.on_undeliverable,
-        on_delivered=collected.on_delivered,
-        sleep=sleep,
+        NotifyDeps(
+            on_undeliverable=collected.on_undeliverable, on_delivered=collected.on_delivered, sleep=sleep
+        ),
     )
     holder.append(part)
     try:
@@ -262,10 +260,12 @@ def test_redis_maintenance_mutes_before_posting(server: RecordingServer, redis_u
     collected = Collected()
     part = NotifyPartition(
         config(server.url),
-        on_undeliverable=collected.on_undeliverable,
-        on_delivered=collected.on_delivered,
-        on_muted=collected.on_muted,
-        is_muted=redis_maintenance_checker(client),
+        NotifyDeps(
+            on_undeliverable=collected.on_undeliverable,
+            on_delivered=collected.on_delivered,
+            on_muted=collected.on_muted,
+            is_muted=redis_maintenance_checker(client),
+        ),
     )
     try:
         part.write_batch(events)
@@ -296,9 +296,11 @@ def test_a_hung_redis_never_holds_delivery_up(server: RecordingServer, redis_url
     collected = Collected()
     part = NotifyPartition(
         config(server.url),
-        on_undeliverable=collected.on_undeliverable,
-        on_delivered=collected.on_delivered,
-        is_muted=redis_maintenance_checker(redis_client(redis_url)),
+        NotifyDeps(
+            on_undeliverable=collected.on_undeliverable,
+            on_delivered=collected.on_delivered,
+            is_muted=redis_maintenance_checker(redis_client(redis_url)),
+        ),
     )
     done = threading.Event()
 
@@ -332,8 +334,10 @@ def test_a_firing_muted_by_a_maintenance_key_goes_out_when_the_key_is_deleted(
     event = make_event(f"park{uuid.uuid4().hex[:8]}", 0)
     key = maintenance_key(event.instance_id)
     client.set(key, "1", ex=60)
-    part = NotifyPartition(config(server.url), on_undeliverable=Collected().on_undeliverable,
-                           is_muted=redis_maintenance_checker(client))  # fmt: skip
+    part = NotifyPartition(
+        config(server.url),
+        NotifyDeps(on_undeliverable=Collected().on_undeliverable, is_muted=redis_maintenance_checker(client)),
+    )
     try:
         part.write_batch([event])
         part.write_batch([Recheck()])

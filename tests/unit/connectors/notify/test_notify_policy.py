@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import CollectorRegistry
 
 from connectors.notify.maintenance import redis_maintenance_checker
 from connectors.notify.policy import (
@@ -27,7 +27,15 @@ from connectors.notify.policy import (
     classify_status,
     parse_retry_after,
 )
-from connectors.notify.sink import NotifyPartition, Recheck, classify_exception, mute_each
+from connectors.notify.sink import (
+    NotifyDeps,
+    NotifyPartition,
+    NotifySink,
+    Recheck,
+    classify_exception,
+    mute_each,
+)
+from connectors.ops.metrics import Metrics
 from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
 from rules.payload import notification_payload
 from tests.support.events import T0, alert_event, instance_labels
@@ -90,16 +98,18 @@ class Harness:
             cooldown_s=cooldown_s,
             max_in_flight=max_in_flight,
         )
-        self.part = NotifyPartition(
-            config,
+        self.metrics = Metrics(CollectorRegistry())
+        deps = NotifyDeps(
             on_undeliverable=lambda e, p, err: self.undeliverable.append((e, p, err)),
             on_delivered=self.delivered.append,
             transport=httpx.MockTransport(record),
             clock=self.time.clock,
             sleep=self.time.sleep,
             rand=lambda: rand,
+            metrics=self.metrics,
             **kwargs,
         )
+        self.part = NotifyPartition(config, deps)
 
     def run(self, events: list[AlertEvent]) -> None:
         try:
@@ -453,8 +463,7 @@ def test_dlq_callback_failure_propagates() -> None:
 
     part = NotifyPartition(
         NotifyConfig("http://notify.test"),
-        on_undeliverable=dlq,
-        transport=httpx.MockTransport(lambda _: httpx.Response(400)),
+        NotifyDeps(on_undeliverable=dlq, transport=httpx.MockTransport(lambda _: httpx.Response(400))),
     )
     with pytest.raises(RuntimeError, match="kafka down"):
         part.write_batch([make_event()])
@@ -462,15 +471,16 @@ def test_dlq_callback_failure_propagates() -> None:
 
 
 def test_prometheus_counters_move() -> None:
+    responses = {"msg-0000": 200, "msg-0001": 404}
+    h = Harness(lambda r: httpx.Response(responses[r.headers["Idempotency-Key"]]))
+
     def value(name: str, labels: dict[str, str] | None = None) -> float:
-        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+        return h.metrics.registry.get_sample_value(name, labels or {}) or 0.0
 
     before = (
         value("gds_notify_delivered_total"),
         value("gds_notify_undeliverable_total", {"reason": "rejected"}),
     )
-    responses = {"msg-0000": 200, "msg-0001": 404}
-    h = Harness(lambda r: httpx.Response(responses[r.headers["Idempotency-Key"]]))
     h.run([make_event(0), make_event(1)])
     assert value("gds_notify_delivered_total") == before[0] + 1
     assert value("gds_notify_undeliverable_total", {"reason": "rejected"}) == before[1] + 1
@@ -503,3 +513,20 @@ def test_maintenance_checker_batches_one_round_trip() -> None:
     events = [make_event(1), make_event(2), make_event(1, message_id="again"), make_event(3, labels=())]
     assert check(events) == [True, False, True, False]
     assert fake.round_trips == [["maintenance:db-1", "maintenance:db-2"]]
+
+
+def test_sink_builds_every_partition_from_one_deps_object() -> None:
+    deps = NotifyDeps(
+        on_undeliverable=lambda *_: None,
+        breaker=lambda: CircuitBreaker(failure_threshold=2, cooldown_s=1.0),
+        metrics=Metrics(CollectorRegistry()),
+    )
+    sink = NotifySink(NotifyConfig("http://notify.test"), deps)
+    a, b = sink.build("notify", 0, 2), sink.build("notify", 1, 2)
+    try:
+        assert a.deps is deps and b.deps is deps and sink.parts == [a, b]
+        assert a.breaker is not b.breaker  # one breaker per partition, from the factory
+        assert a.breaker.failure_threshold == 2
+    finally:
+        a.close()
+        b.close()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -16,26 +14,19 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
-from prometheus_client import REGISTRY, Counter
+from prometheus_client import REGISTRY, CollectorRegistry
 
 from connectors.config import ConfigError
 from connectors.ops import health, heartbeat, metrics, server
 from connectors.ops.health import Health
 from connectors.ops.heartbeat import Heartbeat, HeartbeatSource, heartbeat_message, heartbeat_record
-from connectors.ops.metrics import (
-    InstrumentedSink,
-    kafka_timestamp_s,
-    observe_notify_latency,
-    record_batch,
-    record_events,
-    transition_label,
-)
+from connectors.ops.metrics import METRICS, InstrumentedSink, Metrics, kafka_timestamp_s, transition_label
 from connectors.ops.server import MonitoringSettings
 from rules.model import AlertState, NotifyReason
 from tests.unit.rules.test_payload import make_event
 
 T0 = 1736937000.0  # 2025-01-15T10:30:00Z
-ROOT = Path(__file__).resolve().parents[4]
+Reader = Callable[..., float]
 
 
 class FakeClock:
@@ -46,25 +37,36 @@ class FakeClock:
         return self.now
 
 
-def value(name: str, **labels: str) -> float:
-    v = REGISTRY.get_sample_value(name, labels)
-    return 0.0 if v is None else v
+def reader(registry: CollectorRegistry) -> Reader:
+    """`value(name, **labels)` of one registry, 0 for a sample it does not have."""
+
+    def value(name: str, **labels: str) -> float:
+        v = registry.get_sample_value(name, labels)
+        return 0.0 if v is None else v
+
+    return value
+
+
+@pytest.fixture()
+def m() -> Metrics:
+    """Metrics of the test's own: counts start at 0 and no other test sees them."""
+    return Metrics(CollectorRegistry())
 
 
 def flow_name() -> str:
-    """A flow label of its own per test: the registry is process-wide."""
     return f"test-{uuid.uuid4().hex[:8]}"
 
 
 # -- metrics ------------------------------------------------------------------------------
 
 
-def test_record_batch_moves_counters_and_marks_the_flow_ready() -> None:
+def test_record_batch_moves_counters_and_marks_the_flow_ready(m: Metrics) -> None:
+    value = reader(m.registry)
     flow = flow_name()
     health = Health(FakeClock())
-    record_batch(flow, 10, 2, 3, health=health)
-    record_batch(flow, 5, 0, 0, health=health)
-    record_batch(flow, 1, 1, stage="notify", health=health)
+    m.record_batch(flow, 10, 2, 3, health=health)
+    m.record_batch(flow, 5, 0, 0, health=health)
+    m.record_batch(flow, 1, 1, stage="notify", health=health)
     assert value("gds_messages_in_total", flow=flow) == 16
     assert value("gds_dlq_total", flow=flow, stage="decode") == 2
     assert value("gds_dlq_total", flow=flow, stage="notify") == 1
@@ -75,7 +77,8 @@ def test_record_batch_moves_counters_and_marks_the_flow_ready() -> None:
     assert details["flows"][flow]["batches"] == 3
 
 
-def test_record_events_counts_by_rule_and_state_and_keeps_firing_gauge() -> None:
+def test_record_events_counts_by_rule_and_state_and_keeps_firing_gauge(m: Metrics) -> None:
+    value = reader(m.registry)
     flow = flow_name()
     rule = f"Rule{uuid.uuid4().hex[:6]}"
     pending = make_event(alert_name=rule, state=AlertState.PENDING, fired_at=None, notify=None)
@@ -84,19 +87,19 @@ def test_record_events_counts_by_rule_and_state_and_keeps_firing_gauge() -> None
     resolved = make_event(alert_name=rule, state=AlertState.RESOLVED, resolved_at=T0 + 5000)
     dropped = make_event(alert_name=rule, state=AlertState.INACTIVE, fired_at=None, notify=None)
 
-    record_events(flow, [pending, firing, repeat])
+    m.record_events(flow, [pending, firing, repeat])
     assert value("gds_alert_transitions_total", flow=flow, rule=rule, state="pending") == 1
     assert value("gds_alert_transitions_total", flow=flow, rule=rule, state="firing") == 1
     assert value("gds_alert_transitions_total", flow=flow, rule=rule, state="repeat") == 1
     assert value("gds_alerts_firing", rule=rule) == 1  # a repeat is not a new firing alert
 
-    record_events(flow, [resolved, dropped])
+    m.record_events(flow, [resolved, dropped])
     assert value("gds_alert_transitions_total", flow=flow, rule=rule, state="resolved") == 1
     assert value("gds_alert_transitions_total", flow=flow, rule=rule, state="inactive") == 1
     assert value("gds_alerts_firing", rule=rule) == 0
 
     # restored from a snapshot: resolving an alert this process never saw fire stays at 0
-    record_events(flow, [resolved])
+    m.record_events(flow, [resolved])
     assert value("gds_alerts_firing", rule=rule) == 0
 
 
@@ -106,12 +109,13 @@ def test_transition_label() -> None:
     assert transition_label(make_event(state=AlertState.RESOLVED)) == "resolved"
 
 
-def test_notify_latency_histogram_and_kafka_timestamps() -> None:
+def test_notify_latency_histogram_and_kafka_timestamps(m: Metrics) -> None:
+    value = reader(m.registry)
     before = value("gds_notify_latency_seconds_count")
     below_1s = value("gds_notify_latency_seconds_bucket", le="1.0")
-    observe_notify_latency(0.4)
-    observe_notify_latency(-2.0)  # clock skew: counted as 0
-    observe_notify_latency(45.0)
+    m.observe_notify_latency(0.4)
+    m.observe_notify_latency(-2.0)  # clock skew: counted as 0
+    m.observe_notify_latency(45.0)
     assert value("gds_notify_latency_seconds_count") == before + 3
     assert value("gds_notify_latency_seconds_bucket", le="1.0") == below_1s + 2
     assert kafka_timestamp_s((1, 1736937000123)) == pytest.approx(1736937000.123)
@@ -139,28 +143,30 @@ class _ListSink(DynamicSink[int]):
         return _ListPartition(self.out, self.fail)
 
 
-def test_instrumented_sink_observes_batch_sizes_and_errors() -> None:
+def test_instrumented_sink_observes_batch_sizes_and_errors(m: Metrics) -> None:
+    value = reader(m.registry)
     flow = flow_name()
     inner = _ListSink()
-    part = InstrumentedSink(inner, flow, "alerts").build("out", 0, 1)
+    part = InstrumentedSink(inner, flow, "alerts", m).build("out", 0, 1)
     part.write_batch([1, 2, 3])
     part.write_batch([4])
     assert inner.out == [1, 2, 3, 4]
     assert value("gds_sink_batch_size_count", flow=flow, sink="alerts") == 2
     assert value("gds_sink_batch_size_sum", flow=flow, sink="alerts") == 4
 
-    failing = InstrumentedSink(_ListSink(fail=True), flow, "notify").build("out", 0, 1)
+    failing = InstrumentedSink(_ListSink(fail=True), flow, "notify", m).build("out", 0, 1)
     with pytest.raises(RuntimeError, match="sink down"):
         failing.write_batch([1])
     assert value("gds_sink_errors_total", flow=flow, sink="notify") == 1
 
 
-def test_instrumented_sink_in_a_dataflow() -> None:
+def test_instrumented_sink_in_a_dataflow(m: Metrics) -> None:
+    value = reader(m.registry)
     flow = flow_name()
     out: list[int] = []
     df = Dataflow("sink-metrics")
     s = op.input("in", df, TestingSource([1, 2, 3, 4, 5]))
-    op.output("out", s, InstrumentedSink(TestingSink(out), flow, "out"))
+    op.output("out", s, InstrumentedSink(TestingSink(out), flow, "out", m))
     run_main(df)
     assert out == [1, 2, 3, 4, 5]
     assert value("gds_sink_batch_size_sum", flow=flow, sink="out") == 5
@@ -171,24 +177,24 @@ def test_instrumented_sink_rejects_fixed_partitioned_sinks() -> None:
         InstrumentedSink(object(), "f", "x")  # type: ignore[arg-type]
 
 
-def test_metrics_survive_a_second_import() -> None:
-    again = metrics._metric(Counter, "gds_messages_in", "again", ("flow",))
-    assert again is metrics.MESSAGES_IN
+def test_two_metrics_on_their_own_registries_are_independent() -> None:
+    """Replaces the reload-guard tests: metrics are injected, nothing is re-registered."""
+    a, b = Metrics(CollectorRegistry()), Metrics(CollectorRegistry())
+    a.record_batch("f", 3, health=Health(FakeClock()))
+    b.record_batch("f", 5, health=Health(FakeClock()))
+    a.notify_delivered.inc()
+    assert reader(a.registry)("gds_messages_in_total", flow="f") == 3
+    assert reader(b.registry)("gds_messages_in_total", flow="f") == 5
+    assert reader(a.registry)("gds_notify_delivered_total") == 1
+    assert reader(b.registry)("gds_notify_delivered_total") == 0
 
 
-def test_reload_keeps_metrics_health_and_the_server_guard() -> None:
-    """In a child process: a reload rebinds every class, which would upset the other tests."""
-    code = (
-        "import importlib\n"
-        "from connectors.ops import health as h, metrics as m\n"
-        "ids = (id(m.MESSAGES_IN), id(h.HEALTH), id(h._PROCESS))\n"
-        "importlib.reload(m)\n"
-        "importlib.reload(h)\n"
-        "assert ids == (id(m.MESSAGES_IN), id(h.HEALTH), id(h._PROCESS)), 'rebuilt'\n"
-        "print('ok')\n"
-    )
-    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
-    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stdout + r.stderr
+def test_one_metrics_per_registry_and_the_process_default_is_on_the_default_registry() -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    with pytest.raises(ValueError, match="Duplicated timeseries"):
+        Metrics(registry)
+    assert METRICS.registry is REGISTRY
 
 
 # -- settings -----------------------------------------------------------------------------
@@ -197,7 +203,9 @@ def test_reload_keeps_metrics_health_and_the_server_guard() -> None:
 def test_settings_defaults() -> None:
     s = MonitoringSettings.from_env({})
     # local by default (pods set 0.0.0.0), on a port no common exporter uses (README)
-    assert s == MonitoringSettings(8490, "127.0.0.1", 30.0, 900.0, 60.0)
+    assert s == MonitoringSettings(
+        port=8490, host="127.0.0.1", heartbeat_interval_s=30.0, health_stale_s=900.0, ready_stall_s=60.0
+    )
     assert s.enabled
     assert not MonitoringSettings.from_env({"METRICS_PORT": "0"}).enabled
     custom = MonitoringSettings.from_env(
@@ -209,7 +217,9 @@ def test_settings_defaults() -> None:
             "READY_STALL_S": "20",
         }
     )
-    assert custom == MonitoringSettings(9200, "127.0.0.1", 5.0, 700.0, 20.0)
+    assert custom == MonitoringSettings(
+        port=9200, host="127.0.0.1", heartbeat_interval_s=5.0, health_stale_s=700.0, ready_stall_s=20.0
+    )
     assert MonitoringSettings.from_env({"METRICS_HOST": "::"}).host == "::"
 
 
