@@ -23,7 +23,7 @@ import asyncpg
 
 from connectors.collectors.base import BaseCollector, CollectorError, Target, register
 from connectors.collectors.redact import password_of, redact_text
-from rules.loader import parse_duration
+from rules.duration import parse_duration
 from rules.metric import Metric
 
 APPLICATION_NAME: Final = "gds-collector"

@@ -1,4 +1,4 @@
-"""The collector's configuration: the targets file and the environment, checked at start.
+"""The collector's targets file, checked at start (its environment: `connectors.config`, collect).
 
 Like the rule loader, every problem is reported at once (file, target, field). String
 values may use `${VAR}` or `${VAR:-default}` (`$$` is a literal `$`) so secrets stay in the
@@ -34,27 +34,13 @@ from typing import Any, Final
 import yaml
 
 from connectors.collectors.base import Target, collector_class, registered_types
-from connectors.config import ConfigError
+from connectors.config import DEFAULT_TARGETS as DEFAULT_TARGETS  # the collect section's default
 from connectors.errors import ConnectorError
 from rules.collect.policy import DEFAULT_TAG_ALLOWLIST, CollectPolicy
-from rules.loader import parse_duration
+from rules.duration import parse_duration
 
-DEFAULT_TARGETS: Final = Path(__file__).resolve().parents[2] / "deploy" / "local" / "targets.yml"
 DEFAULT_INTERVAL_S: Final = 15.0
 DEFAULT_TIMEOUT_S: Final = 5.0
-
-# name -> (default, description), for the README table
-ENV_VARS: Final[dict[str, tuple[str, str]]] = {
-    "COLLECT_TARGETS": (str(DEFAULT_TARGETS), "Targets file (YAML) of the collector flow."),
-    "OUTPUT_FORMAT": (
-        "json",
-        "`json` (seed format) or `avro` (Confluent framing, needs SCHEMA_REGISTRY_URL).",
-    ),
-    "SCHEMA_REGISTRY_URL": ("", "Schema registry for `OUTPUT_FORMAT=avro`."),
-    "KAFKA_BOOTSTRAP_SERVERS": ("", "Brokers; unset: print the messages instead of producing them."),
-    "KAFKA_EXTRA_CONFIG": ("", "Extra producer settings `key=value;key=value`."),
-    "COLLECT_CREATE_TOPICS": ("true", "Create missing `gds.metrics.*` topics of the targets at start."),
-}
 
 _ENV_REF = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -263,52 +249,3 @@ def load_targets(path: str | Path, env: Mapping[str, str] | None = None) -> Coll
     except yaml.YAMLError as exc:
         raise TargetFileError([f"{path}: invalid YAML: {exc}"]) from exc
     return parse_targets(doc, dict(os.environ) if env is None else env, str(path))
-
-
-@dataclass(frozen=True, slots=True)
-class CollectSettings:
-    targets_path: Path = DEFAULT_TARGETS
-    output_format: str = "json"
-    schema_registry_url: str = ""
-    bootstrap: tuple[str, ...] = ()
-    kafka_extra: Mapping[str, str] = field(default_factory=dict)
-    create_topics: bool = True
-
-
-def settings_from_env(env: Mapping[str, str] | None = None) -> CollectSettings:
-    """The collector's environment, validated; `ConfigError` lists every problem."""
-    env = dict(os.environ) if env is None else env
-    problems: list[str] = []
-
-    def get(name: str) -> str:
-        return env.get(name, "").strip() or ENV_VARS[name][0]
-
-    fmt = get("OUTPUT_FORMAT").lower()
-    if fmt not in ("json", "avro"):
-        problems.append(f"OUTPUT_FORMAT={fmt!r}: expected json or avro")
-    registry = env.get("SCHEMA_REGISTRY_URL", "").strip().rstrip("/")
-    if registry and not re.match(r"^(https?|mock)://.+", registry):
-        problems.append("SCHEMA_REGISTRY_URL: expected an http(s):// URL")
-    if fmt == "avro" and not registry:
-        problems.append("OUTPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL")
-    bootstrap = tuple(b.strip() for b in env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",") if b.strip())
-    for b in bootstrap:
-        host, _, port = b.rpartition(":")
-        if not host or not port.isdigit():
-            problems.append(f"KAFKA_BOOTSTRAP_SERVERS: {b!r} is not host:port")
-    extra: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(";"))):
-        k, sep, v = item.partition("=")
-        if not sep or not k.strip():
-            problems.append(f"KAFKA_EXTRA_CONFIG: item {len(extra) + 1} is not key=value")
-        else:
-            extra[k.strip()] = v.strip()
-    create = get("COLLECT_CREATE_TOPICS").lower()
-    if create not in ("true", "false", "1", "0", "yes", "no"):
-        problems.append(f"COLLECT_CREATE_TOPICS={create!r}: expected true or false")
-    path = Path(get("COLLECT_TARGETS"))
-    if not path.is_file():
-        problems.append(f"COLLECT_TARGETS: {str(path)!r} is not a file")
-    if problems:
-        raise ConfigError(problems)
-    return CollectSettings(path, fmt, registry, bootstrap, extra, create in ("true", "1", "yes"))
