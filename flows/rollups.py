@@ -27,10 +27,10 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
-from prometheus_client import REGISTRY, Counter
 
 from connectors.config import Settings
 from connectors.kafka.replay import FileSource
+from connectors.ops.metrics import METRICS
 from flows.common import (
     Decoder,
     Poison,
@@ -48,19 +48,8 @@ from flows.common import (
 from rules.metric import utc
 from rules.rollup.windows import DEFAULT_RESOLUTIONS, Resolution, Rollup, RollupConfig, RollupShard
 
-
-def _counter(name: str, documentation: str) -> Counter:
-    try:
-        return Counter(name, documentation)
-    except ValueError:  # registered already: the module was imported again
-        existing = REGISTRY._names_to_collectors.get(name)
-        if isinstance(existing, Counter):
-            return existing
-        raise
-
-
-LATE_TOTAL = _counter("gds_rollup_late_samples_total", "Samples dropped: their window had already closed.")
-WINDOWS_TOTAL = _counter("gds_rollup_windows_total", "Rollup rows emitted (all resolutions).")
+LATE_TOTAL = METRICS.rollup_late
+WINDOWS_TOTAL = METRICS.rollup_windows
 
 
 class RollupLogic(StatefulBatchLogic[KafkaSourceMessage, "Rollup | Poison", bytes]):

@@ -49,6 +49,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import REGISTRY, Counter
 
 from connectors.errors import ConnectorError, PoisonMessage
+from connectors.ops.metrics import METRICS
 from connectors.storage.retry import STORAGE_RETRY, RetryPolicy, retry_call
 from rules.metric import Metric
 from rules.rollup.windows import PLACEMENT_TAGS, series_key
@@ -79,16 +80,6 @@ _TRANSIENT_STATES: Final = frozenset(
 
 # SQLSTATE classes of errors caused by the rows themselves: a retry can never succeed.
 _DATA_CLASSES: Final = frozenset({"22", "23", "54"})  # data exception, integrity, program limit
-
-
-def _counter(name: str, documentation: str, labels: Sequence[str]) -> Counter:
-    try:
-        return Counter(name, documentation, labels)
-    except ValueError:  # registered already: the module was imported again
-        existing = REGISTRY._names_to_collectors.get(name)
-        if isinstance(existing, Counter):
-            return existing
-        raise
 
 
 class StorageError(ConnectorError):
@@ -612,11 +603,7 @@ def _num(d: dict[str, Any], name: str) -> float | None:
 _ALERT_REQUIRED: Final = ("message_id", "fingerprint", "alert_name", "state", "at", "severity")
 MAX_ALERT_ID_CHARS: Final = 512  # message_id and fingerprint are indexed (btree entries <= 2704 bytes)
 
-SKIPPED_RECORDS = _counter(
-    "gds_alert_records_skipped",
-    "Records of the alerts topic that are not alert transitions (heartbeats), skipped by storage.",
-    ("kind",),
-)
+SKIPPED_RECORDS = METRICS.alert_records_skipped
 
 
 def _record_kind(d: dict[str, Any], headers: Iterable[tuple[str, bytes]] | None) -> str | None:
