@@ -33,7 +33,7 @@ from connectors.config import ConfigError, Settings
 from connectors.errors import PoisonMessage
 from connectors.kafka.dlq import dead_letter
 from connectors.kafka.replay import FileSource
-from connectors.ops.metrics import record_dlq
+from connectors.ops.metrics import METRICS
 from connectors.storage.timescale import AlertRow, RefusedRow, decode_alert_record
 from flows.common import (
     Decoder,
@@ -93,7 +93,7 @@ def decode_alerts(batch: list[KafkaSourceMessage]) -> Iterable[AlertRow | Poison
 
 def refused_to_dlq(r: RefusedRow) -> KafkaSinkMessage[bytes | None, bytes]:
     """A row PostgreSQL refused, as a dead letter (the row as JSON: the sink has no original)."""
-    record_dlq("storage", r.stage)
+    METRICS.record_dlq("storage", r.stage)
     return dead_letter(r.raw(), r.key(), None, None, None, r.error, r.stage, time.time())
 
 

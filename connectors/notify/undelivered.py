@@ -15,7 +15,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from connectors.errors import ConnectorError
-from connectors.ops.metrics import record_dlq
+from connectors.ops.metrics import METRICS
 from rules.model import AlertEvent
 
 
@@ -46,4 +46,4 @@ class UndeliveredToKafka:
                 f"could not write undeliverable notification {event.message_id} to {self._topic}: "
                 f"{failures or 'flush timed out'}"
             )
-        record_dlq("alerting", "notify")
+        METRICS.record_dlq("alerting", "notify")

@@ -222,11 +222,6 @@ METRICS = Metrics(REGISTRY)
 collectors): what the flows record into and `/metrics` serves."""
 
 
-def record_dlq(flow: str, stage: str, n: int = 1, *, metrics: Metrics | None = None) -> None:
-    """`Metrics.record_dlq` on `metrics`, by default the process's `METRICS`."""
-    (metrics or METRICS).record_dlq(flow, stage, n)
-
-
 def kafka_timestamp_s(timestamp: tuple[int, int] | None) -> float | None:
     """`KafkaSourceMessage.timestamp` (type, ms) -> Unix seconds; None when the broker set none."""
     if timestamp is None:
