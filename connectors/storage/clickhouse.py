@@ -1,5 +1,6 @@
 """ClickHouse for the rollups: a ClickHouse server through clickhouse-connect when
-CLICKHOUSE_URL is set, the embedded engine (chdb) otherwise. Same DDL for both.
+CLICKHOUSE_URL is set, the embedded engine (chdb) otherwise. Same DDL for both, in
+`schemas/clickhouse/`.
 
 Tables `metrics_1m`, `metrics_5m`, `metrics_1h`: ReplacingMergeTree ordered by
 (metric_name, instance_id, series_key, window_start). The series key determines the metric
@@ -29,6 +30,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.errors import ConnectorError
 from connectors.storage.retry import STORAGE_RETRY, RetryPolicy, retry_call
+from connectors.storage.sqlfiles import render
 from rules.rollup.windows import DEFAULT_RESOLUTIONS, PLACEMENT_TAGS, Resolution, Rollup
 
 log = logging.getLogger(__name__)
@@ -80,32 +82,15 @@ def table_name(database: str, res: Resolution | str) -> str:
 
 
 def rollup_ddl(database: str, res: Resolution, ttl_days: int) -> str:
+    """`schemas/clickhouse/rollup_table.sql` for one resolution."""
     # 1m rows expire by day: daily partitions let the TTL drop whole parts
     part = "toYYYYMMDD(window_start)" if res.width_s < 300 else "toYYYYMM(window_start)"
-    return f"""
-CREATE TABLE IF NOT EXISTS {table_name(database, res)} (
-    series_key    String,
-    window_start  DateTime('UTC'),
-    instance_id   LowCardinality(String),
-    database_type LowCardinality(String),
-    metric_name   LowCardinality(String),
-    region        LowCardinality(String),
-    environment   LowCardinality(String),
-    labels        Map(LowCardinality(String), String),
-    count         UInt64,
-    sum           Float64,
-    min           Float64,
-    max           Float64,
-    avg           Float64,
-    p50           Float64,
-    p95           Float64,
-    p99           Float64
-) ENGINE = ReplacingMergeTree
-PARTITION BY {part}
-ORDER BY (metric_name, instance_id, series_key, window_start)
-TTL window_start + INTERVAL {int(ttl_days)} DAY
-SETTINGS ttl_only_drop_parts = 1
-"""
+    return render(
+        "clickhouse/rollup_table.sql",
+        table=table_name(database, res),
+        partition_by=part,
+        ttl_days=int(ttl_days),
+    )
 
 
 def ensure_tables(
@@ -114,7 +99,7 @@ def ensure_tables(
     resolutions: Sequence[Resolution] = DEFAULT_RESOLUTIONS,
     ttl_days: Mapping[str, int] = DEFAULT_TTL_DAYS,
 ) -> None:
-    ch.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+    ch.command(render("clickhouse/database.sql", database=database))
     for res in resolutions:
         ch.command(rollup_ddl(database, res, ttl_days.get(res.name, 365)))
 

@@ -10,7 +10,8 @@ Schema, managed at start (`ensure_schema`, idempotent, serialised by an advisory
   included); `metrics_hot_ensure_partition(day)` moves rows the DEFAULT partition caught for
   that day into the new partition. `metrics_hot_drop_old_partitions(keep)` is the retention
   (the flow runs it hourly; pg_cron can too).
-The choice is logged once per process.
+The choice is logged once per process. The DDL and the statements are SQL files in
+`schemas/sql/` (`connectors.storage.sqlfiles` fills in the schema).
 
 Writes are idempotent, so a replay or a resumed epoch never duplicates a row: each batch is
 COPYed into a session-local staging table (`ON COMMIT DELETE ROWS`) and moved with
@@ -46,11 +47,11 @@ from typing import Any, Final, TypeVar
 
 import asyncpg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
-from prometheus_client import REGISTRY, Counter
 
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.ops.metrics import METRICS
 from connectors.storage.retry import STORAGE_RETRY, RetryPolicy, retry_call
+from connectors.storage.sqlfiles import placeholders, read, render
 from rules.metric import Metric
 from rules.rollup.windows import PLACEMENT_TAGS, series_key
 
@@ -147,123 +148,27 @@ def qident(name: str) -> str:
 
 # --------------------------------------------------------------------------- schema
 
-_METRICS_COLUMNS: Final = """
-    time          timestamptz      NOT NULL,
-    series_id     uuid             NOT NULL,
-    series_key    text             NOT NULL,
-    metric_name   text             NOT NULL,
-    value         double precision NOT NULL,
-    labels        jsonb            NOT NULL DEFAULT '{}',
-    instance_id   text             NOT NULL,
-    database_type text             NOT NULL,
-    region        text,
-    environment   text,
-    PRIMARY KEY (series_id, time)
-"""
 
-# The same hash as `series_id()`, for queries (`WHERE series_id = s.series_id('db|cpu|')`)
-# and for the migration of a table created with the old (series_key, time) key.
-_SERIES_ID_FN: Final = """
-CREATE OR REPLACE FUNCTION {s}.series_id(key text) RETURNS uuid
-LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $fn$ SELECT encode(substring(sha256(convert_to(key, 'UTF8')) FROM 1 FOR 16), 'hex')::uuid $fn$;
-"""
+def _sql(name: str, schema: str, **values: str | int) -> str:
+    """`schemas/sql/{name}.sql` for `schema` (as configured): `{{schema}}` is its quoted
+    identifier, `{{schema_literal}}` its name as a string literal (PL/pgSQL `format('%I')`
+    quotes it there), `{{metrics_hot_columns}}` the shared column list."""
+    file = f"sql/{name}.sql"
+    wanted = placeholders(file)
+    if "schema" in wanted:
+        values["schema"] = qident(schema)
+    if "schema_literal" in wanted:
+        values["schema_literal"] = "'" + schema.replace("'", "''") + "'"
+    if "metrics_hot_columns" in wanted:
+        values["metrics_hot_columns"] = read("sql/metrics_hot_columns.sql")
+    return render(file, **values)
 
-MIGRATE_SERIES_ID: Final = """\
-ALTER TABLE {s}.metrics_hot ADD COLUMN IF NOT EXISTS series_id uuid;
-UPDATE {s}.metrics_hot SET series_id = {s}.series_id(series_key) WHERE series_id IS NULL;
-ALTER TABLE {s}.metrics_hot ALTER COLUMN series_id SET NOT NULL;
-ALTER TABLE {s}.metrics_hot DROP CONSTRAINT IF EXISTS metrics_hot_pkey;
-ALTER TABLE {s}.metrics_hot ADD PRIMARY KEY (series_id, time);"""
 
-_ALERT_EVENTS_DDL: Final = """
-CREATE TABLE IF NOT EXISTS {s}.alert_events (
-    message_id  text             NOT NULL UNIQUE,
-    fingerprint text             NOT NULL,
-    alert_name  text             NOT NULL,
-    state       text             NOT NULL,
-    at          timestamptz      NOT NULL,
-    active_at   timestamptz,
-    value       double precision,
-    threshold   double precision,
-    labels      jsonb            NOT NULL DEFAULT '{{}}',
-    annotations jsonb            NOT NULL DEFAULT '{{}}',
-    severity    text             NOT NULL,
-    fire_count  integer,
-    suppressed  text,
-    recorded_at timestamptz      NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS alert_events_fingerprint_at ON {s}.alert_events (fingerprint, at);
-CREATE INDEX IF NOT EXISTS alert_events_at ON {s}.alert_events (at);
-"""
+def migrate_series_id(schema: str) -> str:
+    """The statements that move a `metrics_hot` of an older release (keyed by the whole series
+    key) to the `series_id` key; `schema` as configured (PG_SCHEMA)."""
+    return _sql("migrate_series_id", schema)
 
-_NATIVE_DDL: Final = """
-CREATE TABLE IF NOT EXISTS {s}.metrics_hot ({cols}) PARTITION BY RANGE (time);
-CREATE TABLE IF NOT EXISTS {s}.metrics_hot_default PARTITION OF {s}.metrics_hot DEFAULT;
-CREATE INDEX IF NOT EXISTS metrics_hot_instance_metric_time
-    ON {s}.metrics_hot (instance_id, metric_name, time DESC);
-
-CREATE OR REPLACE FUNCTION {s}.metrics_hot_ensure_partition(day date) RETURNS boolean
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    sch  text := {s_lit};
-    part text := 'metrics_hot_p' || to_char(day, 'YYYYMMDD');
-    lo   timestamptz := day::timestamp AT TIME ZONE 'UTC';
-    hi   timestamptz := (day + 1)::timestamp AT TIME ZONE 'UTC';
-BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext(sch || '.metrics_hot partitions'));
-    IF to_regclass(format('%I.%I', sch, part)) IS NOT NULL THEN
-        RETURN false;
-    END IF;
-    EXECUTE format('CREATE TABLE %I.%I (LIKE %I.metrics_hot INCLUDING DEFAULTS)', sch, part, sch);
-    -- rows the DEFAULT partition caught for this day move in before the range is attached
-    EXECUTE format(
-        'WITH moved AS (DELETE FROM %I.metrics_hot_default WHERE time >= $1 AND time < $2 RETURNING *)'
-        ' INSERT INTO %I.%I SELECT * FROM moved', sch, sch, part) USING lo, hi;
-    EXECUTE format('ALTER TABLE %I.metrics_hot ATTACH PARTITION %I.%I FOR VALUES FROM (%L) TO (%L)',
-                   sch, sch, part, lo, hi);
-    RETURN true;
-END
-$fn$;
-
-CREATE OR REPLACE FUNCTION {s}.metrics_hot_drop_old_partitions(keep interval) RETURNS SETOF text
-LANGUAGE plpgsql AS $fn$
-DECLARE
-    sch    text := {s_lit};
-    cutoff timestamptz := now() - keep;
-    r      record;
-BEGIN
-    PERFORM pg_advisory_xact_lock(hashtext(sch || '.metrics_hot partitions'));
-    FOR r IN
-        SELECT c.relname
-        FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        WHERE i.inhparent = format('%I.metrics_hot', sch)::regclass
-          AND c.relname ~ '^metrics_hot_p[0-9]{{8}}$'
-    LOOP
-        IF (to_date(right(r.relname, 8), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC' <= cutoff THEN
-            EXECUTE format('DROP TABLE %I.%I', sch, r.relname);
-            RETURN NEXT r.relname;
-        END IF;
-    END LOOP;
-    EXECUTE format('DELETE FROM %I.metrics_hot_default WHERE time < $1', sch) USING cutoff;
-END
-$fn$;
-"""
-
-_TIMESCALE_TABLE_DDL: Final = "CREATE TABLE IF NOT EXISTS {s}.metrics_hot ({cols});"
-
-_STAGE_DDL: Final = """
-CREATE TEMP TABLE IF NOT EXISTS metrics_hot_stage (
-    ts double precision, series_id uuid, series_key text, metric_name text, value double precision,
-    labels text, instance_id text, database_type text, region text, environment text
-) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS alert_events_stage (
-    message_id text, fingerprint text, alert_name text, state text, at timestamptz,
-    active_at timestamptz, value double precision, threshold double precision, labels text,
-    annotations text, severity text, fire_count integer, suppressed text
-) ON COMMIT DELETE ROWS;
-"""
 
 STAGE_METRIC_COLUMNS: Final = (
     "ts",
@@ -292,26 +197,6 @@ STAGE_ALERT_COLUMNS: Final = (
     "fire_count",
     "suppressed",
 )
-
-_MOVE_METRICS: Final = """
-INSERT INTO {s}.metrics_hot
-    (time, series_id, series_key, metric_name, value, labels, instance_id, database_type, region,
-     environment)
-SELECT to_timestamp(ts), series_id, series_key, metric_name, value, labels::jsonb, instance_id,
-       database_type, region, environment
-FROM metrics_hot_stage
-ON CONFLICT (series_id, time) DO NOTHING
-"""
-
-_MOVE_ALERTS: Final = """
-INSERT INTO {s}.alert_events
-    (message_id, fingerprint, alert_name, state, at, active_at, value, threshold, labels, annotations,
-     severity, fire_count, suppressed)
-SELECT message_id, fingerprint, alert_name, state, at, active_at, value, threshold, labels::jsonb,
-       annotations::jsonb, severity, fire_count, suppressed
-FROM alert_events_stage
-ON CONFLICT (message_id) DO NOTHING
-"""
 
 _logged_modes: set[tuple[str, str]] = set()
 
@@ -381,19 +266,18 @@ async def ensure_schema(conn: Any, cfg: PgConfig, now: float) -> str:
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", f"{cfg.schema}.gds schema")
         await conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-        await conn.execute(_SERIES_ID_FN.format(s=s))
+        await conn.execute(_sql("series_id_function", cfg.schema))
         mode, why = await _choose_mode(conn, cfg)
         if mode == MODE_NATIVE:
-            lit = "'" + cfg.schema.replace("'", "''") + "'"
-            await conn.execute(_NATIVE_DDL.format(s=s, s_lit=lit, cols=_METRICS_COLUMNS))
+            await conn.execute(_sql("metrics_hot_native", cfg.schema))
         else:
             await _timescale_setup(conn, cfg)
-        await conn.execute(_ALERT_EVENTS_DDL.format(s=s))
+        await conn.execute(_sql("alert_events", cfg.schema))
     if mode == MODE_NATIVE:
         today = math.floor(now / DAY_S)
         for day in range(today - 1, today + cfg.partitions_ahead_days + 1):
             await conn.fetchval(f"SELECT {s}.metrics_hot_ensure_partition($1)", _date(day))
-    await _check_columns(conn, s)
+    await _check_columns(conn, cfg.schema)
     if (cfg.dsn, cfg.schema) not in _logged_modes:
         _logged_modes.add((cfg.dsn, cfg.schema))
         detail = (
@@ -413,50 +297,36 @@ async def ensure_schema(conn: Any, cfg: PgConfig, now: float) -> str:
 
 
 async def _timescale_setup(conn: Any, cfg: PgConfig) -> None:
-    s = qident(cfg.schema)
-    table = f"{cfg.schema}.metrics_hot"
-    await conn.execute(_TIMESCALE_TABLE_DDL.format(s=s, cols=_METRICS_COLUMNS))
-    await conn.execute(
-        "SELECT create_hypertable($1::regclass, 'time', chunk_time_interval => INTERVAL '1 day',"
-        " if_not_exists => TRUE, migrate_data => TRUE)",
-        f"{s}.metrics_hot",
-    )
-    await conn.execute(
-        f"CREATE INDEX IF NOT EXISTS metrics_hot_instance_metric_time"
-        f" ON {s}.metrics_hot (instance_id, metric_name, time DESC)"
-    )
+    await conn.execute(_sql("metrics_hot_timescale", cfg.schema))
     enabled = await conn.fetchval(
         "SELECT compression_enabled FROM timescaledb_information.hypertables"
         " WHERE hypertable_schema = $1 AND hypertable_name = 'metrics_hot'",
         cfg.schema,
     )
     if not enabled:
-        await conn.execute(
-            f"ALTER TABLE {s}.metrics_hot SET (timescaledb.compress,"
-            " timescaledb.compress_segmentby = 'series_id', timescaledb.compress_orderby = 'time DESC')"
+        await conn.execute(_sql("metrics_hot_timescale_compression", cfg.schema))
+    await conn.execute(
+        _sql(
+            "metrics_hot_timescale_policies",
+            cfg.schema,
+            # integers (PgConfig): pasted as they are
+            compress_after_days=int(cfg.compress_after_days),
+            retention_days=int(cfg.retention_days),
         )
-    await conn.execute(
-        "SELECT add_compression_policy($1::regclass, $2::interval, if_not_exists => TRUE)",
-        f"{s}.metrics_hot",
-        timedelta(days=cfg.compress_after_days),
     )
-    await conn.execute(
-        "SELECT add_retention_policy($1::regclass, $2::interval, if_not_exists => TRUE)",
-        f"{s}.metrics_hot",
-        timedelta(days=cfg.retention_days),
-    )
-    log.debug("TimescaleDB policies set on %s", table)
+    log.debug("TimescaleDB policies set on %s.metrics_hot", cfg.schema)
 
 
-async def _check_columns(conn: Any, s: str) -> None:
+async def _check_columns(conn: Any, schema: str) -> None:
     """Fail at start, with the table named, if an older table lacks a column we write."""
+    s = qident(schema)
     try:
         await conn.execute(f"SELECT series_id FROM {s}.metrics_hot LIMIT 0")
     except asyncpg.exceptions.UndefinedColumnError:
         raise StorageError(
             f"{s}.metrics_hot was created by an older release, keyed by the whole series key (which a"
             " long tag value makes too large for its index). Stop the storage flow and run, once"
-            f" (docs/storage.md, 'Migrating metrics_hot'):\n{MIGRATE_SERIES_ID.format(s=s)}"
+            f" (docs/storage.md, 'Migrating metrics_hot'):\n{migrate_series_id(schema)}"
         ) from None
     try:
         await conn.execute(
@@ -748,6 +618,8 @@ class PgWriter:
         self.rows_refused = 0
         self.mode: str | None = None
         self._s = qident(cfg.schema)
+        self._move_metrics = _sql("move_metrics", cfg.schema)
+        self._move_alerts = _sql("move_alert_events", cfg.schema)
         self._loop = asyncio.new_event_loop()
         self._conn: Any = None
         self._days: set[int] = set()  # partitions known to exist (native mode)
@@ -835,7 +707,7 @@ class PgWriter:
                     self.mode = await ensure_schema(conn, self.cfg, self.wall())
                 if self.mode == MODE_NATIVE:
                     self._days = await self._existing_days(conn)
-                await conn.execute(_STAGE_DDL)
+                await conn.execute(read("sql/staging.sql"))
             except BaseException:
                 conn.terminate()
                 raise
@@ -914,7 +786,7 @@ class PgWriter:
                 self._days.add(day)
         async with conn.transaction():
             await conn.copy_records_to_table("metrics_hot_stage", records=rows, columns=STAGE_METRIC_COLUMNS)
-            status = await conn.execute(_MOVE_METRICS.format(s=self._s))
+            status = await conn.execute(self._move_metrics)
         return int(status.rsplit(" ", 1)[-1])
 
     async def _write_alerts(self, records: list[tuple[Any, ...]]) -> int:
@@ -923,7 +795,7 @@ class PgWriter:
             await conn.copy_records_to_table(
                 "alert_events_stage", records=records, columns=STAGE_ALERT_COLUMNS
             )
-            status = await conn.execute(_MOVE_ALERTS.format(s=self._s))
+            status = await conn.execute(self._move_alerts)
         return int(status.rsplit(" ", 1)[-1])
 
     async def _retention(self) -> list[str]:

@@ -569,7 +569,7 @@ def test_a_metrics_hot_of_the_previous_release_is_refused_with_its_migration(
 ) -> None:
     """Deployed tables are keyed by (series_key, time): start-up says what to run, and after
     running it the old rows and new writes share one identity (no duplicates)."""
-    from connectors.storage.timescale import MIGRATE_SERIES_ID, PgWriter, StorageError, series_id
+    from connectors.storage.timescale import PgWriter, StorageError, migrate_series_id, series_id
     from rules.metric import Metric
 
     t = hour_start()
@@ -586,7 +586,7 @@ def test_a_metrics_hot_of_the_previous_release_is_refused_with_its_migration(
     with pytest.raises(StorageError, match="created by an older release") as info:
         PgWriter(cfg).open()
     assert "ALTER TABLE" in str(info.value)
-    asyncio.run(run(MIGRATE_SERIES_ID.format(s=f'"{schema}"')))
+    asyncio.run(run(migrate_series_id(schema)))
     w = PgWriter(cfg)
     assert w.open() == "native"
     assert w.write_metrics([Metric(t, "pg", "db-1", "cpu", 7.0, {})]) == 0  # the migrated row
