@@ -1,84 +1,61 @@
-"""Configuration from environment variables, validated once at start.
+"""The settings of every job: one typed model, read from environment variables, checked once at start.
 
-Every problem is reported, one line each, before anything connects: a pod with three
-typos fails once with three lines, not three times in a crash loop. The README has the
-table of variables; `ENV_VARS` below is its source.
+Sections (one class each, one default and one description per variable): `kafka`, `rules`,
+`notify`, `storage`, `monitoring`, `collect`. A job composes the sections it reads: `Settings`
+(alerting, storage and rollup jobs: kafka + rules + notify + storage), `MonitoringSettings`
+(every live job, beside it) and `CollectJobSettings` (the collector: kafka + collect).
+
+Every problem is reported, one line each, before anything connects: a pod with three typos
+fails once with three lines, not three times in a crash loop. The README's configuration table
+is generated from these classes: `python -m connectors.config --markdown`.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import logging
 import math
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar, Self
 from urllib.parse import urlparse
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
 
 from connectors.errors import ConnectorError
 
+ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_METRIC_TOPICS = r"^gds\.metrics\.(?!dlq$).+"
-SAMPLE_PATH = Path(__file__).resolve().parent.parent / "flows" / "sample" / "metrics.jsonl"
-BUNDLED_RULES = Path(__file__).resolve().parent.parent / "rules" / "bundled"
-CHDB_PATH = Path(__file__).resolve().parent.parent / ".local" / "chdb"
-RECOVERY_PATH = Path(__file__).resolve().parent.parent / ".local" / "recovery"
+SAMPLE_PATH = ROOT / "flows" / "sample" / "metrics.jsonl"
+BUNDLED_RULES = ROOT / "rules" / "bundled"
+CHDB_PATH = ROOT / ".local" / "chdb"
+RECOVERY_PATH = ROOT / ".local" / "recovery"
+DEFAULT_TARGETS = ROOT / "deploy" / "local" / "targets.yml"
 
-# name -> (default, description); the README table mirrors this.
-ENV_VARS: dict[str, tuple[str, str]] = {
-    "KAFKA_BOOTSTRAP_SERVERS": (
-        "",
-        "Kafka brokers `host:port,...`. Unset: replay the bundled sample and exit.",
-    ),
-    "METRIC_TOPICS": (
-        DEFAULT_METRIC_TOPICS,
-        "Regex (leading `^`) or comma list of metric topics to consume.",
-    ),
-    "KAFKA_START": ("earliest", "Where a first start (no recovery state) begins: `earliest` or `latest`."),
-    "KAFKA_TAIL": ("true", "`false`: stop at the end of the topics (bounded run, flushes all windows)."),
-    "KAFKA_EXTRA_CONFIG": ("", "Extra librdkafka settings `key=value;key=value` (security, etc.)."),
-    "INPUT_FORMAT": ("auto", "`json`, `avro` (Confluent wire format) or `auto` (by first byte)."),
-    "SCHEMA_REGISTRY_URL": ("", "Schema registry URL; required for `avro`/`auto` with Avro data."),
-    "DLQ_TOPIC": ("gds.metrics.dlq", "Dead-letter topic for messages that cannot be decoded."),
-    "ALERTS_TOPIC": ("alerts", "Every alert transition is produced here (JSON)."),
-    "ALERTS_DLQ_TOPIC": ("gds.alerts.dlq", "Notifications that could not be delivered."),
-    "RULES_PATH": (str(BUNDLED_RULES), "Rule files or directories, comma separated."),
-    "SAMPLE_PATH": (str(SAMPLE_PATH), "JSONL replayed when no Kafka is configured."),
-    "NOTIFY_URL": ("", "Notification service base URL (`POST {NOTIFY_URL}/alerts`). Unset: print."),
-    "NOTIFY_TIMEOUT_S": ("5", "Per-request timeout in seconds."),
-    "NOTIFY_MAX_IN_FLIGHT": ("8", "Concurrent notification requests per worker."),
-    "NOTIFY_MAX_ATTEMPTS": ("10", "Attempts before a notification goes to ALERTS_DLQ_TOPIC."),
-    "NOTIFY_DEADLINE_S": ("120", "Retry budget per notification (s); then it goes to ALERTS_DLQ_TOPIC."),
-    "NOTIFY_BREAKER_COOLDOWN_S": ("10", "How long the circuit stays open after repeated failures (s)."),
-    "REDIS_URL": ("", "Redis for `maintenance:{instance_id}` keys and latest values."),
-    "PG_DSN": ("", "PostgreSQL / TimescaleDB DSN (storage flow)."),
-    "CLICKHOUSE_URL": ("", "ClickHouse server URL (rollups); unset: embedded chdb."),
-    "ALERT_SHARDS": ("64", "Key-space shards of the alert state (>= total workers)."),
-    "MAX_FUTURE_S": ("600", "Messages stamped further than this in the future go to the DLQ."),
-    "PG_SCHEMA": ("public", "PostgreSQL schema of `metrics_hot` and `alert_events` (storage flow)."),
-    "PG_BATCH_ROWS": ("5000", "Rows per COPY + INSERT transaction (storage flow)."),
-    "PG_RETENTION_DAYS": ("30", "Days of raw samples kept in `metrics_hot`."),
-    "PG_COMPRESS_AFTER_DAYS": ("2", "TimescaleDB only: compress `metrics_hot` chunks older than this."),
-    "REDIS_LATEST_TTL_S": ("86400", "TTL of the `latest:*` keys (s)."),
-    "STORAGE_RETRY_DEADLINE_S": (
-        "600",
-        "How long a storage sink retries one batch through an outage before it stops the flow (s).",
-    ),
-    "CLICKHOUSE_PATH": (str(CHDB_PATH), "Data directory of the embedded chdb engine (no CLICKHOUSE_URL)."),
-    "CLICKHOUSE_DATABASE": ("gds", "ClickHouse database of the rollup tables."),
-    "ROLLUP_LATENESS_S": ("60", "Rollups: a window closes this long after its end (event time)."),
-    "ROLLUP_TTL_DAYS": ("30,180,730", "TTL of `metrics_1m`, `metrics_5m`, `metrics_1h` (days)."),
-    "AGGREGATED_TOPIC": ("metrics-aggregated", "Rollups are also produced here (JSON)."),
-    "RECOVERY_DIR": (
-        str(RECOVERY_PATH),
-        "A tailing Kafka job run without `-r` snapshots its state and offsets under `{RECOVERY_DIR}/{job}` "
-        "(initialised on first start) and resumes from there; `off`: no recovery (a restart re-reads "
-        "from KAFKA_START and re-posts).",
-    ),
-    "RECOVERY_SNAPSHOT_S": ("10", "Snapshot interval of that default recovery (s); also Bytewax's epoch."),
-}
-
+# -- redaction and the error ----------------------------------------------------------------
 
 # `scheme://user:password@host`: keep the user (it helps), hide the password
 _URL_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^/@\s:'\"]*):[^/@\s'\"]*@")
@@ -108,90 +85,141 @@ class ConfigError(ConnectorError):
         super().__init__("invalid configuration:\n" + "\n".join(f"  - {p}" for p in self.problems))
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    bootstrap: tuple[str, ...] = ()
-    metric_topics: str = DEFAULT_METRIC_TOPICS
-    kafka_start: str = "earliest"
-    kafka_extra: Mapping[str, str] = field(default_factory=dict)
-    kafka_tail: bool = True
-    input_format: str = "auto"
-    schema_registry_url: str = ""
-    dlq_topic: str = "gds.metrics.dlq"
-    alerts_topic: str = "alerts"
-    alerts_dlq_topic: str = "gds.alerts.dlq"
-    rules_paths: tuple[Path, ...] = (BUNDLED_RULES,)
-    sample_path: Path = SAMPLE_PATH
-    notify_url: str = ""
-    notify_timeout_s: float = 5.0
-    notify_max_in_flight: int = 8
-    notify_max_attempts: int = 10
-    notify_deadline_s: float = 120.0
-    notify_breaker_cooldown_s: float = 10.0
-    redis_url: str = ""
-    pg_dsn: str = ""
-    clickhouse_url: str = ""
-    shards: int = 64
-    max_future_s: float = 600.0
-    pg_schema: str = "public"
-    pg_batch_rows: int = 5000
-    pg_retention_days: int = 30
-    pg_compress_after_days: int = 2
-    redis_latest_ttl_s: int = 86400
-    storage_retry_deadline_s: float = 600.0
-    clickhouse_path: Path = CHDB_PATH
-    clickhouse_database: str = "gds"
-    rollup_lateness_s: float = 60.0
-    rollup_ttl_days: tuple[int, int, int] = (30, 180, 730)
-    aggregated_topic: str = "metrics-aggregated"
-    recovery_dir: Path | None = RECOVERY_PATH
-    recovery_snapshot_s: float = 10.0
-
-    @property
-    def embedded(self) -> bool:
-        """No Kafka configured: replay the bundled sample and exit."""
-        return not self.bootstrap
-
-    @staticmethod
-    def from_env(env: Mapping[str, str] | None = None) -> Settings:
-        return parse(dict(os.environ) if env is None else env)
+def _problem(*lines: str) -> PydanticCustomError:
+    """A rejected value: each line is what follows the variable's name (`='x': not a number`)."""
+    return PydanticCustomError("gds_config", "{text}", {"lines": lines, "text": "; ".join(lines)})
 
 
-def _url(problems: list[str], name: str, value: str, schemes: tuple[str, ...]) -> str:
-    if not value:
-        return ""
-    u = urlparse(value)
-    if u.scheme not in schemes or not (u.netloc or u.scheme == "mock"):
-        problems.append(f"{name}={redact(value)!r}: expected a URL with scheme {' or '.join(schemes)}")
-    return value.rstrip("/")
+def _problems(exc: ValidationError, model: type[BaseSettings]) -> list[str]:
+    """pydantic's errors as our lines: `NAME<what follows>`, one per problem."""
+    out: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = str(err["loc"][0]) if err["loc"] else ""
+        field = model.model_fields.get(loc)
+        name = str(field.validation_alias) if field is not None and field.validation_alias else loc
+        lines = (err.get("ctx") or {}).get("lines")
+        if lines is None:  # pydantic's own (a value of the wrong type passed in code)
+            out.append(f"{name}: {err['msg']}")
+        else:
+            out.extend(f"{name}{line}" for line in lines)
+    return out
 
 
-def _number(problems: list[str], env: Mapping[str, str], name: str, cast: type, low: float) -> float:
-    """A finite number > 0 and >= `low`: `nan`, `inf`, 0 and negatives are refused for every
-    setting (a `nan` timeout or deadline silently disables what it bounds)."""
-    raw = (env.get(name) or "").strip() or ENV_VARS[name][0]
-    default = cast(ENV_VARS[name][0])
+# -- the environment, injectable for tests -----------------------------------------------------
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("gds_environ", default=None)
+
+
+@contextlib.contextmanager
+def _reading(env: Mapping[str, str]) -> Iterator[None]:
+    token = _ENVIRON.set(env)
     try:
-        value = cast(raw)
-    except ValueError:
-        kind = "an integer" if cast is int else "a number"
-        problems.append(f"{name}={raw!r}: not {kind}")
-        return default
-    if not math.isfinite(value):
-        problems.append(f"{name}={raw!r}: must be a finite number")
-        return default
-    if value <= 0:
-        problems.append(f"{name}={raw!r}: must be > 0")
-        return default
-    if value < low:
-        problems.append(f"{name}={raw!r}: must be >= {low:g}")
-    return value
+        yield
+    finally:
+        _ENVIRON.reset(token)
 
 
-def rules_paths(env: Mapping[str, str]) -> tuple[Path, ...]:
-    """RULES_PATH as paths (also read on its own, to report rule problems with bad settings)."""
-    raw = env.get("RULES_PATH", "").strip() or ENV_VARS["RULES_PATH"][0]
-    return tuple(Path(p.strip()) for p in raw.split(",") if p.strip())
+def _environ() -> dict[str, str]:
+    """The environment being read, blank values dropped (blank means: the default)."""
+    env = _ENVIRON.get()
+    return {k: v.strip() for k, v in (env or {}).items() if isinstance(v, str) and v.strip()}
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' environment source over the mapping `from_env` was given.
+
+    Only `from_env` reads an environment: `Settings()` alone is the defaults, like a dataclass.
+    """
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(_environ(), self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
+
+
+def _peek(section: type[BaseSettings], name: str) -> Any:
+    """Another variable's value for a check across variables; None when it is itself invalid
+    (its own problem is reported by its section)."""
+    field = section.model_fields[name]
+    raw = _environ().get(str(field.validation_alias))
+    if raw is None:
+        return field.default
+    try:
+        kind: Any = Annotated[field.annotation, *field.metadata]  # the field's type with its parser
+        return TypeAdapter(kind).validate_python(raw)
+    except ValidationError:
+        return None
+
+
+# -- value parsers (`BeforeValidator`s: the environment gives strings, code may give values) -----
+
+
+def _number(
+    low: float, *, integer: bool = False, zero_ok: bool = False, high: float | None = None, hint: str = ""
+) -> BeforeValidator:
+    """A finite number >= `low` and > 0 (`zero_ok`: 0 too, it turns something off): `nan`, `inf`
+    and negatives are refused for every setting (a `nan` timeout silently disables what it bounds)."""
+
+    def parse(raw: Any) -> float:
+        try:
+            value = int(raw) if integer else float(raw)
+        except (TypeError, ValueError):
+            raise _problem(f"={raw!r}: not {'an integer' if integer else 'a number'}") from None
+        if not math.isfinite(value):
+            raise _problem(f"={raw!r}: must be a finite number")
+        if zero_ok and value == 0:
+            return value
+        if value < low:
+            raise _problem(f"={raw!r}: must be >= {low:g}{hint}")
+        if value <= 0:
+            raise _problem(f"={raw!r}: must be > 0")
+        if high is not None and value > high:
+            raise _problem(f"={value:g}: must be <= {high:g}{hint}")
+        return value
+
+    return BeforeValidator(parse)
+
+
+def _choice(*allowed: str, lower: bool = False) -> BeforeValidator:
+    def parse(raw: Any) -> str:
+        value = str(raw).lower() if lower else str(raw)
+        if value not in allowed:
+            raise _problem(f"={value!r}: expected {', '.join(allowed[:-1])} or {allowed[-1]}")
+        return value
+
+    return BeforeValidator(parse)
+
+
+def _flag(raw: Any) -> bool:
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise _problem(f"={value!r}: expected true or false")
+    return value in ("true", "1", "yes")
+
+
+def _url(*schemes: str) -> BeforeValidator:
+    def parse(raw: Any) -> str:
+        value = str(raw)
+        if not value:
+            return ""
+        u = urlparse(value)
+        if u.scheme not in schemes or not (u.netloc or u.scheme == "mock"):
+            raise _problem(f"={redact(value)!r}: expected a URL with scheme {' or '.join(schemes)}")
+        return value.rstrip("/")
+
+    return BeforeValidator(parse)
+
+
+def _bootstrap(raw: Any) -> tuple[str, ...]:
+    servers = tuple(b.strip() for b in raw.split(",") if b.strip()) if isinstance(raw, str) else tuple(raw)
+    bad = []
+    for b in servers:
+        host, _, port = b.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            bad.append(f": {b!r} is not host:port")
+    if bad:
+        raise _problem(*bad)
+    return servers
 
 
 _QUIET = logging.getLogger("connectors.config.librdkafka")
@@ -225,122 +253,474 @@ def kafka_config_problems(extra: Mapping[str, str]) -> list[str]:
     return problems or [f"KAFKA_EXTRA_CONFIG: {refused(extra)}"]
 
 
-def parse(env: Mapping[str, str]) -> Settings:
-    problems: list[str] = []
-
-    def get(name: str) -> str:
-        return env.get(name, "").strip() or ENV_VARS[name][0]
-
-    bootstrap = tuple(b.strip() for b in env.get("KAFKA_BOOTSTRAP_SERVERS", "").split(",") if b.strip())
-    for b in bootstrap:
-        host, _, port = b.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            problems.append(f"KAFKA_BOOTSTRAP_SERVERS: {b!r} is not host:port")
-    topics = get("METRIC_TOPICS")
-    if topics.startswith("^"):
-        try:
-            re.compile(topics)
-        except re.error as exc:
-            problems.append(f"METRIC_TOPICS={topics!r}: bad regular expression: {exc}")
-    start = get("KAFKA_START")
-    if start not in ("earliest", "latest"):
-        problems.append(f"KAFKA_START={start!r}: expected earliest or latest")
-    tail = get("KAFKA_TAIL").lower()
-    if tail not in ("true", "false", "1", "0", "yes", "no"):
-        problems.append(f"KAFKA_TAIL={tail!r}: expected true or false")
+def _kafka_extra(raw: Any) -> dict[str, str]:
+    if not isinstance(raw, str):
+        return dict(raw)
     extra: dict[str, str] = {}
-    items = filter(None, (s.strip() for s in env.get("KAFKA_EXTRA_CONFIG", "").split(";")))
-    for n, item in enumerate(items, 1):
+    bad: list[str] = []
+    for n, item in enumerate(filter(None, (s.strip() for s in raw.split(";"))), 1):
         k, sep, v = item.partition("=")
         if not sep or not k.strip():  # not echoed: it may be a password without its key
-            problems.append(f"KAFKA_EXTRA_CONFIG: entry {n} is not key=value (entries are ;-separated)")
+            bad.append(f": entry {n} is not key=value (entries are ;-separated)")
         else:
             extra[k.strip()] = v.strip()
-    problems += kafka_config_problems(extra)
-    fmt = get("INPUT_FORMAT")
-    if fmt not in ("json", "avro", "auto"):
-        problems.append(f"INPUT_FORMAT={fmt!r}: expected json, avro or auto")
-    registry = _url(
-        problems, "SCHEMA_REGISTRY_URL", env.get("SCHEMA_REGISTRY_URL", ""), ("http", "https", "mock")
-    )
-    if fmt == "avro" and not registry:
-        problems.append("INPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL")
-    rules = rules_paths(env)
-    for p in rules:
-        if not p.exists():
-            problems.append(f"RULES_PATH: {str(p)!r} does not exist")
-    sample = Path(get("SAMPLE_PATH"))
-    if not bootstrap and not sample.is_file():
-        problems.append(
-            f"SAMPLE_PATH: {str(sample)!r} is not a file (needed when KAFKA_BOOTSTRAP_SERVERS is unset)"
-        )
-    for name in ("DLQ_TOPIC", "ALERTS_TOPIC", "ALERTS_DLQ_TOPIC", "AGGREGATED_TOPIC"):
-        if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", get(name)):
-            problems.append(f"{name}={get(name)!r}: not a valid Kafka topic name")
-    settings = Settings(
-        bootstrap=bootstrap,
-        metric_topics=topics,
-        kafka_start=start,
-        kafka_extra=extra,
-        kafka_tail=tail in ("true", "1", "yes"),
-        input_format=fmt,
-        schema_registry_url=registry,
-        dlq_topic=get("DLQ_TOPIC"),
-        alerts_topic=get("ALERTS_TOPIC"),
-        alerts_dlq_topic=get("ALERTS_DLQ_TOPIC"),
-        rules_paths=rules,
-        sample_path=sample,
-        notify_url=_url(problems, "NOTIFY_URL", env.get("NOTIFY_URL", ""), ("http", "https")),
-        notify_timeout_s=_number(problems, env, "NOTIFY_TIMEOUT_S", float, 0.01),
-        notify_max_in_flight=int(_number(problems, env, "NOTIFY_MAX_IN_FLIGHT", int, 1)),
-        notify_max_attempts=int(_number(problems, env, "NOTIFY_MAX_ATTEMPTS", int, 1)),
-        notify_deadline_s=_number(problems, env, "NOTIFY_DEADLINE_S", float, 0.1),
-        notify_breaker_cooldown_s=_number(problems, env, "NOTIFY_BREAKER_COOLDOWN_S", float, 0),
-        redis_url=_url(problems, "REDIS_URL", env.get("REDIS_URL", ""), ("redis", "rediss", "unix")),
-        pg_dsn=_url(problems, "PG_DSN", env.get("PG_DSN", ""), ("postgresql", "postgres")),
-        clickhouse_url=_url(problems, "CLICKHOUSE_URL", env.get("CLICKHOUSE_URL", ""), ("http", "https")),
-        shards=int(_number(problems, env, "ALERT_SHARDS", int, 1)),
-        max_future_s=_number(problems, env, "MAX_FUTURE_S", float, 0),
-        recovery_dir=None
-        if get("RECOVERY_DIR").lower() in ("off", "none", "false")
-        else Path(get("RECOVERY_DIR")),
-        recovery_snapshot_s=_number(problems, env, "RECOVERY_SNAPSHOT_S", float, 0.1),
-        **_storage_settings(problems, env, get),
-    )
-    if problems:
-        raise ConfigError(problems)
-    return settings
+    bad += [p.removeprefix("KAFKA_EXTRA_CONFIG") for p in kafka_config_problems(extra)]
+    if bad:
+        raise _problem(*bad)
+    return extra
 
 
-def _storage_settings(
-    problems: list[str], env: Mapping[str, str], get: Callable[[str], str]
-) -> dict[str, Any]:
-    """The storage and rollup flows' variables (PG_*, REDIS_LATEST_TTL_S, CLICKHOUSE_*, ROLLUP_*)."""
-    schema = get("PG_SCHEMA")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", schema):
-        problems.append(f"PG_SCHEMA={schema!r}: expected a plain identifier (letters, digits, _)")
-    database = get("CLICKHOUSE_DATABASE")
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", database):
-        problems.append(f"CLICKHOUSE_DATABASE={database!r}: expected a plain identifier (letters, digits, _)")
-    ttl_raw = get("ROLLUP_TTL_DAYS")
-    ttl: tuple[int, int, int] = (30, 180, 730)
+def _topic(raw: Any) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._-]{1,249}", str(raw)):
+        raise _problem(f"={raw!r}: not a valid Kafka topic name")
+    return str(raw)
+
+
+def _identifier(raw: Any) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", str(raw)):
+        raise _problem(f"={raw!r}: expected a plain identifier (letters, digits, _)")
+    return str(raw)
+
+
+def _paths(raw: Any) -> tuple[Path, ...]:
+    if isinstance(raw, str):
+        return tuple(Path(p.strip()) for p in raw.split(",") if p.strip())
+    return tuple(Path(p) for p in raw)
+
+
+def _recovery_dir(raw: Any) -> Path | None:
+    if raw is None or str(raw).lower() in ("off", "none", "false"):
+        return None
+    return Path(raw)
+
+
+def _ttl_days(raw: Any) -> tuple[int, int, int]:
     try:
-        parts = tuple(int(x) for x in ttl_raw.split(","))
+        parts = tuple(int(x) for x in raw.split(",")) if isinstance(raw, str) else tuple(int(x) for x in raw)
         if len(parts) != 3 or min(parts) < 1:
             raise ValueError
-        ttl = (parts[0], parts[1], parts[2])
+    except (TypeError, ValueError):
+        raise _problem(f"={raw!r}: expected three day counts >= 1, e.g. 30,180,730") from None
+    return (parts[0], parts[1], parts[2])
+
+
+_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
+
+
+def _host(raw: Any) -> str:
+    host = str(raw)
+    try:
+        ipaddress.ip_address(host)
     except ValueError:
-        problems.append(f"ROLLUP_TTL_DAYS={ttl_raw!r}: expected three day counts >= 1, e.g. 30,180,730")
+        if not _HOSTNAME.fullmatch(host):
+            raise _problem(f"={host!r}: not an IP address or host name") from None
+    return host
+
+
+def _avro_needs_registry(value: str) -> str:
+    """INPUT_FORMAT or OUTPUT_FORMAT: Avro means a schema registry (invalid: reported on its own)."""
+    if value == "avro" and _peek(KafkaSettings, "schema_registry_url") == "":
+        raise _problem("=avro needs SCHEMA_REGISTRY_URL")
+    return value
+
+
+def _env(name: str, default: Any, description: str) -> Any:
+    """A field read from variable `name` (also settable by its Python name in code)."""
+    return Field(default, validation_alias=name, description=description)
+
+
+# -- sections ---------------------------------------------------------------------------------
+
+_Seconds = Annotated[float, _number(0)]
+_Count = Annotated[int, _number(1, integer=True)]
+_Topic = Annotated[str, BeforeValidator(_topic)]
+
+
+class Section(BaseSettings):
+    """One group of variables; `from_env(env)` reads them (the process environment by default)."""
+
+    section: ClassVar[str] = ""
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, extra="ignore", populate_by_name=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            raise ConfigError(_problems(exc, type(self))) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, _Environment(settings_cls))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Self:
+        """Validated settings; `ConfigError` lists every problem, one line each."""
+        with _reading(os.environ if env is None else env):
+            return cls()
+
+
+class KafkaSettings(Section):
+    section = "kafka"
+
+    bootstrap: Annotated[tuple[str, ...], NoDecode, BeforeValidator(_bootstrap)] = _env(
+        "KAFKA_BOOTSTRAP_SERVERS",
+        (),
+        "Kafka brokers `host:port,...`. Unset: the alerting job replays the bundled sample and exits, "
+        "the collector prints its messages.",
+    )
+    metric_topics: str = _env(
+        "METRIC_TOPICS",
+        DEFAULT_METRIC_TOPICS,
+        "Regex (leading `^`) or comma list of metric topics to consume.",
+    )
+    kafka_start: Annotated[str, _choice("earliest", "latest")] = _env(
+        "KAFKA_START", "earliest", "Where a first start (no recovery state) begins: `earliest` or `latest`."
+    )
+    kafka_tail: Annotated[bool, BeforeValidator(_flag)] = _env(
+        "KAFKA_TAIL", True, "`false`: stop at the end of the topics (bounded run, flushes all windows)."
+    )
+    kafka_extra: Annotated[dict[str, str], NoDecode, BeforeValidator(_kafka_extra)] = _env(
+        "KAFKA_EXTRA_CONFIG",
+        {},
+        "Extra librdkafka settings `key=value;key=value` (security, etc.), checked against librdkafka.",
+    )
+    input_format: Annotated[str, _choice("json", "avro", "auto"), AfterValidator(_avro_needs_registry)] = (
+        _env("INPUT_FORMAT", "auto", "`json`, `avro` (Confluent wire format) or `auto` (by first byte).")
+    )
+    schema_registry_url: Annotated[str, _url("http", "https", "mock")] = _env(
+        "SCHEMA_REGISTRY_URL",
+        "",
+        "Schema registry URL; required for `avro`/`auto` with Avro data and for `OUTPUT_FORMAT=avro`.",
+    )
+    dlq_topic: _Topic = _env(
+        "DLQ_TOPIC", "gds.metrics.dlq", "Dead-letter topic for messages that cannot be decoded."
+    )
+    alerts_topic: _Topic = _env("ALERTS_TOPIC", "alerts", "Every alert transition is produced here (JSON).")
+    alerts_dlq_topic: _Topic = _env(
+        "ALERTS_DLQ_TOPIC", "gds.alerts.dlq", "Notifications that could not be delivered."
+    )
+    aggregated_topic: _Topic = _env(
+        "AGGREGATED_TOPIC", "metrics-aggregated", "Rollups are also produced here."
+    )
+    max_future_s: _Seconds = _env(
+        "MAX_FUTURE_S", 600.0, "Messages stamped further than this in the future go to the DLQ."
+    )
+    sample_path: Path = _env("SAMPLE_PATH", SAMPLE_PATH, "JSONL replayed when no Kafka is configured.")
+    recovery_dir: Annotated[Path | None, BeforeValidator(_recovery_dir)] = _env(
+        "RECOVERY_DIR",
+        RECOVERY_PATH,
+        "A tailing Kafka job started without `-r` snapshots state and offsets under `{RECOVERY_DIR}/{job}` "
+        "(initialised on first start) and resumes from there; `off`: no recovery (a restart re-reads "
+        "from `KAFKA_START` and re-posts).",
+    )
+    recovery_snapshot_s: Annotated[float, _number(0.1)] = _env(
+        "RECOVERY_SNAPSHOT_S",
+        10.0,
+        "Snapshot interval of that default recovery (s); also Bytewax's epoch length.",
+    )
+
+    @property
+    def embedded(self) -> bool:
+        """No Kafka configured: replay the bundled sample and exit."""
+        return not self.bootstrap
+
+    @field_validator("metric_topics")
+    @classmethod
+    def _topics_regex(cls, value: str) -> str:
+        if value.startswith("^"):
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise _problem(f"={value!r}: bad regular expression: {exc}") from None
+        return value
+
+    @field_validator("sample_path")
+    @classmethod
+    def _sample_exists(cls, value: Path) -> Path:
+        if _peek(KafkaSettings, "bootstrap") == () and not value.is_file():
+            raise _problem(f": {str(value)!r} is not a file (needed when KAFKA_BOOTSTRAP_SERVERS is unset)")
+        return value
+
+
+class RulesSettings(Section):
+    section = "rules"
+
+    rules_paths: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_paths)] = _env(
+        "RULES_PATH", (BUNDLED_RULES,), "Rule files or directories, comma separated."
+    )
+    shards: _Count = _env("ALERT_SHARDS", 64, "Key-space shards of the alert state (>= total workers).")
+
+    @field_validator("rules_paths")
+    @classmethod
+    def _rules_exist(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        missing = [f": {str(p)!r} does not exist" for p in value if not p.exists()]
+        if missing:
+            raise _problem(*missing)
+        return value
+
+
+class NotifySettings(Section):
+    section = "notify"
+
+    notify_url: Annotated[str, _url("http", "https")] = _env(
+        "NOTIFY_URL", "", "Notification service base URL (`POST {NOTIFY_URL}/alerts`). Unset: print."
+    )
+    notify_timeout_s: Annotated[float, _number(0.01)] = _env(
+        "NOTIFY_TIMEOUT_S", 5.0, "Per-request timeout in seconds."
+    )
+    notify_max_in_flight: _Count = _env(
+        "NOTIFY_MAX_IN_FLIGHT", 8, "Concurrent notification requests per worker."
+    )
+    notify_max_attempts: _Count = _env(
+        "NOTIFY_MAX_ATTEMPTS", 10, "Attempts before a notification goes to ALERTS_DLQ_TOPIC."
+    )
+    notify_deadline_s: Annotated[float, _number(0.1)] = _env(
+        "NOTIFY_DEADLINE_S", 120.0, "Retry budget per notification (s); then it goes to ALERTS_DLQ_TOPIC."
+    )
+    notify_breaker_cooldown_s: _Seconds = _env(
+        "NOTIFY_BREAKER_COOLDOWN_S", 10.0, "How long the circuit stays open after repeated failures (s)."
+    )
+
+
+class StorageSettings(Section):
+    section = "storage"
+
+    redis_url: Annotated[str, _url("redis", "rediss", "unix")] = _env(
+        "REDIS_URL", "", "Redis for `maintenance:{instance_id}` keys and latest values."
+    )
+    pg_dsn: Annotated[str, _url("postgresql", "postgres")] = _env(
+        "PG_DSN", "", "PostgreSQL / TimescaleDB DSN (storage flow)."
+    )
+    clickhouse_url: Annotated[str, _url("http", "https")] = _env(
+        "CLICKHOUSE_URL", "", "ClickHouse server URL (rollups); unset: embedded chdb."
+    )
+    pg_schema: Annotated[str, BeforeValidator(_identifier)] = _env(
+        "PG_SCHEMA", "public", "PostgreSQL schema of `metrics_hot` and `alert_events`."
+    )
+    pg_batch_rows: _Count = _env("PG_BATCH_ROWS", 5000, "Rows per COPY + INSERT transaction.")
+    pg_retention_days: _Count = _env("PG_RETENTION_DAYS", 30, "Days of raw samples kept in `metrics_hot`.")
+    pg_compress_after_days: _Count = _env(
+        "PG_COMPRESS_AFTER_DAYS", 2, "TimescaleDB only: compress chunks older than this."
+    )
+    redis_latest_ttl_s: _Count = _env("REDIS_LATEST_TTL_S", 86400, "TTL of the `latest:*` keys.")
+    storage_retry_deadline_s: Annotated[float, _number(1)] = _env(
+        "STORAGE_RETRY_DEADLINE_S",
+        600.0,
+        "How long a sink retries one batch through an outage before it stops the flow.",
+    )
+    clickhouse_path: Path = _env(
+        "CLICKHOUSE_PATH", CHDB_PATH, "Data directory of the embedded engine (no `CLICKHOUSE_URL`)."
+    )
+    clickhouse_database: Annotated[str, BeforeValidator(_identifier)] = _env(
+        "CLICKHOUSE_DATABASE", "gds", "Database of the rollup tables."
+    )
+    rollup_lateness_s: _Seconds = _env(
+        "ROLLUP_LATENESS_S", 60.0, "A window closes this long (event time) after its end."
+    )
+    rollup_ttl_days: Annotated[tuple[int, int, int], NoDecode, BeforeValidator(_ttl_days)] = _env(
+        "ROLLUP_TTL_DAYS", (30, 180, 730), "TTL of `metrics_1m`, `metrics_5m`, `metrics_1h` (days)."
+    )
+
+
+# Retry budgets during which a sink legitimately blocks its worker thread.
+BLOCKING_DEADLINES: tuple[tuple[type[Section], str], ...] = (
+    (NotifySettings, "notify_deadline_s"),
+    (StorageSettings, "storage_retry_deadline_s"),
+)
+
+
+class MonitoringSettings(Section):
+    section = "monitoring"
+
+    port: Annotated[
+        int, _number(0, integer=True, zero_ok=True, high=65535, hint=" (0 disables the server)")
+    ] = _env(
+        "METRICS_PORT",
+        8490,
+        "Port of `/metrics`, `/healthz` and `/readyz`; `0` disables the server. A port that is taken "
+        "stops the job at start.",
+    )
+    host: Annotated[str, BeforeValidator(_host)] = _env(
+        "METRICS_HOST", "127.0.0.1", "Address that server binds to (`0.0.0.0` for pods, so probes reach it)."
+    )
+    heartbeat_interval_s: Annotated[float, _number(0.1)] = _env(
+        "HEARTBEAT_INTERVAL_S",
+        30.0,
+        'Seconds between heartbeats: a `{"type": "heartbeat"}` record on ALERTS_TOPIC per worker, '
+        "and the idle liveness tick.",
+    )
+    health_stale_s: Annotated[float, _number(1)] = _env(
+        "HEALTH_STALE_S",
+        900.0,
+        "`/healthz` fails when a flow reported no batch or heartbeat for this long (s), or its input "
+        "waited that long without progress; must exceed HEARTBEAT_INTERVAL_S, NOTIFY_DEADLINE_S and "
+        "STORAGE_RETRY_DEADLINE_S.",
+    )
+    ready_stall_s: Annotated[float, _number(1)] = _env(
+        "READY_STALL_S",
+        60.0,
+        "`/readyz` fails when a flow's input waits (Kafka consumer lag > 0) and it consumed nothing "
+        "for this long (s).",
+    )
+    self_metrics_interval_s: Annotated[float, _number(0, zero_ok=True)] = _env(
+        "SELF_METRICS_INTERVAL_S",
+        30.0,
+        "Seconds between the pipeline's own health metrics (`up`, consumer lag per partition, "
+        "`timescaledb_up`, error and DLQ rates) on `gds.metrics.pipeline.{env}`, which the bundled "
+        "self-monitoring rules watch; `0`: off.",
+    )
+    self_metrics_environment: Annotated[str, BeforeValidator(_topic)] = _env(
+        "SELF_METRICS_ENVIRONMENT", "production", "The `{env}` of that topic and the `environment` tag."
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.port != 0
+
+    @field_validator("health_stale_s")
+    @classmethod
+    def _stale_exceeds_what_blocks(cls, stale: float, info: ValidationInfo) -> float:
+        lines = []
+        heartbeat = info.data.get("heartbeat_interval_s")
+        if heartbeat is not None and stale <= heartbeat:
+            lines.append(
+                f"={stale:g} must be greater than HEARTBEAT_INTERVAL_S={heartbeat:g}: "
+                "an idle flow only reports its heartbeats"
+            )
+        for section, name in BLOCKING_DEADLINES:
+            deadline = _peek(section, name)
+            if deadline is not None and stale <= deadline:
+                alias = section.model_fields[name].validation_alias
+                lines.append(
+                    f"={stale:g} must be greater than {alias}={deadline:g}: a sink retrying "
+                    "through an outage blocks the worker thread that long without being stuck"
+                )
+        if lines:
+            raise _problem(*lines)
+        return stale
+
+
+class CollectSettings(Section):
+    section = "collect"
+
+    targets_path: Path = _env(
+        "COLLECT_TARGETS", DEFAULT_TARGETS, "Targets file (YAML) of the collector flow."
+    )
+    output_format: Annotated[
+        str, _choice("json", "avro", lower=True), AfterValidator(_avro_needs_registry)
+    ] = _env("OUTPUT_FORMAT", "json", "Collector output: `json` (seed format) or `avro` (Confluent framing).")
+    create_topics: Annotated[bool, BeforeValidator(_flag)] = _env(
+        "COLLECT_CREATE_TOPICS", True, "Create missing `gds.metrics.*` topics of the targets at start."
+    )
+
+    @field_validator("targets_path")
+    @classmethod
+    def _targets_exist(cls, value: Path) -> Path:
+        if not value.is_file():
+            raise _problem(f": {str(value)!r} is not a file")
+        return value
+
+
+SECTIONS: tuple[type[Section], ...] = (
+    KafkaSettings,
+    RulesSettings,
+    NotifySettings,
+    StorageSettings,
+    MonitoringSettings,
+    CollectSettings,
+)
+
+
+# -- jobs -------------------------------------------------------------------------------------
+
+
+# Bases in reverse: pydantic orders fields from the last base, and problems are listed in field order.
+class Settings(StorageSettings, NotifySettings, RulesSettings, KafkaSettings):
+    """The Kafka jobs' settings (alerting, storage, rollups); `MonitoringSettings` goes beside it."""
+
+    section = "kafka+rules+notify+storage"
+
+
+class CollectJobSettings(CollectSettings, KafkaSettings):
+    """The collector's settings; `MonitoringSettings` goes beside it."""
+
+    section = "kafka+collect"
+
+
+def parse(env: Mapping[str, str]) -> Settings:
+    return Settings.from_env(env)
+
+
+def rules_paths(env: Mapping[str, str]) -> tuple[Path, ...]:
+    """RULES_PATH as paths (also read on its own, to report rule problems with bad settings)."""
+    raw = env.get("RULES_PATH", "").strip()
+    return _paths(raw) if raw else RulesSettings().rules_paths
+
+
+# -- the README table -------------------------------------------------------------------------
+
+
+def _shown(value: Any) -> str:
+    """A default as it would be written in the environment."""
+    if value is None:
+        return "off"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, Path):
+        return str(value.relative_to(ROOT)) if value.is_relative_to(ROOT) else str(value)
+    if isinstance(value, tuple):
+        return ",".join(_shown(v) for v in value)
+    if isinstance(value, dict):
+        return ";".join(f"{k}={v}" for k, v in value.items())
+    return str(value)
+
+
+def variables(
+    sections: tuple[type[Section], ...] = SECTIONS,
+) -> dict[str, tuple[str, FieldInfo, type[Section]]]:
+    """Every variable: name -> (its default as text, its field, its section)."""
+    out = {}
+    for section in sections:
+        for name, field in section.model_fields.items():
+            out[str(field.validation_alias or name)] = (_shown(field.default), field, section)
+    return out
+
+
+def env_vars(sections: tuple[type[Section], ...] = SECTIONS) -> dict[str, tuple[str, str]]:
+    """name -> (default, description), derived from the model."""
     return {
-        "pg_schema": schema,
-        "pg_batch_rows": int(_number(problems, env, "PG_BATCH_ROWS", int, 1)),
-        "pg_retention_days": int(_number(problems, env, "PG_RETENTION_DAYS", int, 1)),
-        "pg_compress_after_days": int(_number(problems, env, "PG_COMPRESS_AFTER_DAYS", int, 1)),
-        "redis_latest_ttl_s": int(_number(problems, env, "REDIS_LATEST_TTL_S", int, 1)),
-        "storage_retry_deadline_s": _number(problems, env, "STORAGE_RETRY_DEADLINE_S", float, 1),
-        "clickhouse_path": Path(get("CLICKHOUSE_PATH")),
-        "clickhouse_database": database,
-        "rollup_lateness_s": _number(problems, env, "ROLLUP_LATENESS_S", float, 0),
-        "rollup_ttl_days": ttl,
-        "aggregated_topic": get("AGGREGATED_TOPIC"),
+        name: (default, field.description or "") for name, (default, field, _) in variables(sections).items()
     }
+
+
+ENV_VARS: dict[str, tuple[str, str]] = env_vars()
+
+
+def markdown_table() -> str:
+    """The README's configuration table."""
+    rows = ["| variable | section | default | meaning |", "|---|---|---|---|"]
+    for name, (default, field, section) in variables().items():
+        shown = f"`{default}`" if default else ""
+        rows.append(f"| `{name}` | {section.section} | {shown} | {field.description} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str], out: Callable[[str], Any] = sys.stdout.write) -> int:
+    if argv != ["--markdown"]:
+        out("usage: python -m connectors.config --markdown   (prints the README's configuration table)\n")
+        return 2
+    out(markdown_table())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

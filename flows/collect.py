@@ -30,14 +30,8 @@ from bytewax.outputs import Sink
 
 from connectors.collectors import Target, create_collector
 from connectors.collectors.source import Clock, CollectorFactory, CollectSource
-from connectors.collectors.targets import (
-    CollectConfig,
-    CollectSettings,
-    TargetFileError,
-    load_targets,
-    settings_from_env,
-)
-from connectors.config import ConfigError
+from connectors.collectors.targets import CollectConfig, TargetFileError, load_targets
+from connectors.config import CollectJobSettings, ConfigError
 from connectors.errors import ConnectorError
 from connectors.kafka.serde import AvroCodec, encode_json
 from connectors.kafka.topics import metric_topic
@@ -119,7 +113,7 @@ def build_flow(
     return flow
 
 
-def _ensure_topics(settings: CollectSettings, targets: Sequence[Target]) -> None:
+def _ensure_topics(settings: CollectJobSettings, targets: Sequence[Target]) -> None:
     """Create missing metric topics of the targets (the broker does not auto-create)."""
     from connectors.kafka.topics import DAY_MS, TopicSpec, ensure_topics
 
@@ -135,7 +129,7 @@ def _ensure_topics(settings: CollectSettings, targets: Sequence[Target]) -> None
         log.info("created topics %s", ", ".join(created))
 
 
-def from_settings(settings: CollectSettings, config: CollectConfig) -> Dataflow:
+def from_settings(settings: CollectJobSettings, config: CollectConfig) -> Dataflow:
     encode = avro_encoder(settings.schema_registry_url) if settings.output_format == "avro" else json_encoder
     if not settings.bootstrap:
         # no Kafka: print `topic key value` lines, so a first run needs no services
@@ -159,7 +153,7 @@ def _default_flow() -> Dataflow:
     problems: list[str] = []
     settings = config = monitoring = None
     try:
-        settings = settings_from_env()
+        settings = CollectJobSettings.from_env()
         config = load_targets(settings.targets_path)
     except (ConfigError, TargetFileError) as exc:
         problems += exc.problems
@@ -174,12 +168,10 @@ def _default_flow() -> Dataflow:
             start("collect", monitoring)
             from connectors.ops.selfmetrics import start as start_selfmetrics
 
-            start_selfmetrics("collect")  # its own health as metrics (gds.metrics.pipeline.{env})
+            start_selfmetrics("collect", settings, monitoring)  # own health, gds.metrics.pipeline.*
         flow = from_settings(settings, config)
     except ConfigError as exc:
         exit_with("collect", exc.problems)
-    except ValueError as exc:  # SELF_METRICS_INTERVAL_S
-        exit_with("collect", [str(exc)])
     if settings.bootstrap:
         add_liveness(flow, "collect", monitoring.heartbeat_interval_s)
     summary = {

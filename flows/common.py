@@ -314,10 +314,7 @@ def start_live(job: str, settings: Settings, monitoring: MonitoringSettings, top
         exit_with(job, problems)
     from connectors.ops.selfmetrics import start as start_selfmetrics
 
-    try:  # the pipeline's own health as metrics on gds.metrics.pipeline.{env}, for the bundled rules
-        start_selfmetrics(job)
-    except ValueError as exc:
-        exit_with(job, [str(exc)])
+    start_selfmetrics(job, settings, monitoring)  # own health as metrics on gds.metrics.pipeline.{env}
 
 
 class _Discard(DynamicSink[Any]):

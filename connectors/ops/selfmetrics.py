@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -40,17 +39,11 @@ from confluent_kafka import Producer
 from prometheus_client import REGISTRY
 from prometheus_client.registry import Collector
 
+from connectors.config import KafkaSettings, MonitoringSettings
+
 log = logging.getLogger(__name__)
 
 DATABASE_TYPE: Final = "pipeline"
-
-ENV_VARS: Final[dict[str, tuple[str, str]]] = {
-    "SELF_METRICS_INTERVAL_S": (
-        "30",
-        "Seconds between the pipeline's health metrics on `gds.metrics.pipeline.{env}`; `0`: off.",
-    ),
-    "SELF_METRICS_ENVIRONMENT": ("production", "The `{env}` of that topic and the `environment` tag."),
-}
 
 _STORE_UP: Final = {"timescaledb": "timescaledb_up", "clickhouse": "clickhouse_up", "redis": "redis_up"}
 _STORE_ERRORS: Final = {
@@ -237,37 +230,29 @@ _started: dict[str, SelfMetricsReporter] = {}
 _lock = threading.Lock()
 
 
-def start(flow: str, env: Mapping[str, str] | None = None) -> SelfMetricsReporter | None:
+def start(flow: str, kafka: KafkaSettings, monitoring: MonitoringSettings) -> SelfMetricsReporter | None:
     """Start this process's reporter for `flow` once (idempotent); None when turned off.
 
-    The call a flow makes at start-up, beside `connectors.ops.start`. Needs
-    KAFKA_BOOTSTRAP_SERVERS (no broker, nothing to feed back); creates the topic if missing.
+    The call a flow makes at start-up, beside `connectors.ops.start`, with the settings it
+    checked. Needs KAFKA_BOOTSTRAP_SERVERS (no broker, nothing to feed back); creates the
+    topic if missing.
     """
-    env = dict(os.environ) if env is None else env
-    bootstrap = env.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    raw = env.get("SELF_METRICS_INTERVAL_S", "").strip() or ENV_VARS["SELF_METRICS_INTERVAL_S"][0]
-    try:
-        interval = float(raw)
-    except ValueError:
-        raise ValueError(f"SELF_METRICS_INTERVAL_S={raw!r}: not a number (seconds; 0 turns it off)") from None
-    if not bootstrap or not interval > 0:
+    interval, environment = monitoring.self_metrics_interval_s, monitoring.self_metrics_environment
+    if kafka.embedded or not interval > 0:
         return None
-    environment = env.get("SELF_METRICS_ENVIRONMENT", "").strip() or ENV_VARS["SELF_METRICS_ENVIRONMENT"][0]
     with _lock:
         if flow in _started:
             return _started[flow]
         from connectors.errors import ConnectorError
         from connectors.kafka.topics import DAY_MS, TopicSpec, ensure_topics
 
+        bootstrap = ",".join(kafka.bootstrap)
         topic = self_metrics_topic(environment)
         try:
             ensure_topics(bootstrap, [TopicSpec(topic, partitions=1, retention_ms=7 * DAY_MS)])
         except ConnectorError as exc:  # e.g. no admin rights: producing will say if it is missing
             log.warning("selfmetrics: could not ensure topic %s: %s", topic, exc)
-        extra = dict(
-            item.split("=", 1) for item in env.get("KAFKA_EXTRA_CONFIG", "").split(";") if "=" in item
-        )
-        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 100, **extra})
+        producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 100, **kafka.kafka_extra})
         reporter = SelfMetricsReporter(flow, producer, topic, interval_s=interval, environment=environment)
         _started[flow] = reporter.start()
         log.info("selfmetrics: %s reports to %s every %gs", reporter.instance_id, topic, interval)

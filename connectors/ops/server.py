@@ -25,17 +25,12 @@ their own).
 from __future__ import annotations
 
 import gzip
-import ipaddress
 import json
 import logging
-import math
-import os
-import re
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
@@ -43,8 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from connectors.config import ENV_VARS as CONFIG_ENV_VARS
-from connectors.config import ConfigError
+from connectors.config import ConfigError, MonitoringSettings, env_vars
 from connectors.errors import ConnectorError
 from connectors.ops.health import _PROCESS, HEALTH, Health
 from connectors.ops.metrics import METRICS
@@ -52,115 +46,10 @@ from connectors.ops.metrics import METRICS
 log = logging.getLogger(__name__)
 
 
-# name -> (default, description); the README configuration table mirrors this.
-ENV_VARS: dict[str, tuple[str, str]] = {
-    "METRICS_PORT": (
-        "8490",
-        "Port of `/metrics`, `/healthz` and `/readyz`; `0` disables the server. A port that is taken "
-        "stops the job at start.",
-    ),
-    "METRICS_HOST": ("127.0.0.1", "Address that server binds to (`0.0.0.0` for pods, so probes reach it)."),
-    "HEARTBEAT_INTERVAL_S": (
-        "30",
-        'Seconds between heartbeats: a `{"type": "heartbeat"}` record on ALERTS_TOPIC per worker, '
-        "and the idle liveness tick.",
-    ),
-    "HEALTH_STALE_S": (
-        "900",
-        "`/healthz` fails when a flow reported no batch or heartbeat for this long (s), or its input "
-        "waited that long without progress; must exceed HEARTBEAT_INTERVAL_S, NOTIFY_DEADLINE_S and "
-        "STORAGE_RETRY_DEADLINE_S.",
-    ),
-    "READY_STALL_S": (
-        "60",
-        "`/readyz` fails when a flow's input waits (Kafka consumer lag > 0) and it consumed nothing "
-        "for this long (s).",
-    ),
-}
-
-# Retry budgets during which a sink legitimately blocks its worker thread (connectors.config).
-BLOCKING_DEADLINES: tuple[str, ...] = ("NOTIFY_DEADLINE_S", "STORAGE_RETRY_DEADLINE_S")
+# the monitoring section of the settings model (connectors.config), derived from it
+ENV_VARS: dict[str, tuple[str, str]] = env_vars((MonitoringSettings,))
 
 # -- metrics ------------------------------------------------------------------------------
-
-
-# -- settings -----------------------------------------------------------------------------
-
-_HOSTNAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})?")
-
-
-@dataclass(frozen=True, slots=True)
-class MonitoringSettings:
-    """The monitoring knobs, validated with every problem listed (like `connectors.config`)."""
-
-    port: int = 8490
-    host: str = "127.0.0.1"
-    heartbeat_interval_s: float = 30.0
-    health_stale_s: float = 900.0
-    ready_stall_s: float = 60.0
-
-    @property
-    def enabled(self) -> bool:
-        return self.port != 0
-
-    @staticmethod
-    def from_env(env: Mapping[str, str] | None = None) -> MonitoringSettings:
-        env = dict(os.environ) if env is None else env
-        problems: list[str] = []
-
-        def get(name: str) -> str:
-            return env.get(name, "").strip() or ENV_VARS[name][0]
-
-        def number(name: str, low: float, *, integer: bool = False) -> float:
-            raw = get(name)
-            try:
-                value = int(raw) if integer else float(raw)
-            except ValueError:
-                problems.append(f"{name}={raw!r}: not {'an integer' if integer else 'a number'}")
-                return float(ENV_VARS[name][0])
-            if not math.isfinite(value):
-                problems.append(f"{name}={raw!r}: must be a finite number")
-                return float(ENV_VARS[name][0])
-            if value < low:
-                problems.append(f"{name}={raw!r}: must be >= {low:g}")
-            return value
-
-        port = int(number("METRICS_PORT", 0, integer=True))
-        if port > 65535:
-            problems.append(f"METRICS_PORT={port}: must be <= 65535 (0 disables the server)")
-        host = get("METRICS_HOST")
-        if not _valid_host(host):
-            problems.append(f"METRICS_HOST={host!r}: not an IP address or host name")
-        heartbeat = number("HEARTBEAT_INTERVAL_S", 0.1)
-        stale = number("HEALTH_STALE_S", 1)
-        stall = number("READY_STALL_S", 1)
-        if stale <= heartbeat:
-            problems.append(
-                f"HEALTH_STALE_S={stale:g} must be greater than HEARTBEAT_INTERVAL_S={heartbeat:g}: "
-                "an idle flow only reports its heartbeats"
-            )
-        for name in BLOCKING_DEADLINES:
-            raw = env.get(name, "").strip() or CONFIG_ENV_VARS.get(name, ("0", ""))[0]
-            try:
-                deadline = float(raw)
-            except ValueError:
-                continue  # connectors.config reports it
-            if stale <= deadline:
-                problems.append(
-                    f"HEALTH_STALE_S={stale:g} must be greater than {name}={deadline:g}: a sink retrying "
-                    "through an outage blocks the worker thread that long without being stuck"
-                )
-        if problems:
-            raise ConfigError(problems)
-        return MonitoringSettings(port, host, heartbeat, stale, stall)
-
-
-def _valid_host(host: str) -> bool:
-    try:
-        ipaddress.ip_address(host)
-        return True
-    except ValueError:
-        return bool(_HOSTNAME.fullmatch(host))
 
 
 # -- health -------------------------------------------------------------------------------

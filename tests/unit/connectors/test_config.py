@@ -6,7 +6,24 @@ from pathlib import Path
 
 import pytest
 
-from connectors.config import ENV_VARS, ConfigError, Settings, redact, rules_paths
+from connectors.config import (
+    ENV_VARS,
+    SECTIONS,
+    CollectJobSettings,
+    CollectSettings,
+    ConfigError,
+    KafkaSettings,
+    MonitoringSettings,
+    NotifySettings,
+    RulesSettings,
+    Settings,
+    StorageSettings,
+    env_vars,
+    main,
+    markdown_table,
+    redact,
+    rules_paths,
+)
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -159,3 +176,81 @@ def test_unknown_or_invalid_kafka_extra_config_is_one_line_each() -> None:
 def test_rules_paths_read_alone() -> None:
     assert rules_paths({"RULES_PATH": "a.yml, b/"}) == (Path("a.yml"), Path("b"))
     assert rules_paths({}) == Settings().rules_paths
+
+
+def _readme_table() -> str:
+    lines = (ROOT / "README.md").read_text().splitlines()
+    start = lines.index("| variable | section | default | meaning |")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end]) + "\n"
+
+
+def test_readme_configuration_table_is_the_generated_one() -> None:
+    """Regenerate with `python -m connectors.config --markdown` when this fails."""
+    assert _readme_table() == markdown_table()
+
+
+def test_markdown_table_has_one_row_per_variable_with_its_default() -> None:
+    rows = markdown_table().splitlines()[2:]
+    assert len(rows) == len(ENV_VARS) == len({r.split("|")[1] for r in rows})
+    assert "| `NOTIFY_TIMEOUT_S` | notify | `5` |" in markdown_table()
+    assert "| `RULES_PATH` | rules | `rules/bundled` |" in markdown_table()
+    assert "| `RECOVERY_DIR` | kafka | `.local/recovery` |" in markdown_table()
+
+
+def test_the_markdown_command_prints_the_table() -> None:
+    out: list[str] = []
+    assert main(["--markdown"], out.append) == 0 and out == [markdown_table()]
+    assert main([], out.append) == 2
+
+
+def test_every_default_is_what_the_environment_default_parses_to() -> None:
+    """One default per field: writing a default into the environment changes nothing."""
+    written = {name: default for name, (default, _) in ENV_VARS.items() if default and name != "RECOVERY_DIR"}
+    written["RECOVERY_DIR"] = str(ROOT / ".local" / "recovery")
+    with_paths = {k: str(ROOT / v) if k in PATHS else v for k, v in written.items()}
+    assert Settings.from_env(with_paths) == Settings()
+    assert MonitoringSettings.from_env(with_paths) == MonitoringSettings()
+    assert CollectJobSettings.from_env(with_paths) == CollectJobSettings()
+
+
+PATHS = ("SAMPLE_PATH", "RULES_PATH", "CLICKHOUSE_PATH", "COLLECT_TARGETS")
+
+
+def test_sections_compose_into_the_jobs_settings() -> None:
+    assert {s.section for s in SECTIONS} == {"kafka", "rules", "notify", "storage", "monitoring", "collect"}
+    names = [set(ENV_VARS) & set(env_vars((s,))) for s in SECTIONS]
+    assert sum(len(n) for n in names) == len(ENV_VARS)  # each variable in exactly one section
+    assert set(Settings.model_fields) == {
+        f for s in (KafkaSettings, RulesSettings, NotifySettings, StorageSettings) for f in s.model_fields
+    }
+    assert set(CollectJobSettings.model_fields) == set(KafkaSettings.model_fields) | set(
+        CollectSettings.model_fields
+    )
+
+
+def test_the_process_environment_is_read_only_by_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_TIMEOUT_S", "7")
+    assert Settings().notify_timeout_s == 5.0  # constructed in code: the defaults
+    assert Settings.from_env().notify_timeout_s == 7.0
+    assert Settings.from_env({}).notify_timeout_s == 5.0  # an injected environment replaces it
+
+
+def test_values_given_in_code_are_checked_like_the_environment() -> None:
+    assert MonitoringSettings(port=9200, host="127.0.0.1").port == 9200
+    with pytest.raises(ConfigError) as err:
+        MonitoringSettings(port=70000, heartbeat_interval_s=float("nan"))
+    assert err.value.problems[0].startswith("METRICS_PORT=70000: must be <= 65535")
+    assert err.value.problems[1] == "HEARTBEAT_INTERVAL_S=nan: must be a finite number"
+
+
+def test_cross_section_checks_are_listed_with_the_other_problems() -> None:
+    """A field that fails does not hide a check between variables (pydantic's model validators would)."""
+    with pytest.raises(ConfigError) as err:
+        Settings.from_env(
+            {"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1", "INPUT_FORMAT": "avro", "NOTIFY_TIMEOUT_S": "x"}
+        )
+    assert err.value.problems == [
+        "INPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL",
+        "NOTIFY_TIMEOUT_S='x': not a number",
+    ]

@@ -17,9 +17,8 @@ from connectors.collectors.targets import (
     expand_env,
     load_targets,
     parse_targets,
-    settings_from_env,
 )
-from connectors.config import ConfigError
+from connectors.config import CollectJobSettings, ConfigError
 from rules.collect.policy import DEFAULT_TAG_ALLOWLIST
 from rules.metric import Metric
 
@@ -198,10 +197,12 @@ def test_redact_text_scrubs_known_secrets_and_embedded_dsns() -> None:
 def test_settings_from_env_lists_every_problem_without_secrets(tmp_path: Path) -> None:
     f = tmp_path / "t.yml"
     f.write_text("targets: []")
-    ok = settings_from_env({"COLLECT_TARGETS": str(f), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"})
+    ok = CollectJobSettings.from_env(
+        {"COLLECT_TARGETS": str(f), "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:19092"}
+    )
     assert ok.output_format == "json" and ok.bootstrap == ("127.0.0.1:19092",) and ok.create_topics
     with pytest.raises(ConfigError) as err:
-        settings_from_env(
+        CollectJobSettings.from_env(
             {
                 "COLLECT_TARGETS": str(tmp_path / "missing.yml"),
                 "OUTPUT_FORMAT": "avro",
