@@ -84,21 +84,26 @@ def run_flow(args: list[str], env: dict[str, str], procs: int = 1) -> tuple[floa
     """Wall seconds of a bounded run of the real job, and the peak RSS of its processes (KiB)."""
     start = time.perf_counter()
     children = []
+    logs = []
     for i in range(procs):
         extra = ["-i", str(i), "-a", env["_ADDRS"]] if procs > 1 else []
+        # stderr to a file, not a pipe: a pipe read only after the other child ends fills up
+        # and blocks its writer, and with it the whole cluster
+        logs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed with the process
         children.append(
             subprocess.Popen(
                 [sys.executable, "-m", "bytewax.run", "flows.alerting", *args, *extra],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.PIPE,
+                stderr=logs[-1],
             )
         )
-    for c in children:
-        _, err = c.communicate(timeout=1800)
+    for c, log in zip(children, logs, strict=True):
+        c.wait(timeout=1800)
         if c.returncode != 0:
-            raise SystemExit(f"flow failed: {err.decode()[-3000:]}")
+            log.seek(0)
+            raise SystemExit(f"flow failed: {log.read().decode(errors='replace')[-3000:]}")
     elapsed = time.perf_counter() - start
     return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 

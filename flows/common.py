@@ -268,6 +268,10 @@ def configure_logging() -> None:
     """INFO to stderr, unless the host process configured logging already."""
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # httpx logs every request at INFO: one line per notification is noise and CPU on the hot
+    # path (and a child whose stderr is a pipe nobody reads blocks on it)
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def exit_with(job: str, problems: Sequence[str]) -> NoReturn:

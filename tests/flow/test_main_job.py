@@ -64,3 +64,14 @@ def test_a_lateness_the_live_job_cannot_honour_is_refused(tmp_path: Path) -> Non
     live = Settings.from_env({"KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:9", "RULES_PATH": str(rules)})
     with pytest.raises(ConfigError, match=r"allowed_lateness 0s cannot be honoured by a live job"):
         from_settings(live)  # refused before anything connects
+
+
+def test_job_logging_leaves_out_a_line_per_http_request() -> None:
+    import logging
+
+    from flows.common import configure_logging
+
+    configure_logging()
+    # httpx's INFO line per notification filled a child's stderr pipe and stalled a 2-process run
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("flows").isEnabledFor(logging.INFO) or logging.getLogger().level <= logging.INFO
