@@ -20,11 +20,10 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
-from connectors.config import ConfigError, Settings
+from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.kafka.replay import FileSource
 from connectors.ops.heartbeat import HeartbeatSource, heartbeat_message
 from connectors.ops.metrics import InstrumentedSink
-from connectors.ops.server import MonitoringSettings
 from flows.common import (
     Decoder,
     Poison,

@@ -146,7 +146,8 @@ def from_settings(settings: CollectJobSettings, config: CollectConfig) -> Datafl
 
 
 def _default_flow() -> Dataflow:
-    from connectors.ops.server import MonitoringSettings, start
+    from connectors.config import MonitoringSettings
+    from connectors.ops.server import start
     from flows.common import add_liveness, configure_logging, exit_with
 
     configure_logging()

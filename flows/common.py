@@ -25,7 +25,7 @@ from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from connectors.config import ConfigError, Settings
+from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
@@ -34,7 +34,7 @@ from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
-from connectors.ops.server import MonitoringSettings, await_dependency, start
+from connectors.ops.server import await_dependency, start
 from rules.engine import ShardEngine
 from rules.metric import Metric
 from rules.model import AlertEvent, RuleSet

@@ -20,8 +20,8 @@ import pytest
 import yaml
 
 from connectors.collectors.targets import load_targets
+from connectors.config import MonitoringSettings
 from connectors.config import parse as parse_settings
-from connectors.ops.server import MonitoringSettings
 from rules.loader import load_rules
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -16,12 +16,11 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from connectors.config import ConfigError
+from connectors.config import ConfigError, MonitoringSettings
 from connectors.ops import health, heartbeat, metrics, server
 from connectors.ops.health import Health
 from connectors.ops.heartbeat import Heartbeat, HeartbeatSource, heartbeat_message, heartbeat_record
 from connectors.ops.metrics import METRICS, InstrumentedSink, Metrics, kafka_timestamp_s, transition_label
-from connectors.ops.server import MonitoringSettings
 from rules.model import AlertState, NotifyReason
 from tests.unit.rules.test_payload import make_event
 
