@@ -47,6 +47,13 @@ def redis_url() -> str:
     return _need("REDIS_URL")
 
 
+@pytest.fixture(scope="session")
+def alertmanager_url() -> str:
+    """The local Alertmanager (deploy/local/alertmanager.sh); its webhooks go to
+    127.0.0.1:$ALERTMANAGER_WEBHOOK_PORT."""
+    return _need("ALERTMANAGER_URL")
+
+
 @pytest.fixture()
 def topic_factory(kafka_bootstrap: str) -> Iterator:
     """Create fresh, uniquely named topics on the real broker; delete them afterwards."""

@@ -7,9 +7,13 @@ export KAFKA_PORT="${KAFKA_PORT:-19092}"
 export KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-19093}"
 export PG_PORT="${PG_PORT:-15432}"
 export REDIS_PORT="${REDIS_PORT:-16379}"
+export ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19094}"
+# Where the local Alertmanager sends its webhooks: a port the integration tests listen on.
+export ALERTMANAGER_WEBHOOK_PORT="${ALERTMANAGER_WEBHOOK_PORT:-19095}"
 # Outside the repo on purpose: postgres runs as the `postgres` user, which cannot enter /root (mode 700).
 export GDS_STATE_DIR="${GDS_STATE_DIR:-/tmp/gds-local}"
 
 export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_PORT}"
 export PG_DSN="postgresql://gds@127.0.0.1:${PG_PORT}/gds"
 export REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
+export ALERTMANAGER_URL="http://127.0.0.1:${ALERTMANAGER_PORT}"

@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SERVICES=(kafka postgres redis)
+SERVICES=(kafka postgres redis alertmanager)
 
 case "${1:-}" in
   up)
