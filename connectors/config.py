@@ -487,6 +487,24 @@ class NotifySettings(Section):
     notify_breaker_cooldown_s: _Seconds = _env(
         "NOTIFY_BREAKER_COOLDOWN_S", 10.0, "How long the circuit stays open after repeated failures (s)."
     )
+    notify_dead_letter_transient: Annotated[bool, BeforeValidator(_flag)] = _env(
+        "NOTIFY_DEAD_LETTER_TRANSIENT",
+        False,
+        "`false`: a notification keeps being retried while its receiver fails transiently (down, 5xx,"
+        " 429, timeouts): an outage leaves a backlog, never a loss, and only permanent rejections go to"
+        " ALERTS_DLQ_TOPIC. `true`: NOTIFY_MAX_ATTEMPTS / NOTIFY_DEADLINE_S bound the retries, then the DLQ.",
+    )
+    notify_delivery: Annotated[str, _choice("inline", "separate")] = _env(
+        "NOTIFY_DELIVERY",
+        "inline",
+        "`inline`: the alerting job delivers what it evaluates; `separate`: it only writes ALERTS_TOPIC"
+        " and `python -m bytewax.run flows.notify` delivers from there (its own pods).",
+    )
+    notify_start: Annotated[str, _choice("earliest", "latest")] = _env(
+        "NOTIFY_START",
+        "latest",
+        "Where `flows.notify` starts reading ALERTS_TOPIC on a first start (no recovery state).",
+    )
 
 
 class StorageSettings(Section):

@@ -38,6 +38,7 @@ from flows.common import (
     settings_source,
     wall_clock,
 )
+from flows.notify import deliver, notification_sink
 from rules.loader import RuleFileError, load_rules
 from rules.model import AlertEvent, RuleSet
 from rules.payload import notification_payload
@@ -51,7 +52,7 @@ class Outputs:
     """Where the three streams go; each `*_fn` shapes an item for its sink."""
 
     alerts: Sink[Any]
-    notify: Sink[Any]
+    notify: Sink[Any] | None  # None: delivery runs apart (`flows.notify`, NOTIFY_DELIVERY=separate)
     dlq: Sink[Any]
     alerts_fn: Callable[[AlertEvent], Any]
     notify_fn: Callable[[AlertEvent], Any]
@@ -84,14 +85,8 @@ def build_flow(
         beats = op.map("heartbeat-record", ticks, heartbeat_message)
         records = op.merge("alerts-and-heartbeats", records, beats)
     op.output("alerts-topic", records, outputs.alerts)
-    to_send = op.filter("to-send", events, lambda e: e.notify is not None and e.suppressed is None)
-    notify_items = op.map("notify-item", to_send, outputs.notify_fn)
-    if ticks is not None and outputs.notify_ticks:
-        from connectors.notify.sink import Recheck  # httpx only where delivery happens
-
-        rechecks = op.map("notify-recheck", ticks, lambda _: Recheck())
-        notify_items = op.merge("notify-and-rechecks", notify_items, rechecks)
-    op.output("notify", notify_items, outputs.notify)
+    if outputs.notify is not None:  # inline delivery: the same sub-flow as flows.notify's
+        deliver("notify", events, outputs.notify, outputs.notify_fn, ticks if outputs.notify_ticks else None)
     op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
     return flow
 
@@ -110,42 +105,23 @@ def embedded_outputs() -> Outputs:
 
 
 def kafka_outputs(settings: Settings) -> Outputs:
-    from connectors.kafka.sink import kafka_sink, producer_config
-    from connectors.notify.policy import NotifyConfig, RetryPolicy
-    from connectors.notify.sink import NotifyDeps, NotifySink
-    from connectors.notify.undelivered import UndeliveredToKafka
+    from connectors.kafka.sink import kafka_sink
 
     brokers = list(settings.bootstrap)
     extra = dict(settings.kafka_extra)
-    handler = UndeliveredToKafka(producer_config(brokers, extra), settings.alerts_dlq_topic)
-    notify: Sink[Any]
-    if settings.notify_url:
-        is_muted = None
-        if settings.redis_url:
-            from connectors.notify.maintenance import redis_client, redis_maintenance_checker
-
-            is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
-        notify = NotifySink(
-            NotifyConfig(
-                settings.notify_url,
-                timeout_s=settings.notify_timeout_s,
-                max_in_flight=settings.notify_max_in_flight,
-                retry=RetryPolicy(
-                    max_attempts=settings.notify_max_attempts, deadline_s=settings.notify_deadline_s
-                ),
-                cooldown_s=settings.notify_breaker_cooldown_s,
-            ),
-            NotifyDeps(on_undeliverable=handler, is_muted=is_muted),
-        )
-        notify_fn: Callable[[AlertEvent], Any] = lambda e: e  # noqa: E731
-        ticks = is_muted is not None
+    notify: Sink[Any] | None
+    notify_fn: Callable[[AlertEvent], Any] = lambda e: e  # noqa: E731
+    ticks = False
+    if settings.notify_delivery == "separate":
+        notify = None  # flows.notify delivers from ALERTS_TOPIC
+    elif settings.notify_url:
+        notify, ticks = notification_sink(settings, "alerting")
     else:
-        ticks = False
-        notify = StdOutSink()
+        notify = InstrumentedSink(StdOutSink(), "alerting", "notify")
         notify_fn = lambda e: print_notification(notification_payload(e))  # noqa: E731
     return Outputs(
         alerts=InstrumentedSink(kafka_sink(brokers, settings.alerts_topic, extra), "alerting", "alerts"),
-        notify=InstrumentedSink(notify, "alerting", "notify"),
+        notify=notify,
         dlq=InstrumentedSink(kafka_sink(brokers, settings.dlq_topic, extra), "alerting", "dlq"),
         alerts_fn=alert_message,
         notify_fn=notify_fn,

@@ -240,10 +240,10 @@ def settings_source(settings: Settings, topics: str | None = None, **kw: Any) ->
     names: str | list[str] = (
         spec if spec.startswith("^") else [t.strip() for t in spec.split(",") if t.strip()]
     )
+    kw.setdefault("starting_offset", settings.kafka_start)
     source = metric_source(
         list(settings.bootstrap),
         names,
-        starting_offset=settings.kafka_start,
         add_config=dict(settings.kafka_extra),
         tail=settings.kafka_tail,
         **kw,

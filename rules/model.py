@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from rules.metric import Metric, iso, series_labels
 
@@ -277,4 +278,45 @@ class AlertEvent:
             "notify": self.notify.value if self.notify else None,
             "suppressed": self.suppressed.value if self.suppressed else None,
             "stale": self.stale,
+            "runbook_url": self.runbook_url,
+            "dashboard_url": self.dashboard_url,
         }
+
+    @staticmethod
+    def from_record(record: Mapping[str, object]) -> AlertEvent:
+        """The inverse of `to_record` (the delivery flow reads the `alerts` topic); `RulesError`
+        names what is missing or malformed."""
+        try:
+            value = record.get("value")
+            return AlertEvent(
+                alert_name=str(record["alert_name"]),
+                fingerprint=str(record["fingerprint"]),
+                state=AlertState(record["state"]),
+                at=_epoch(record["at"]),
+                active_at=_epoch(record["active_at"]),
+                fired_at=None if record.get("fired_at") is None else _epoch(record["fired_at"]),
+                resolved_at=None if record.get("resolved_at") is None else _epoch(record["resolved_at"]),
+                value=math.nan if value is None else float(value),  # type: ignore[arg-type]
+                threshold=float(record["threshold"]),  # type: ignore[arg-type]
+                severity=Severity(record["severity"]),
+                labels=tuple(sorted((str(k), str(v)) for k, v in dict(record["labels"]).items())),  # type: ignore[call-overload]
+                annotations=tuple(
+                    sorted((str(k), str(v)) for k, v in dict(record.get("annotations") or {}).items())  # type: ignore[call-overload]
+                ),
+                runbook_url=str(record.get("runbook_url") or ""),
+                dashboard_url=str(record.get("dashboard_url") or ""),
+                fire_count=int(record.get("fire_count") or 0),  # type: ignore[call-overload]
+                message_id=str(record["message_id"]),
+                notify=None if record.get("notify") is None else NotifyReason(record["notify"]),
+                suppressed=None if record.get("suppressed") is None else Suppression(record["suppressed"]),
+                stale=bool(record.get("stale", False)),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RulesError(f"not an alert record ({type(exc).__name__}: {exc})") from exc
+
+
+def _epoch(value: object) -> float:
+    """ISO 8601 (as `iso` writes it) or a number of seconds."""
+    if isinstance(value, int | float):
+        return float(value)
+    return datetime.fromisoformat(str(value)).timestamp()

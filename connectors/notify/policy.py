@@ -79,9 +79,15 @@ class RetryPolicy:
     cap_s: float = 5.0
     max_attempts: int | None = 6
     deadline_s: float | None = 15.0  # measured from the message's first attempt
+    # transient failures are retried until the receiver takes the message (the delivery keeps
+    # its backlog instead of dead-lettering it); both bounds must then be None
+    until_delivered: bool = False
 
     def __post_init__(self) -> None:
-        if self.max_attempts is None and self.deadline_s is None:
+        if self.until_delivered:
+            if self.max_attempts is not None or self.deadline_s is not None:
+                raise NotifyError("RetryPolicy: until_delivered takes no max_attempts or deadline_s")
+        elif self.max_attempts is None and self.deadline_s is None:
             raise NotifyError("RetryPolicy: set max_attempts or deadline_s, or retries never end")
         if self.max_attempts is not None and self.max_attempts < 1:
             raise NotifyError(f"RetryPolicy: max_attempts must be >= 1, got {self.max_attempts}")

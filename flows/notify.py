@@ -1,0 +1,266 @@
+"""The delivery job: `python -m bytewax.run flows.notify`, and `python -m flows.notify --redrive`.
+
+It reads the `alerts` topic (every transition the evaluation produced) and delivers what is
+meant for delivery, with its own recovery state: evaluation never waits on a receiver, and a
+receiver that is down leaves a backlog in Kafka, not a loss. With the default
+`NOTIFY_DEAD_LETTER_TRANSIENT=false` a notification is retried until its receiver takes it,
+in order per alert (the topic is keyed by fingerprint); only permanent rejections go to
+`gds.alerts.dlq`, and `--redrive` delivers those again (once the receiver or the payload is
+fixed) with their original `message_id`: receivers deduplicate.
+
+`flows.alerting` delivers inline by default (`NOTIFY_DELIVERY=inline`, one command end to
+end); with `NOTIFY_DELIVERY=separate` it only writes the topic and this job delivers, on its
+own pods and scale. Wiring only: decoding is `AlertEvent.from_record`, delivery is
+`connectors/notify/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from connectors.config import ConfigError, MonitoringSettings, Settings
+from connectors.ops.metrics import InstrumentedSink
+from flows.common import Poison, lazy_flow, poison_to_dlq
+from rules.model import AlertEvent, RulesError
+
+JOB = "notify"
+
+
+def is_heartbeat(msg: KafkaSourceMessage) -> bool:
+    """Heartbeats share the topic; they carry a `type` header (and a `type` key in the JSON)."""
+    return any(k == "type" for k, _ in msg.headers or ())
+
+
+def decode_records(batch: list[KafkaSourceMessage]) -> list[AlertEvent | Poison]:
+    """Alert records of one batch; heartbeats skipped, anything else unreadable is poison."""
+    out: list[AlertEvent | Poison] = []
+    for msg in batch:
+        if msg.value is None or is_heartbeat(msg):
+            continue
+        try:
+            record = json.loads(msg.value)
+            if not isinstance(record, dict):
+                raise RulesError("not a JSON object")
+            if record.get("type") is not None:  # a heartbeat without its header
+                continue
+            out.append(AlertEvent.from_record(record))
+        except (ValueError, RulesError) as exc:
+            out.append(Poison(msg, f"alert record: {exc}", stage="notify-decode"))
+    return out
+
+
+def to_deliver(event: AlertEvent) -> bool:
+    return event.notify is not None and event.suppressed is None
+
+
+def deliver(
+    step_id: str,
+    events: Stream[AlertEvent],
+    notify: Sink[Any],
+    notify_fn: Callable[[AlertEvent], Any] = lambda e: e,
+    ticks: Stream[Any] | None = None,
+) -> None:
+    """The delivery sub-flow: the events meant for delivery to the notification sink.
+
+    Shared by this job (events from the topic) and the alerting job (events as evaluated).
+    `ticks` (heartbeats) let the sink look again at notifications it parked for maintenance.
+    """
+    items = op.map(f"{step_id}-item", op.filter(f"{step_id}-to-send", events, to_deliver), notify_fn)
+    if ticks is not None:
+        from connectors.notify.sink import Recheck  # httpx only where delivery happens
+
+        rechecks = op.map(f"{step_id}-recheck", ticks, lambda _: Recheck())
+        items = op.merge(f"{step_id}-and-rechecks", items, rechecks)
+    op.output(step_id, items, notify)
+
+
+def notification_sink(settings: Settings, flow: str) -> tuple[Sink[Any], bool]:
+    """The notification service sink of `settings`, and whether it wants heartbeat ticks."""
+    from connectors.kafka.sink import producer_config
+    from connectors.notify.policy import NotifyConfig, RetryPolicy
+    from connectors.notify.sink import NotifyDeps, NotifySink
+    from connectors.notify.undelivered import UndeliveredToKafka
+
+    brokers = list(settings.bootstrap)
+    handler = UndeliveredToKafka(
+        producer_config(brokers, dict(settings.kafka_extra)), settings.alerts_dlq_topic
+    )
+    is_muted = None
+    if settings.redis_url:
+        from connectors.notify.maintenance import redis_client, redis_maintenance_checker
+
+        is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
+    if settings.notify_dead_letter_transient:
+        retry = RetryPolicy(max_attempts=settings.notify_max_attempts, deadline_s=settings.notify_deadline_s)
+    else:
+        retry = RetryPolicy(max_attempts=None, deadline_s=None, until_delivered=True)
+    sink = NotifySink(
+        NotifyConfig(
+            settings.notify_url,
+            timeout_s=settings.notify_timeout_s,
+            max_in_flight=settings.notify_max_in_flight,
+            retry=retry,
+            cooldown_s=settings.notify_breaker_cooldown_s,
+        ),
+        NotifyDeps(on_undeliverable=handler, is_muted=is_muted),
+    )
+    return InstrumentedSink(sink, flow, "notify"), is_muted is not None
+
+
+def build_flow(
+    source: Source[Any],
+    notify: Sink[Any],
+    dlq: Sink[Any],
+    *,
+    heartbeat: Source[Any] | None = None,
+    name: str = JOB,
+) -> Dataflow:
+    """Alert records in; notifications and dead letters (unreadable records) out."""
+    flow = Dataflow(name)
+    raw = op.input("alerts", flow, source)
+    decoded = op.flat_map_batch("decode", raw, decode_records)
+    split = op.branch("split", decoded, lambda x: isinstance(x, AlertEvent))
+    ticks = op.input("heartbeat", flow, heartbeat) if heartbeat is not None else None
+    deliver("notify", split.trues, notify, ticks=ticks)  # type: ignore[arg-type]
+    op.output("dlq", op.map("dlq-record", split.falses, poison_to_dlq), dlq)  # type: ignore[arg-type]
+    return flow
+
+
+def from_settings(settings: Settings, monitoring: MonitoringSettings | None = None) -> Dataflow:
+    from connectors.kafka.sink import kafka_sink
+    from connectors.ops.heartbeat import HeartbeatSource
+    from flows.common import settings_source
+
+    if not settings.notify_url:
+        raise ConfigError(["NOTIFY_URL: flows.notify delivers to the notification service: set its URL"])
+    source = settings_source(
+        settings, settings.alerts_topic, exclude=(), starting_offset=settings.notify_start
+    )
+    notify, wants_ticks = notification_sink(settings, JOB)
+    beat = None
+    if settings.kafka_tail and monitoring is not None and wants_ticks:
+        beat = HeartbeatSource(JOB, monitoring.heartbeat_interval_s)
+    dlq = InstrumentedSink(
+        kafka_sink(list(settings.bootstrap), settings.dlq_topic, dict(settings.kafka_extra)), JOB, "dlq"
+    )
+    return build_flow(source, notify, dlq, heartbeat=beat)
+
+
+def _default_flow() -> Dataflow:
+    from connectors.ops.recovery import ensure_recovery
+    from flows.common import configure_logging, exit_with, load_settings, start_live
+
+    configure_logging()
+    settings, monitoring, problems = load_settings()
+    if problems or settings is None or monitoring is None:
+        exit_with(JOB, problems)
+    if settings.embedded:
+        exit_with(JOB, ["KAFKA_BOOTSTRAP_SERVERS: flows.notify reads the alerts topic: set the brokers"])
+    try:
+        ensure_recovery(JOB, settings)  # may re-execute the job with recovery flags
+    except ConfigError as exc:
+        exit_with(JOB, exc.problems)
+    topics = {
+        "ALERTS_TOPIC": settings.alerts_topic,
+        "ALERTS_DLQ_TOPIC": settings.alerts_dlq_topic,
+        "DLQ_TOPIC": settings.dlq_topic,
+    }
+    start_live(JOB, settings, monitoring, topics)
+    try:
+        flow = from_settings(settings, monitoring)
+    except ConfigError as exc:
+        exit_with(JOB, exc.problems)
+    print(
+        json.dumps({"job": JOB, "mode": f"delivering {settings.alerts_topic} to {settings.notify_url}"}),
+        file=sys.stderr,
+    )
+    return flow
+
+
+__getattr__ = lazy_flow(globals(), _default_flow)
+
+
+# -- redrive ---------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m flows.notify --redrive [--since T] [--match LABEL=VALUE]...`"""
+    ap = argparse.ArgumentParser(prog="python -m flows.notify", description=__doc__.split("\n\n")[0])
+    ap.add_argument(
+        "--redrive",
+        action="store_true",
+        required=True,
+        help="deliver dead-lettered notifications (ALERTS_DLQ_TOPIC) again",
+    )
+    ap.add_argument(
+        "--since",
+        help="only alerts that changed at or after this time (ISO 8601, a date, or relative: --since=-24h)",
+    )
+    ap.add_argument(
+        "--match",
+        action="append",
+        default=[],
+        metavar="LABEL=VALUE",
+        help="only alerts with this label value (repeatable: all must match)",
+    )
+    ap.add_argument("--dry-run", action="store_true", help="list what would be redriven, send nothing")
+    args = ap.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as exc:
+        print(f"flows.notify: {exc}", file=sys.stderr)
+        return 2
+    if settings.embedded:
+        print("flows.notify: KAFKA_BOOTSTRAP_SERVERS is not set", file=sys.stderr)
+        return 2
+    import time
+
+    from connectors.kafka.replay import parse_time
+    from connectors.notify.redrive import RedriveFilter, dead_letters
+
+    matches: dict[str, str] = {}
+    for m in args.match:
+        label, sep, value = m.partition("=")
+        if not sep or not label:
+            print(f"flows.notify: --match {m!r}: expected LABEL=VALUE", file=sys.stderr)
+            return 2
+        matches[label] = value
+    try:
+        since = parse_time(args.since, time.time()) if args.since else None
+    except ValueError as exc:
+        print(f"flows.notify: --since: {exc} (relative times: --since=-24h)", file=sys.stderr)
+        return 2
+    wanted = RedriveFilter(since=since, labels=matches)
+    events = dead_letters(
+        list(settings.bootstrap), settings.alerts_dlq_topic, wanted, dict(settings.kafka_extra)
+    )
+    for e in events:
+        print(
+            f"{'would redrive' if args.dry_run else 'redrive'} {e.message_id} {e.alert_name} "
+            f"{e.state.value} {e.instance_id}",
+            file=sys.stderr,
+        )
+    if events and not args.dry_run:
+        # delivered as the delivery job would: retried until taken, permanent rejections back to the DLQ
+        sink, _ = notification_sink(settings, JOB)
+        part = sink.build("redrive", 0, 1)  # type: ignore[attr-defined]
+        try:
+            part.write_batch(events)
+        finally:
+            part.close()
+    print(json.dumps({"redriven": 0 if args.dry_run else len(events), "matched": len(events)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
