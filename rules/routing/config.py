@@ -869,7 +869,8 @@ class _Reader:
             while cur is not None and cur in receivers:
                 if cur in chain:
                     loop = " -> ".join([*chain[chain.index(cur) :], cur])
-                    if chain[0] == cur:  # report each loop once, at each member
+                    # reported at each member of the loop (not at receivers that only lead into it)
+                    if chain[0] == cur:
                         self.problem(
                             self.receiver_nodes.get(name),
                             f"receivers ({name}).fallback",
