@@ -14,7 +14,7 @@ say() { echo "==> $*" >&2; }
 die() { echo "ERROR: $*" >&2; exit 1; }
 
 # One status line per service, same shape for every script: "name  state  address  detail".
-status_line() { printf '%-9s %-8s %-22s %s\n' "$1" "$2" "$3" "${4:-}"; }
+status_line() { printf '%-12s %-8s %-22s %s\n' "$1" "$2" "$3" "${4:-}"; }
 
 # Show the end of a log when something failed: the reason is almost always in its last lines.
 tail_log() {
@@ -47,7 +47,7 @@ pid_alive() {
   [ -s "$1" ] || return 1
   pid=$(head -n1 "$1" 2>/dev/null) || return 1
   [[ "$pid" =~ ^[0-9]+$ ]] || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2"
+  tr '\0' ' ' 2>/dev/null <"/proc/$pid/cmdline" | grep -q -- "$2"
 }
 
 gone() { ! kill -0 "$1" 2>/dev/null; }
