@@ -18,20 +18,30 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
+from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.ops.metrics import InstrumentedSink
 from flows.common import Poison, lazy_flow, poison_to_dlq
+from rules.metric import utc
 from rules.model import AlertEvent, RulesError
+from rules.routing.config import RoutingConfig
+from rules.routing.group import GroupState, Timers, next_flush
+from rules.routing.group import step as group_step
+from rules.routing.route import group_key, match, muted
+from rules.routing.types import GroupNotification
 
 JOB = "notify"
 
@@ -82,6 +92,119 @@ def deliver(
         rechecks = op.map(f"{step_id}-recheck", ticks, lambda _: Recheck())
         items = op.merge(f"{step_id}-and-rechecks", items, rechecks)
     op.output(step_id, items, notify)
+
+
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """An event on its way to one group: the matched route's receiver, labels and timers."""
+
+    group_key: str
+    receiver: str
+    group_labels: tuple[tuple[str, str], ...]
+    timers: Timers
+    event: AlertEvent
+
+
+def router(config: RoutingConfig) -> Callable[[list[AlertEvent]], list[tuple[str, Routed]]]:
+    """Events -> (group key, Routed) for every route that takes them (`continue` fans out);
+    a route muted by its time intervals at the event's time takes nothing."""
+    receivers = config.receivers
+
+    def route_batch(events: list[AlertEvent]) -> list[tuple[str, Routed]]:
+        out: list[tuple[str, Routed]] = []
+        for e in events:
+            labels = dict(e.labels)
+            for m in match(config.route, labels):
+                if muted(m, config.time_intervals, e.at):
+                    continue
+                key, group_labels = group_key(m, labels)
+                timers = replace(m.timers, send_resolved=receivers[m.receiver].send_resolved)
+                out.append((key, Routed(key, m.receiver, group_labels, timers, e)))
+        return out
+
+    return route_batch
+
+
+class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, tuple[GroupState, Timers]]):
+    """One alert group in Bytewax state (keyed by group key: spread over workers, snapshotted).
+
+    `clock` gives "now": wall time live; a replay passes None and uses the newest event time it
+    saw, then flushes what is left at the end of its input.
+    """
+
+    def __init__(self, resume: tuple[GroupState, Timers] | None, clock: Callable[[], float] | None) -> None:
+        self.state: GroupState | None = None
+        self.timers: Timers | None = None
+        if resume is not None:
+            self.state, self.timers = resume
+        self.clock = clock
+        self.event_now = -math.inf
+
+    def _now(self) -> float:
+        return self.clock() if self.clock is not None else self.event_now
+
+    def _step(self, events: list[AlertEvent]) -> tuple[list[GroupNotification], bool]:
+        if self.state is None or self.timers is None:
+            return [], StatefulBatchLogic.DISCARD
+        self.state, notes = group_step(self.state, events, self._now(), self.timers)
+        return notes, self.state is None
+
+    def on_batch(self, values: list[Routed]) -> tuple[list[GroupNotification], bool]:
+        first = values[0]
+        if self.state is None:
+            self.state = GroupState.new(first.group_key, first.receiver, first.group_labels)
+        self.timers = values[-1].timers  # a reloaded configuration takes effect here
+        if self.clock is not None:
+            return self._step([v.event for v in values])
+        # a replay: time is the events' own, so each one is taken in at its time
+        out: list[GroupNotification] = []
+        discard = False
+        for v in sorted(values, key=lambda v: v.event.at):
+            if self.state is None:
+                self.state = GroupState.new(v.group_key, v.receiver, v.group_labels)
+            self.event_now = max(self.event_now, v.event.at)
+            notes, discard = self._step([v.event])
+            out += notes
+        return out, discard
+
+    def on_notify(self) -> tuple[list[GroupNotification], bool]:
+        return self._step([])
+
+    def on_eof(self) -> tuple[list[GroupNotification], bool]:
+        if self.clock is not None:
+            return [], StatefulBatchLogic.RETAIN
+        # a replay ends: the ticks still due go out (the first flush, then resolves), not repeats
+        out: list[GroupNotification] = []
+        for _ in range(8):
+            wake = None if self.state is None or self.timers is None else next_flush(self.state, self.timers)
+            if wake is None:
+                break
+            self.event_now = max(self.event_now, wake)
+            notes, _ = self._step([])
+            if not notes or all(n.repeat for n in notes):
+                break
+            out += notes
+        return out, self.state is None
+
+    def notify_at(self) -> datetime | None:
+        if self.clock is None or self.state is None or self.timers is None:
+            return None
+        wake = next_flush(self.state, self.timers)
+        return None if wake is None else utc(wake)
+
+    def snapshot(self) -> tuple[GroupState, Timers]:
+        assert self.state is not None and self.timers is not None  # discarded otherwise
+        return (self.state, self.timers)
+
+
+def route_and_group(
+    step_id: str, events: Stream[AlertEvent], config: RoutingConfig, clock: Callable[[], float] | None
+) -> Stream[GroupNotification]:
+    """Alertmanager's routing tree and dispatcher as a sub-flow: what each receiver is sent."""
+    wanted = op.filter(f"{step_id}-to-send", events, to_deliver)
+    keyed = op.flat_map_batch(f"{step_id}-route", wanted, router(config))
+    grouped = op.stateful_batch(f"{step_id}-group", keyed, lambda resume: GroupLogic(resume, clock))
+    return op.map(f"{step_id}-unkey", grouped, lambda kv: kv[1])
 
 
 def notification_sink(settings: Settings, flow: str) -> tuple[Sink[Any], bool]:
