@@ -2,9 +2,12 @@
 # `make test` (the whole suite against real local services). Everything else is optional.
 .PHONY: run test lint services-up services-down bench
 
+# `make run` also shows the routing: what each receiver of flows/sample/routes.yml would be sent
+NOTIFY_ROUTES ?= flows/sample/routes.yml
+
 run:
 	@deploy/local/venv.sh
-	.venv/bin/python -m bytewax.run flows.alerting
+	NOTIFY_ROUTES=$(NOTIFY_ROUTES) .venv/bin/python -m bytewax.run flows.alerting
 
 test:
 	deploy/local/test.sh

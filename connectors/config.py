@@ -500,6 +500,13 @@ class NotifySettings(Section):
         "`inline`: the alerting job delivers what it evaluates; `separate`: it only writes ALERTS_TOPIC"
         " and `python -m bytewax.run flows.notify` delivers from there (its own pods).",
     )
+    notify_routes: str = _env(
+        "NOTIFY_ROUTES",
+        "",
+        "An alertmanager.yml-style file (`route:`, `receivers:`): notifications are routed, grouped and"
+        " sent to its receivers (webhook, slack, pagerduty, email, alertmanager, notification_service)."
+        " Unset: one POST per alert to NOTIFY_URL.",
+    )
     notify_start: Annotated[str, _choice("earliest", "latest")] = _env(
         "NOTIFY_START",
         "latest",

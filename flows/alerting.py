@@ -38,10 +38,19 @@ from flows.common import (
     settings_source,
     wall_clock,
 )
-from flows.notify import deliver, notification_sink
+from flows.notify import (
+    deliver,
+    load_routes,
+    notification_sink,
+    print_group,
+    route_and_group,
+    routed_sink,
+)
 from rules.loader import RuleFileError, load_rules
 from rules.model import AlertEvent, RuleSet
 from rules.payload import notification_payload
+from rules.routing.config import RoutingConfig
+from rules.routing.types import GroupNotification
 
 MIN_LIVE_LATENESS_S = 1.0
 """Below this, samples still on their way through Kafka could be counted late (see from_settings)."""
@@ -59,6 +68,9 @@ class Outputs:
     dlq_fn: Callable[[Poison], Any]
     # the notify sink parks FIRINGs muted by maintenance: heartbeats tick it to look again
     notify_ticks: bool = False
+    # NOTIFY_ROUTES: notifications are routed and grouped; `notify` gets GroupNotifications
+    routing: RoutingConfig | None = None
+    group_fn: Callable[[GroupNotification], Any] = lambda n: n
 
 
 def build_flow(
@@ -85,14 +97,18 @@ def build_flow(
         beats = op.map("heartbeat-record", ticks, heartbeat_message)
         records = op.merge("alerts-and-heartbeats", records, beats)
     op.output("alerts-topic", records, outputs.alerts)
-    if outputs.notify is not None:  # inline delivery: the same sub-flow as flows.notify's
+    if outputs.notify is not None and outputs.routing is not None:
+        notes = route_and_group("route", events, outputs.routing, wall)
+        op.output("notify", op.map("notify-group", notes, outputs.group_fn), outputs.notify)
+    elif outputs.notify is not None:  # inline delivery: the same sub-flow as flows.notify's
         deliver("notify", events, outputs.notify, outputs.notify_fn, ticks if outputs.notify_ticks else None)
     op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
     return flow
 
 
-def embedded_outputs() -> Outputs:
-    """Print instead of producing: the newcomer's first run needs no services."""
+def embedded_outputs(routing: RoutingConfig | None = None) -> Outputs:
+    """Print instead of producing: the newcomer's first run needs no services. With a routing
+    configuration, what each receiver would be sent, grouped."""
 
     return Outputs(
         alerts=StdOutSink(),
@@ -101,6 +117,8 @@ def embedded_outputs() -> Outputs:
         alerts_fn=lambda e: f"ALERT {e.to_record()['at']} {e.alert_name} {e.state.value} {e.instance_id}",
         notify_fn=lambda e: print_notification(notification_payload(e)),
         dlq_fn=poison_line,
+        routing=routing,
+        group_fn=print_group,
     )
 
 
@@ -112,8 +130,11 @@ def kafka_outputs(settings: Settings) -> Outputs:
     notify: Sink[Any] | None
     notify_fn: Callable[[AlertEvent], Any] = lambda e: e  # noqa: E731
     ticks = False
+    routing = load_routes(settings)
     if settings.notify_delivery == "separate":
         notify = None  # flows.notify delivers from ALERTS_TOPIC
+    elif routing is not None:
+        notify = routed_sink(settings, routing, "alerting")
     elif settings.notify_url:
         notify, ticks = notification_sink(settings, "alerting")
     else:
@@ -127,6 +148,7 @@ def kafka_outputs(settings: Settings) -> Outputs:
         notify_fn=notify_fn,
         dlq_fn=poison_to_dlq,
         notify_ticks=ticks,
+        routing=routing if notify is not None else None,
     )
 
 
@@ -137,7 +159,7 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
         return build_flow(
             ruleset,
             FileSource([settings.sample_path]),
-            embedded_outputs(),
+            embedded_outputs(load_routes(settings)),
             decode,
             shards=settings.shards,
             wall=None,

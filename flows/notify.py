@@ -18,11 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
@@ -35,7 +38,7 @@ from bytewax.outputs import Sink
 from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.ops.metrics import InstrumentedSink
 from flows.common import Poison, lazy_flow, poison_to_dlq
-from rules.metric import utc
+from rules.metric import iso, utc
 from rules.model import AlertEvent, RulesError
 from rules.routing.config import RoutingConfig
 from rules.routing.group import GroupState, Timers, next_flush
@@ -44,6 +47,7 @@ from rules.routing.route import group_key, match, muted
 from rules.routing.types import GroupNotification
 
 JOB = "notify"
+log = logging.getLogger(__name__)
 
 
 def is_heartbeat(msg: KafkaSourceMessage) -> bool:
@@ -207,6 +211,41 @@ def route_and_group(
     return op.map(f"{step_id}-unkey", grouped, lambda kv: kv[1])
 
 
+def load_routes(settings: Settings) -> RoutingConfig | None:
+    """NOTIFY_ROUTES, validated: every problem of the file, located, as configuration problems."""
+    if not settings.notify_routes:
+        return None
+    from rules.routing.config import RoutingConfigError, load_routing_file
+
+    try:
+        config = load_routing_file(Path(settings.notify_routes))
+    except RoutingConfigError as exc:
+        raise ConfigError([f"NOTIFY_ROUTES: {p}" for p in exc.problems]) from None
+    except OSError as exc:
+        raise ConfigError([f"NOTIFY_ROUTES={settings.notify_routes!r}: {exc.strerror}"]) from None
+    for note in config.notes:
+        log.info("NOTIFY_ROUTES: %s", note)
+    return config
+
+
+def routed_sink(settings: Settings, config: RoutingConfig, flow: str) -> Sink[Any]:
+    """The receivers of `config`; permanent rejections to ALERTS_DLQ_TOPIC."""
+    from connectors.kafka.sink import producer_config
+    from connectors.notify.routed import RoutedSink
+    from connectors.notify.undelivered import UndeliveredToKafka
+
+    producer = producer_config(list(settings.bootstrap), dict(settings.kafka_extra))
+    sink = RoutedSink(config, UndeliveredToKafka(producer, settings.alerts_dlq_topic))
+    return InstrumentedSink(sink, flow, "notify")
+
+
+def print_group(n: GroupNotification) -> str:
+    """What a receiver would be sent, as one readable block (embedded runs)."""
+    head = f"ROUTE {n.receiver} [{n.status.value.upper()}] {dict(n.group_labels)}: {len(n.alerts)} alert(s)"
+    lines = [f"  - {a.state.value} {a.alert_name} {a.instance_id} at {iso(a.at)}" for a in n.alerts]
+    return "\n".join([head, *lines])
+
+
 def notification_sink(settings: Settings, flow: str) -> tuple[Sink[Any], bool]:
     """The notification service sink of `settings`, and whether it wants heartbeat ticks."""
     from connectors.kafka.sink import producer_config
@@ -246,15 +285,22 @@ def build_flow(
     dlq: Sink[Any],
     *,
     heartbeat: Source[Any] | None = None,
+    routing: RoutingConfig | None = None,
+    clock: Callable[[], float] | None = time.time,
     name: str = JOB,
 ) -> Dataflow:
-    """Alert records in; notifications and dead letters (unreadable records) out."""
+    """Alert records in; notifications and dead letters (unreadable records) out. With `routing`,
+    notifications are grouped per route and `notify` gets `GroupNotification`s."""
     flow = Dataflow(name)
     raw = op.input("alerts", flow, source)
     decoded = op.flat_map_batch("decode", raw, decode_records)
     split = op.branch("split", decoded, lambda x: isinstance(x, AlertEvent))
-    ticks = op.input("heartbeat", flow, heartbeat) if heartbeat is not None else None
-    deliver("notify", split.trues, notify, ticks=ticks)  # type: ignore[arg-type]
+    if routing is not None:
+        notes = route_and_group("route", split.trues, routing, clock)  # type: ignore[arg-type]
+        op.output("notify", notes, notify)
+    else:
+        ticks = op.input("heartbeat", flow, heartbeat) if heartbeat is not None else None
+        deliver("notify", split.trues, notify, ticks=ticks)  # type: ignore[arg-type]
     op.output("dlq", op.map("dlq-record", split.falses, poison_to_dlq), dlq)  # type: ignore[arg-type]
     return flow
 
@@ -264,18 +310,21 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
     from connectors.ops.heartbeat import HeartbeatSource
     from flows.common import settings_source
 
-    if not settings.notify_url:
-        raise ConfigError(["NOTIFY_URL: flows.notify delivers to the notification service: set its URL"])
+    routes = load_routes(settings)
+    if routes is None and not settings.notify_url:
+        raise ConfigError(["NOTIFY_URL or NOTIFY_ROUTES: flows.notify needs somewhere to deliver to"])
     source = settings_source(
         settings, settings.alerts_topic, exclude=(), starting_offset=settings.notify_start
     )
+    dlq = InstrumentedSink(
+        kafka_sink(list(settings.bootstrap), settings.dlq_topic, dict(settings.kafka_extra)), JOB, "dlq"
+    )
+    if routes is not None:
+        return build_flow(source, routed_sink(settings, routes, JOB), dlq, routing=routes)
     notify, wants_ticks = notification_sink(settings, JOB)
     beat = None
     if settings.kafka_tail and monitoring is not None and wants_ticks:
         beat = HeartbeatSource(JOB, monitoring.heartbeat_interval_s)
-    dlq = InstrumentedSink(
-        kafka_sink(list(settings.bootstrap), settings.dlq_topic, dict(settings.kafka_extra)), JOB, "dlq"
-    )
     return build_flow(source, notify, dlq, heartbeat=beat)
 
 

@@ -74,3 +74,21 @@ def test_job_logging_leaves_out_a_line_per_http_request() -> None:
     configure_logging()
     # httpx's INFO line per notification filled a child's stderr pipe and stalled a 2-process run
     assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+
+
+def test_make_run_shows_what_each_receiver_would_be_sent() -> None:
+    r = run_job({"NOTIFY_ROUTES": str(ROOT / "flows/sample/routes.yml")})
+    assert r.returncode == 0, r.stderr
+    routed = [line for line in r.stdout.splitlines() if line.startswith("ROUTE")]
+    assert routed == [
+        "ROUTE dba-team [FIRING] {'alertname': 'HighCPUUsage', 'environment': 'production'}: 1 alert(s)",
+        "ROUTE dba-team [RESOLVED] {'alertname': 'HighCPUUsage', 'environment': 'production'}: 1 alert(s)",
+    ]
+
+
+def test_a_bad_routing_file_stops_the_job_with_its_problems_located(tmp_path: Path) -> None:
+    bad = tmp_path / "routes.yml"
+    bad.write_text("route:\n  receiver: nobody\nreceivers:\n  - name: team\n")
+    r = run_job({"NOTIFY_ROUTES": str(bad)})
+    assert r.returncode == 2
+    assert "NOTIFY_ROUTES:" in r.stderr and "nobody" in r.stderr and f"{bad}:2:" in r.stderr

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +203,44 @@ def test_a_rejected_notification_is_dead_lettered_then_redriven(env: dict[str, s
     assert redrive.returncode == 0, redrive.stderr
     assert json.loads(redrive.stdout.strip().splitlines()[-1]) == {"redriven": 1, "matched": 1}
     assert set(rec.ok_ids()) == {e.message_id for e in evs}
+
+
+def test_routing_groups_an_outage_of_five_instances_into_one_notification_and_one_resolve(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    from tests.support.http_capture import CaptureServer, Script
+
+    script = Script()
+    hook = CaptureServer(script)
+    routes = tmp_path / "routes.yml"
+    routes.write_text(
+        "route:\n  receiver: team\n  group_by: [alertname]\n  group_wait: 5s\n  group_interval: 2s\n"
+        f"receivers:\n  - name: team\n    webhook_configs:\n      - url: {hook.url}/hook\n"
+    )
+    named = ("alertname", "HighCPUUsage")  # as the engine labels every alert
+    evs = [replace(e, labels=tuple(sorted((*e.labels, named)))) for e in events()[:10]]
+    fires = [e for e in evs if e.state is AlertState.FIRING]
+    resolves = [e for e in evs if e.state is AlertState.RESOLVED]
+    log = tmp_path / "notify.log"
+    job = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.notify"],
+        cwd=ROOT,
+        env={**env, "NOTIFY_ROUTES": str(routes)},
+        stdout=log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_TOPIC"], fires)
+        wait_for(lambda: len(script.bodies()) >= 1, job, log)
+        produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_TOPIC"], resolves)
+        wait_for(lambda: len(script.bodies()) >= 2, job, log)
+        time.sleep(3)  # a few more group intervals: nothing else may come
+    finally:
+        stop(job)
+        hook.stop()
+    bodies = script.bodies()
+    assert [(b["status"], len(b["alerts"]), b["groupLabels"]) for b in bodies] == [
+        ("firing", 5, {"alertname": "HighCPUUsage"}),
+        ("resolved", 5, {"alertname": "HighCPUUsage"}),
+    ]
+    assert all(b["version"] == "4" for b in bodies)
