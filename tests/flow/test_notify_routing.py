@@ -88,3 +88,15 @@ def test_continue_sends_a_critical_to_the_pager_and_the_team() -> None:
 
 def test_the_docs_example_config_loads(tmp_path: Path) -> None:
     assert set(load_routing(CONFIG, "inline.yml").receivers) == {"team", "pager"}
+
+
+def test_the_readme_example_and_the_sample_routes_load() -> None:
+    from rules.routing.config import load_routing_file
+
+    root = Path(__file__).resolve().parents[2]
+    section = (root / "README.md").read_text().split("## Routing and receivers", 1)[1].split("\n## ", 1)[0]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    config = load_routing(example, "README.md")
+    assert set(config.receivers) == {"dba-team", "on-call", "mail", "upstream-alertmanager"}
+    assert config.receivers["dba-team"].fallback == "mail"
+    assert set(load_routing_file(root / "flows/sample/routes.yml").receivers) == {"dba-team", "on-call"}
