@@ -41,10 +41,10 @@ class Undeliverable(enum.Enum):
 
 
 def classify_status(status: int) -> Verdict:
-    """2xx delivered; 429 and 5xx transient; anything else (4xx, unfollowed 3xx, 1xx) permanent."""
+    """2xx delivered; 408, 429 and 5xx transient; anything else (4xx, unfollowed 3xx, 1xx) permanent."""
     if 200 <= status < 300:
         return Verdict.DELIVERED
-    if status == 429 or status >= 500:
+    if status in (408, 429) or status >= 500:  # 408: the server timed the request out, try again
         return Verdict.RETRY
     return Verdict.REJECT
 

@@ -216,6 +216,7 @@ def test_parse_retry_after() -> None:
         (400, Verdict.REJECT),
         (401, Verdict.REJECT),
         (404, Verdict.REJECT),
+        (408, Verdict.RETRY),
         (409, Verdict.REJECT),
         (422, Verdict.REJECT),
         (429, Verdict.RETRY),
