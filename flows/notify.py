@@ -47,6 +47,9 @@ from rules.routing.route import group_key, match, muted
 from rules.routing.types import GroupNotification
 
 JOB = "notify"
+ALERTMANAGER_RESEND_S = 60.0
+"""How often firing alerts are pushed again to an Alertmanager (Prometheus' resend delay): its
+alerts end at the push time + resolve_timeout (5 m) unless refreshed."""
 log = logging.getLogger(__name__)
 
 
@@ -122,7 +125,14 @@ def router(config: RoutingConfig) -> Callable[[list[AlertEvent]], list[tuple[str
                 if muted(m, config.time_intervals, e.at):
                     continue
                 key, group_labels = group_key(m, labels)
-                timers = replace(m.timers, send_resolved=receivers[m.receiver].send_resolved)
+                rc = receivers[m.receiver]
+                timers = replace(m.timers, send_resolved=rc.send_resolved)
+                if rc.alertmanager_configs:  # pushed alerts expire unless re-sent, as Prometheus does
+                    timers = replace(
+                        timers,
+                        group_interval=min(timers.group_interval, ALERTMANAGER_RESEND_S),
+                        repeat_interval=min(timers.repeat_interval, ALERTMANAGER_RESEND_S),
+                    )
                 out.append((key, Routed(key, m.receiver, group_labels, timers, e)))
         return out
 

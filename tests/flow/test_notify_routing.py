@@ -100,3 +100,15 @@ def test_the_readme_example_and_the_sample_routes_load() -> None:
     assert set(config.receivers) == {"dba-team", "on-call", "mail", "upstream-alertmanager"}
     assert config.receivers["dba-team"].fallback == "mail"
     assert set(load_routing_file(root / "flows/sample/routes.yml").receivers) == {"dba-team", "on-call"}
+
+
+def test_alerts_pushed_to_an_alertmanager_are_refreshed_before_they_expire() -> None:
+    from flows.notify import ALERTMANAGER_RESEND_S, router
+
+    config = load_routing(
+        "route: {receiver: am, repeat_interval: 4h}\n"
+        "receivers: [{name: am, alertmanager_configs: [{url: 'http://127.0.0.1:9093'}]}]\n",
+        "am.yml",
+    )
+    [(_, routed)] = router(config)(outage()[:1])
+    assert routed.timers.repeat_interval == ALERTMANAGER_RESEND_S < 300  # Alertmanager's resolve_timeout
