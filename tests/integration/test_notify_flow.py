@@ -244,3 +244,40 @@ def test_routing_groups_an_outage_of_five_instances_into_one_notification_and_on
         ("resolved", 5, {"alertname": "HighCPUUsage"}),
     ]
     assert all(b["version"] == "4" for b in bodies)
+
+
+def test_routed_delivery_survives_a_sigkill_mid_backlog(env: dict[str, str], tmp_path: Path) -> None:
+    """Grouped delivery with the receiver failing: the process is killed while it retries, and the
+    restarted one (recovery: group state and offsets) sends every alert once the receiver is back."""
+    from tests.support.http_capture import CaptureServer, Script
+
+    script = Script(default="503")
+    hook = CaptureServer(script)
+    routes = tmp_path / "routes.yml"
+    routes.write_text(
+        "route:\n  receiver: team\n  group_by: ['...']\n  group_wait: 1s\n  group_interval: 1s\n"
+        f"receivers:\n  - name: team\n    webhook_configs:\n      - url: {hook.url}/hook\n"
+    )
+    fires = [e for e in events() if e.state is AlertState.FIRING]
+    produce(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_TOPIC"], fires)
+    log = tmp_path / "notify.log"
+    routed_env = {**env, "NOTIFY_ROUTES": str(routes)}
+    cmd = [sys.executable, "-m", "bytewax.run", "flows.notify"]
+
+    def delivered() -> set[str]:
+        return {a["labels"]["instance_id"] for b in script.bodies(200) for a in b["alerts"]}
+
+    try:
+        job = subprocess.Popen(cmd, cwd=ROOT, env=routed_env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        wait_for(lambda: len(script.bodies(None)) >= 3, job, log)  # failing, retried: a backlog
+        stop(job, signal.SIGKILL)
+        assert delivered() == set()
+        script.default = "ok"  # the receiver is back
+        job = subprocess.Popen(cmd, cwd=ROOT, env=routed_env, stdout=log.open("ab"), stderr=subprocess.STDOUT)
+        want = {f"db-{n:02d}" for n in range(ALERTS)}
+        wait_for(lambda: want <= delivered(), job, log)
+        stop(job)
+    finally:
+        hook.stop()
+    assert delivered() == want
+    assert count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 0
