@@ -245,7 +245,12 @@ def routed_sink(settings: Settings, config: RoutingConfig, flow: str) -> Sink[An
     from connectors.notify.undelivered import UndeliveredToKafka
 
     producer = producer_config(list(settings.bootstrap), dict(settings.kafka_extra))
-    sink = RoutedSink(config, UndeliveredToKafka(producer, settings.alerts_dlq_topic))
+    is_muted = None
+    if settings.redis_url:
+        from connectors.notify.maintenance import redis_client, redis_maintenance_checker
+
+        is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
+    sink = RoutedSink(config, UndeliveredToKafka(producer, settings.alerts_dlq_topic), is_muted=is_muted)
     return InstrumentedSink(sink, flow, "notify")
 
 

@@ -39,6 +39,7 @@ from rules.routing.types import GroupNotification
 log = logging.getLogger(__name__)
 
 Undeliverable = Callable[[AlertEvent, Mapping[str, Any] | None, str], None]
+MuteCheck = Callable[[Sequence[AlertEvent]], Sequence[bool]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,12 +146,30 @@ def _for_part(n: GroupNotification, part: Part) -> GroupNotification | None:
 class _Partition(StatelessSinkPartition[GroupNotification]):
     parts: Mapping[str, Sequence[Part]]
     on_rejected: Undeliverable
+    is_muted: MuteCheck | None = None  # Redis maintenance keys (connectors.notify.maintenance)
     sleep: Callable[[float], None] = time.sleep
     pause_s: float = 1.0  # between rounds of a transient failure when the receiver gave no hint
     delivered: int = field(default=0)
+    muted: int = field(default=0)
+
+    def _unmuted(self, n: GroupNotification) -> GroupNotification | None:
+        """The group without the alerts of instances in maintenance; a failed check mutes nothing."""
+        if self.is_muted is None:
+            return n
+        try:
+            flags = list(self.is_muted(n.alerts))
+        except Exception as exc:  # maintenance unknown: deliver (fail open)
+            log.warning("notify: maintenance check failed, delivering anyway: %s", exc)
+            return n
+        keep = tuple(a for a, muted in zip(n.alerts, flags, strict=True) if not muted)
+        self.muted += len(n.alerts) - len(keep)
+        return replace(n, alerts=keep) if keep else None
 
     def write_batch(self, items: list[GroupNotification]) -> None:
-        for n in items:
+        for group in items:
+            n = self._unmuted(group)
+            if n is None:
+                continue
             for part in self.parts.get(n.receiver, ()):
                 wanted = _for_part(n, part)
                 if wanted is not None:
@@ -188,13 +207,18 @@ class RoutedSink(DynamicSink[GroupNotification]):
     """Each worker builds its own senders (their clients and breakers are per process)."""
 
     def __init__(
-        self, config: RoutingConfig, on_rejected: Undeliverable, default: SenderOptions | None = None
+        self,
+        config: RoutingConfig,
+        on_rejected: Undeliverable,
+        default: SenderOptions | None = None,
+        is_muted: MuteCheck | None = None,
     ):
         self.config = config
         self.on_rejected = on_rejected
         self.default = default
+        self.is_muted = is_muted
         if not config.receivers:
             raise NotifyError("routing configuration has no receivers")
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(build_senders(self.config, self.default), self.on_rejected)
+        return _Partition(build_senders(self.config, self.default), self.on_rejected, self.is_muted)

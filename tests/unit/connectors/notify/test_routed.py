@@ -1,0 +1,75 @@
+"""RoutedSink's partition: what it does with each outcome, resolved alerts and maintenance (fake senders)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from connectors.notify.receivers import Outcome, OutcomeKind
+from connectors.notify.routed import Part, _Partition
+from rules.model import AlertState, NotifyReason
+from rules.routing.types import GroupNotification
+from tests.support.events import alert_event, instance_labels
+
+
+class FakeSender:
+    def __init__(self, outcomes: list[OutcomeKind]) -> None:
+        self.name = "team"
+        self.outcomes = outcomes
+        self.sent: list[GroupNotification] = []
+
+    def send(self, n: GroupNotification) -> Outcome:
+        self.sent.append(n)
+        kind = self.outcomes.pop(0) if self.outcomes else OutcomeKind.DELIVERED
+        return Outcome(kind, self.name, 1, "" if kind is OutcomeKind.DELIVERED else "boom")
+
+    def close(self) -> None:
+        pass
+
+
+def group(*states: AlertState) -> GroupNotification:
+    alerts = tuple(
+        alert_event(
+            fingerprint=f"fp{i}",
+            labels=instance_labels(f"db-{i}"),
+            message_id=f"m{i}",
+            state=s,
+            notify=NotifyReason.RESOLVED if s is AlertState.RESOLVED else NotifyReason.FIRST,
+        )
+        for i, s in enumerate(states)
+    )
+    return GroupNotification("team", "{}:{}", (), alerts, 0.0)
+
+
+def partition(sender: FakeSender, send_resolved: bool = True, **kw: Any) -> tuple[_Partition, list[Any]]:
+    rejected: list[Any] = []
+    sleeps: list[float] = []
+    part = _Partition(
+        {"team": [Part(sender, send_resolved)]}, lambda *a: rejected.append(a), sleep=sleeps.append, **kw
+    )
+    return part, rejected
+
+
+def test_transient_failures_are_retried_until_delivered_and_rejections_dead_lettered() -> None:
+    sender = FakeSender([OutcomeKind.RETRY_LATER, OutcomeKind.RETRY_LATER, OutcomeKind.DELIVERED])
+    part, rejected = partition(sender)
+    part.write_batch([group(AlertState.FIRING)])
+    assert len(sender.sent) == 3 and part.delivered == 1 and rejected == []
+    sender = FakeSender([OutcomeKind.REJECTED])
+    part, rejected = partition(sender)
+    part.write_batch([group(AlertState.FIRING, AlertState.FIRING)])
+    assert [r[0].message_id for r in rejected] == ["m0", "m1"]  # each alert of the group, once
+
+
+def test_a_receiver_without_send_resolved_gets_firing_alerts_only() -> None:
+    sender = FakeSender([])
+    part, _ = partition(sender, send_resolved=False)
+    part.write_batch([group(AlertState.FIRING, AlertState.RESOLVED), group(AlertState.RESOLVED)])
+    assert [[a.state for a in n.alerts] for n in sender.sent] == [[AlertState.FIRING]]
+
+
+def test_alerts_of_instances_in_maintenance_are_left_out() -> None:
+    sender = FakeSender([])
+    part, _ = partition(sender, is_muted=lambda alerts: [a.instance_id == "db-0" for a in alerts])
+    part.write_batch([group(AlertState.FIRING, AlertState.FIRING), group(AlertState.FIRING)])
+    assert [[a.instance_id for a in n.alerts] for n in sender.sent] == [["db-1"]]
+    assert part.muted == 2
