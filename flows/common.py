@@ -35,6 +35,7 @@ from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
 from connectors.ops.server import await_dependency, start
+from connectors.ops.trace import traceparent_of
 from rules.engine import ShardEngine
 from rules.metric import Metric
 from rules.model import AlertEvent, RuleSet
@@ -70,13 +71,20 @@ def shard_router(shards: int) -> Callable[[KafkaSourceMessage], str]:
 
 
 def decode_batch(
-    values: list[KafkaSourceMessage], decode: Decoder, now: float
+    values: list[KafkaSourceMessage],
+    decode: Decoder,
+    now: float,
+    traces: dict[str, str] | None = None,
 ) -> tuple[list[Metric], list[Poison]]:
     """Decode a batch after routing; what cannot be decoded becomes `Poison` (to the DLQ).
 
     Any exception of the decoder is poison too, with its type in the reason: one message a
     decoder was not written for must cost one dead letter, not the worker (it would re-read
     the same message after every restart).
+
+    With `traces` given, the W3C `traceparent` header of each decoded message that has one is
+    recorded there by instance_id (a later message of the batch wins); messages without
+    headers cost one truthiness check.
     """
     metrics: list[Metric] = []
     poison: list[Poison] = []
@@ -86,7 +94,12 @@ def decode_batch(
             poison.append(Poison(msg, "empty message (tombstone)"))
             continue
         try:
-            metrics.append(decode(raw, now))
+            metric = decode(raw, now)
+            metrics.append(metric)
+            if traces is not None and msg.headers:
+                tp = traceparent_of(msg.headers)
+                if tp is not None:
+                    traces[metric.instance_id] = tp
         except PoisonMessage as exc:
             poison.append(Poison(msg, exc.reason))
         except ConnectorError:  # the schema registry is down: not the message's fault, retry
@@ -123,9 +136,10 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
         marks = [v for v in values if v.__class__ is SourceProgress] if self.wall is not None else []
         if marks:  # rare: about one per partition and second
             values = [v for v in values if v.__class__ is not SourceProgress]
-        metrics, poison = decode_batch(values, self.decode, now)  # type: ignore[arg-type]
+        traces: dict[str, str] = {}  # {instance_id: traceparent}, only from messages that had one
+        metrics, poison = decode_batch(values, self.decode, now, traces)  # type: ignore[arg-type]
         out: list[AlertEvent | Poison] = list(poison)
-        events = self.engine.ingest(metrics, 0.0 if now == math.inf else now)
+        events = self.engine.ingest(metrics, 0.0 if now == math.inf else now, traces or None)
         if marks:
             # after the batch: the markers came behind these messages from their partitions
             moved = False

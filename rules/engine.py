@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 from bisect import bisect_right
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -128,12 +128,15 @@ class Series:
 
 
 class Instance:
-    __slots__ = ("evaluated_until", "max_ts", "series", "wall_at_max")
+    __slots__ = ("evaluated_until", "max_ts", "series", "traceparent", "wall_at_max")
 
     def __init__(self, evaluated_until: float) -> None:
         self.max_ts = -math.inf
         self.wall_at_max = 0.0
         self.evaluated_until = evaluated_until
+        # newest W3C traceparent seen for this instance, stamped on its events; not snapshotted
+        # (trace context, not alert state: the next message that carries one sets it again)
+        self.traceparent: str | None = None
         # None marks a series no rule selects, so the check runs once per series
         self.series: dict[tuple[str, tuple[tuple[str, str], ...]], Series | None] = {}
 
@@ -166,8 +169,18 @@ class ShardEngine:
         self.caught_up = -math.inf
 
     # -- ingest ---------------------------------------------------------------------
-    def ingest(self, metrics: Iterable[Metric], wall: float = 0.0) -> list[AlertEvent]:
-        """Buffer a batch of samples, then evaluate every tick their watermarks closed."""
+    def ingest(
+        self,
+        metrics: Iterable[Metric],
+        wall: float = 0.0,
+        traceparents: Mapping[str, str] | None = None,
+    ) -> list[AlertEvent]:
+        """Buffer a batch of samples, then evaluate every tick their watermarks closed.
+
+        `traceparents` ({instance_id: W3C traceparent}, only for instances whose messages in
+        this batch carried one, the newest each) replaces each instance's trace context before
+        evaluation, so the events of this batch carry it.
+        """
         instances = self.instances
         touched: dict[str, Instance] = {}
         stats = self.stats
@@ -195,6 +208,11 @@ class ShardEngine:
                 s.unsorted = True
             buf.append(ts)
             s.vs.append(m.value)
+        if traceparents:  # per batch, and only when some message carried trace context
+            for iid, tp in traceparents.items():
+                inst = instances.get(iid)
+                if inst is not None:
+                    inst.traceparent = tp
         out: list[AlertEvent] = []
         for iid, inst in touched.items():
             inst.wall_at_max = wall
@@ -417,6 +435,7 @@ class ShardEngine:
                     notify=c.notify,
                     suppressed=suppressed,
                     stale=c.stale,
+                    traceparent=inst.traceparent,
                 )
             )
         self.stats.events += len(out) - emitted_before

@@ -253,14 +253,22 @@ class AlertEvent:
     notify: NotifyReason | None = None
     suppressed: Suppression | None = None
     stale: bool = False
+    # W3C trace context of the newest metric message of this instance that carried one (its Kafka
+    # `traceparent` header); delivery sends it on every outbound request. Metadata, not identity:
+    # never in message_id or fingerprint, and ignored by `==` (same transition, same event).
+    traceparent: str | None = field(default=None, compare=False)
 
     @property
     def instance_id(self) -> str:
         return dict(self.labels).get("instance_id", "")
 
     def to_record(self) -> dict[str, object]:
-        """The JSON shape written to the alerts topic and the backtest transition log."""
-        return {
+        """The JSON shape written to the alerts topic and the backtest transition log.
+
+        `traceparent` is written only when the event has one, so inputs without trace context
+        give byte-identical records.
+        """
+        record: dict[str, object] = {
             "alert_name": self.alert_name,
             "state": self.state.value,
             "at": iso(self.at),
@@ -281,6 +289,9 @@ class AlertEvent:
             "runbook_url": self.runbook_url,
             "dashboard_url": self.dashboard_url,
         }
+        if self.traceparent is not None:
+            record["traceparent"] = self.traceparent
+        return record
 
     @staticmethod
     def from_record(record: Mapping[str, object]) -> AlertEvent:
@@ -310,6 +321,7 @@ class AlertEvent:
                 notify=None if record.get("notify") is None else NotifyReason(record["notify"]),
                 suppressed=None if record.get("suppressed") is None else Suppression(record["suppressed"]),
                 stale=bool(record.get("stale", False)),
+                traceparent=None if record.get("traceparent") is None else str(record["traceparent"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RulesError(f"not an alert record ({type(exc).__name__}: {exc})") from exc

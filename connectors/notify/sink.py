@@ -54,6 +54,7 @@ from connectors.notify.policy import (
     parse_retry_after,
 )
 from connectors.ops.metrics import METRICS, Metrics
+from connectors.ops.trace import TraceRef, client_span
 from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
 from rules.payload import notification_payload
 
@@ -318,6 +319,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         except Exception as exc:
             return Outcome(event, None, 0, f"payload: {_describe(exc)}", Undeliverable.ERROR)
         headers = {"Idempotency-Key": event.message_id}
+        trace_ref = TraceRef.of(event)
         policy = self.config.retry
         started: float | None = None
         attempts = 0
@@ -329,7 +331,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
                 if started is None:
                     started = self._clock()
                 if self.breaker.allow():
-                    verdict, error, retry_after = await self._attempt(client, payload, headers)
+                    verdict, error, retry_after = await self._attempt(client, payload, headers, trace_ref)
                 else:
                     verdict, error, circuit_open = Verdict.RETRY, "circuit open", True
             if verdict is Verdict.DELIVERED:
@@ -363,11 +365,19 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             await self._sleep(delay)
 
     async def _attempt(
-        self, client: httpx.AsyncClient, payload: Mapping[str, Any], headers: Mapping[str, str]
+        self,
+        client: httpx.AsyncClient,
+        payload: Mapping[str, Any],
+        headers: Mapping[str, str],
+        trace_ref: TraceRef | None = None,
     ) -> tuple[Verdict, str, float | None]:
-        """One POST; feeds the breaker. Returns (verdict, error text, Retry-After seconds)."""
+        """One POST, carrying the alert's `traceparent` (in a client span when an OpenTelemetry
+        SDK is configured); feeds the breaker. Returns (verdict, error text, Retry-After seconds)."""
         try:
-            response = await client.post(self.config.url, json=payload, headers=headers)
+            with client_span("notify POST", trace_ref) as trace_headers:
+                response = await client.post(
+                    self.config.url, json=payload, headers={**headers, **trace_headers}
+                )
         except Exception as exc:
             verdict = classify_exception(exc)
             if verdict is Verdict.RETRY:

@@ -5,12 +5,17 @@ body builder per kind from `rules.routing.payloads`; the factories below are wha
 flow calls with a receiver's configuration. Verdicts: 2xx delivered; 408, 429, 5xx and network
 errors/timeouts transient (Retry-After honoured when the answer carries one); any other status
 (4xx, and 3xx since redirects are not followed) permanent.
+
+Every request carries the W3C `traceparent` of its alert (connectors/ops/trace.py): the one
+alert of a per-alert request (notification_service, pagerduty), else the group's newest alert
+that has one; with an OpenTelemetry SDK configured each request is a client span with the
+alert's `correlation_id` attribute.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,6 +23,7 @@ import httpx
 
 from connectors.notify.policy import Verdict, classify_status, parse_retry_after
 from connectors.notify.receivers.base import GuardedSender, Runtime, Sender, SenderOptions, Try, describe
+from connectors.ops.trace import TraceRef, client_span
 from rules.routing import payloads
 from rules.routing.types import GroupNotification
 
@@ -34,11 +40,13 @@ _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 
 @dataclass(frozen=True, slots=True)
 class HttpRequest:
-    """One POST: where, the JSON body, extra headers."""
+    """One POST: where, the JSON body, extra headers, and the trace context it carries
+    (None: the notification's, see `HttpSender.parts`)."""
 
     url: str
     body: Any
     headers: Mapping[str, str] = field(default_factory=dict)
+    trace: TraceRef | None = None
 
 
 BodyBuilder = Callable[[GroupNotification, float], Sequence[HttpRequest]]  # (notification, wall now)
@@ -71,11 +79,18 @@ class HttpSender(GuardedSender[HttpRequest]):
         self.client = client or httpx.Client(timeout=timeout_s, follow_redirects=False)
 
     def parts(self, n: GroupNotification) -> Sequence[HttpRequest]:
-        return self._build(n, self.runtime.wall())
+        requests = self._build(n, self.runtime.wall())
+        if all(r.trace is not None for r in requests):
+            return requests
+        group = TraceRef.newest(n.alerts)
+        return [r if r.trace is not None else replace(r, trace=group) for r in requests]
 
     def attempt(self, part: HttpRequest) -> Try:
         try:
-            response = self.client.post(part.url, json=part.body, headers={**self._headers, **part.headers})
+            with client_span(f"{self.name} POST", part.trace) as trace_headers:
+                response = self.client.post(
+                    part.url, json=part.body, headers={**self._headers, **part.headers, **trace_headers}
+                )
         except _TRANSIENT_EXCEPTIONS as exc:
             return Try(Verdict.RETRY, describe(exc))
         except httpx.HTTPError as exc:  # bad URL, unsupported protocol: ours, not the receiver's
@@ -163,7 +178,9 @@ def pagerduty_sender(
 
     def build(n: GroupNotification, now: float) -> list[HttpRequest]:
         events = payloads.pagerduty_events(n, routing_key=routing_key, client_url=client_url)
-        return [HttpRequest(url, e) for e in events]
+        # one event per alert, in `sorted_alerts` order: each carries its own alert's trace
+        traces = [TraceRef.of(a) for a in payloads.sorted_alerts(n)]
+        return [HttpRequest(url, e, trace=t) for e, t in zip(events, traces, strict=True)]
 
     return HttpSender(name, build, options, **kw)
 
@@ -181,6 +198,8 @@ def notification_service_sender(
     url = base_url.rstrip("/") + "/" + path.lstrip("/")
 
     def build(n: GroupNotification, now: float) -> list[HttpRequest]:
-        return [HttpRequest(url, p.body, p.headers) for p in payloads.notification_service_posts(n)]
+        posts = payloads.notification_service_posts(n)  # one per alert, in `sorted_alerts` order
+        traces = [TraceRef.of(a) for a in payloads.sorted_alerts(n)]
+        return [HttpRequest(url, p.body, p.headers, t) for p, t in zip(posts, traces, strict=True)]
 
     return HttpSender(name, build, options, **kw)

@@ -324,3 +324,46 @@ def test_a_snapshot_of_an_unknown_version_is_refused_with_what_to_do(blob: bytes
     with pytest.raises(SnapshotError) as err:
         ShardEngine(RULES).restore(blob)
     assert says in str(err.value) and "fresh recovery directory" in str(err.value)
+
+
+# -- trace context (issue 12, item 5) ----------------------------------------------------------
+TP_OLD = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TP_NEW = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def test_events_carry_the_newest_traceparent_of_their_instance() -> None:
+    eng = ShardEngine(RULES)
+    hot = series("db1", "cpu_usage_percent", [97.0] * 40)
+    other = series("db2", "cpu_usage_percent", [97.0] * 40)
+    eng.ingest(hot[:4] + other[:4], traceparents={"db1": TP_OLD})
+    # a later message of db1 brought another trace: the instance's events carry the newest
+    events = eng.ingest(hot[4:] + other[4:], traceparents={"db1": TP_NEW}) + eng.flush()
+    mine = [e for e in events if e.instance_id == "db1"]
+    assert mine and any(e.state is AlertState.FIRING for e in mine)
+    assert {e.traceparent for e in mine} == {TP_NEW}
+    # db2's messages had no header: its events have no trace context
+    theirs = [e for e in events if e.instance_id == "db2"]
+    assert theirs and {e.traceparent for e in theirs} == {None}
+
+
+def test_trace_context_changes_neither_identity_nor_equality_of_events() -> None:
+    hot = series("db1", "cpu_usage_percent", [97.0] * 40)
+    plain = run(hot)
+    eng = ShardEngine(RULES)
+    traced = eng.ingest(hot, traceparents={"db1": TP_NEW}) + eng.flush()
+    assert [e.traceparent for e in plain] == [None] * len(plain)
+    assert [e.traceparent for e in traced] == [TP_NEW] * len(traced)
+    assert [(e.message_id, e.fingerprint) for e in traced] == [(e.message_id, e.fingerprint) for e in plain]
+    assert traced == plain  # metadata: `==` ignores it
+
+
+def test_alert_record_round_trips_the_traceparent() -> None:
+    event = next(e for e in run(series("db1", "cpu_usage_percent", [97.0] * 40)) if e.notify)
+    assert "traceparent" not in event.to_record()  # no trace: records as before
+    assert AlertEvent.from_record(json.loads(json.dumps(event.to_record()))).traceparent is None
+    traced = replace(event, traceparent=TP_NEW)
+    record = json.loads(json.dumps(traced.to_record()))
+    assert record["traceparent"] == TP_NEW
+    back = AlertEvent.from_record(record)
+    assert back.traceparent == TP_NEW and back == traced
+    assert back.to_record() == traced.to_record()

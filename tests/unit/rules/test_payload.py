@@ -208,3 +208,12 @@ def test_alert_records_are_strict_json_whatever_the_value() -> None:
         record = alert_event(value=value).to_record()
         assert record["value"] is None
         json.dumps(record, allow_nan=False)  # a consumer's strict parser accepts it
+
+
+def test_trace_context_stays_out_of_the_notification_body() -> None:
+    # the traceparent travels as an HTTP header: the body (and its idempotency) is unchanged
+    tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    traced = replace(make_event(), traceparent=tp)
+    assert notification_payload(traced) == notification_payload(make_event())
+    assert tp not in json.dumps(notification_payload(traced))
+    assert correlation_id(traced) == correlation_id(make_event())
