@@ -11,8 +11,9 @@ import enum
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
+from typing import Final
 
 from rules.metric import Metric, iso, series_labels
 
@@ -262,6 +263,14 @@ class AlertEvent:
     def instance_id(self) -> str:
         return dict(self.labels).get("instance_id", "")
 
+    def __setstate__(self, state: list[object]) -> None:
+        """Unpickle, also from before a field was added (delivery state in Bytewax snapshots
+        holds events): a missing trailing field takes its default instead of being unset."""
+        for f, value in zip(_EVENT_FIELDS, state, strict=False):
+            object.__setattr__(self, f.name, value)
+        for f in _EVENT_FIELDS[len(state) :]:
+            object.__setattr__(self, f.name, f.default)
+
     def to_record(self) -> dict[str, object]:
         """The JSON shape written to the alerts topic and the backtest transition log.
 
@@ -325,6 +334,9 @@ class AlertEvent:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise RulesError(f"not an alert record ({type(exc).__name__}: {exc})") from exc
+
+
+_EVENT_FIELDS: Final = fields(AlertEvent)
 
 
 def _epoch(value: object) -> float:

@@ -367,3 +367,22 @@ def test_alert_record_round_trips_the_traceparent() -> None:
     back = AlertEvent.from_record(record)
     assert back.traceparent == TP_NEW and back == traced
     assert back.to_record() == traced.to_record()
+
+
+class _PickledBeforeTraceparent:
+    """Pickles as an AlertEvent did before `traceparent` existed (its state lacks the field)."""
+
+    def __init__(self, event: AlertEvent) -> None:
+        self.state = [getattr(event, f) for f in AlertEvent.__slots__ if f != "traceparent"]
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (object.__new__, (AlertEvent,), self.state)
+
+
+def test_events_pickled_before_the_traceparent_field_still_load() -> None:
+    # delivery state snapshotted by an older job holds AlertEvents without the field
+    event = next(e for e in run(series("db1", "cpu_usage_percent", [97.0] * 40)) if e.notify)
+    old = pickle.loads(pickle.dumps(_PickledBeforeTraceparent(event)))
+    assert isinstance(old, AlertEvent) and old == event and old.traceparent is None
+    traced = replace(event, traceparent=TP_NEW)
+    assert pickle.loads(pickle.dumps(traced)).traceparent == TP_NEW
