@@ -1,0 +1,322 @@
+"""Delivery's cost and latency: the alerting job with delivery off vs on, then latency under load.
+
+`python bench/delivery.py [--instances 1000] [--seconds 60] [--load-seconds 60]` (needs
+KAFKA_BOOTSTRAP_SERVERS). One workload throughout, shaped like a live feed: every instance
+sends its 10 metrics once a second, every 10th instance also a `bench_probe` metric that is
+high 3 s out of every 10 s, and 51 rules (the 50 of bench/common.py plus `BenchProbe`,
+`bench_probe > 50` for 0 s), evaluated every 1 s with 1 s of allowed lateness (the least a
+live job accepts) and a 5 s flap window, so probes fire and resolve all the time and each
+firing is notified.
+
+1. Throughput, bounded runs (KAFKA_TAIL=false) over the same pre-produced topic, next to a
+   consume+decode ceiling measured in the same run: delivery off (`NOTIFY_DELIVERY=separate`:
+   the job only writes the alerts topic) and on (inline, one POST per transition to a
+   loopback receiver). The ratios to that ceiling are the figures to compare across runs.
+2. Latency under load: the job tails a fresh topic that a producer *process* (not a thread:
+   it would share the GIL with the receiver's clock) feeds in real time at `--load` (80 %) of
+   the delivery-on throughput just measured, event time = wall time. For each `BenchProbe`
+   firing notification: from the produce of the sample that breached to its arrival at the
+   receiver, which answers at once (`p50_ms`, `p99_ms`). Most of it is the window semantics:
+   the sample's 1 s tick can only be evaluated once that instance's watermark (newest sample
+   minus the allowed lateness) has passed it, i.e. after its next-but-one sample. `overhead`
+   is measured from the produce of that closing sample instead: the pipeline's own share
+   (Kafka, evaluation, delivery).
+
+One JSON line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.alerting import ceiling, make_topic, produce, run_flow
+from bench.common import METRICS, T0, Receiver, emit, rules_file
+
+ROOT = Path(__file__).resolve().parents[1]
+PROBE = "BenchProbe"
+PROBE_EVERY = 10  # every 10th instance carries a probe
+PROBE_PERIOD, PROBE_HIGH = 10, 3  # high 3 s out of every 10 s
+LATENESS_S = 1.0  # flows.alerting refuses less on a tailing job
+TAIL_S = 5.0  # the feed goes on after the measured window, so its last ticks close as the others
+
+
+def write_rules(path: Path) -> Path:
+    rules = yaml.safe_load(rules_file(path).read_text())["alert_rules"]
+    rules.append({
+        "name": PROBE, "metric": "bench_probe", "window": "1s", "severity": "warning",
+        "condition": {"operator": ">", "threshold": 50, "duration": "0s", "aggregation": "last"},
+    })  # fmt: skip
+    # flap_window 5 s: a probe that fires every 10 s is a run of incidents, not one flapping
+    # alert (whose notifications the engine would hold back)
+    settings = {"evaluation_interval": "1s", "allowed_lateness": f"{LATENESS_S:g}s", "flap_window": "5s"}
+    path.write_text(yaml.safe_dump({"settings": settings, "alert_rules": rules}, sort_keys=False))
+    return path
+
+
+def per_second(instances: int) -> int:
+    """Messages one second of the workload holds."""
+    return instances * len(METRICS) + len(range(0, instances, PROBE_EVERY))
+
+
+class Workload:
+    """The feed, one second of event time at a time; random walks in 0..100, probes square waves."""
+
+    def __init__(self, instances: int, seed: int = 1) -> None:
+        self.rng = random.Random(seed)
+        self.iids = [f"bench-db-{i:05d}" for i in range(instances)]
+        self.level = [[self.rng.uniform(20, 70) for _ in METRICS] for _ in self.iids]
+
+    def second(self, k: int) -> Iterator[tuple[int, str, str, float]]:
+        """(instance index, instance id, metric, value) of second `k`, instance by instance."""
+        gauss = self.rng.gauss
+        for i, iid in enumerate(self.iids):
+            levels = self.level[i]
+            for j, m in enumerate(METRICS):
+                v = levels[j] = min(100.0, max(0.0, levels[j] + gauss(0, 3)))
+                yield i, iid, m, round(v, 2)
+            if i % PROBE_EVERY == 0:
+                yield i, iid, "bench_probe", probe_value(i, k)
+
+
+def probe_value(i: int, k: int) -> float:
+    # phases spread over the period: breaches arrive all the time, not in one burst every 10 s
+    return 99.0 if (k + i // PROBE_EVERY) % PROBE_PERIOD < PROBE_HIGH else 1.0
+
+
+def body(iid: str, metric: str, value: float, stamp: str) -> bytes:
+    return (
+        f'{{"timestamp":"{stamp}","database_type":"postgresql","instance_id":"{iid}",'
+        f'"metric_name":"{metric}","value":{value},'
+        '"tags":{"environment":"production","region":"eu-west-1"}}'
+    ).encode()
+
+
+def iso_ms(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def bounded_messages(instances: int, seconds: int) -> list[tuple[bytes, bytes]]:
+    w = Workload(instances)
+    out = []
+    for k in range(seconds):
+        stamp = iso_ms(T0 + k + 0.5)
+        out += [(iid.encode(), body(iid, m, v, stamp)) for _, iid, m, v in w.second(k)]
+    return out
+
+
+def pace(bootstrap: str, topic: str, instances: int, seconds: float, out: str) -> None:
+    """Producer process: the workload in real time (event time = wall time), spread evenly over
+    each second; writes what it sent and when each probe breach was produced to `out`."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+    w = Workload(instances, seed=2)
+    n_sec = per_second(instances)
+    chunk = max(1, n_sec // 200)  # ~5 ms slices
+    breaches: list[tuple[str, float, float]] = []  # (iid, event ts, produced at)
+    probes: dict[str, list[float]] = {}  # every probe sample's event time (= its produce time)
+    sent = 0
+    start = time.time()
+    k = 0
+    while time.time() - start < seconds:
+        base = start + k
+        for n, (i, iid, m, v) in enumerate(w.second(k)):
+            if n % chunk == 0:
+                due = base + n / n_sec
+                delay = due - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                now = time.time()
+                stamp = iso_ms(now)
+                p.poll(0)
+            while True:
+                try:
+                    p.produce(topic, body(iid, m, v, stamp), iid.encode())
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            sent += 1
+            if m == "bench_probe":
+                ts = math.floor(now * 1000) / 1000  # as stamped
+                probes.setdefault(iid, []).append(ts)
+                if v > 50 and probe_value(i, k - 1) < 50:
+                    breaches.append((iid, ts, time.time()))
+        k += 1
+    p.flush(30)
+    fed = {"sent": sent, "seconds": time.time() - start, "breaches": breaches, "probes": probes}
+    Path(out).write_text(json.dumps(fed))
+
+
+def active_at(correlation_id: str) -> float:
+    return datetime.fromisoformat(correlation_id.rsplit("@", 1)[1].replace("Z", "+00:00")).timestamp()
+
+
+def quantiles(xs: list[float]) -> dict[str, float]:
+    xs = sorted(xs)
+    return {
+        "p50_ms": round(statistics.median(xs) * 1000, 1),
+        "p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 1),
+        "max_ms": round(xs[-1] * 1000, 1),
+    }
+
+
+def latency_under_load(
+    bootstrap: str, env: dict[str, str], rate: float, load_seconds: float, warmup: float
+) -> dict[str, Any]:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = make_topic(admin, 4)
+    instances = max(PROBE_EVERY, round(rate / (len(METRICS) + 1 / PROBE_EVERY)))
+    receiver = Receiver()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    job_env = {**env, "METRIC_TOPICS": topic, "NOTIFY_URL": receiver.url, "KAFKA_TAIL": "true"}
+    job = subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.alerting", "-w1"],
+        cwd=ROOT,
+        env=job_env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "job.log").open("wb"),
+    )
+    time.sleep(3)  # let it subscribe; anything earlier is read from the start anyway
+    report = tmp / "producer.json"
+    producer = mp.get_context("spawn").Process(
+        target=pace, args=(bootstrap, topic, instances, warmup + load_seconds + TAIL_S, str(report))
+    )
+    producer.start()
+    producer.join(warmup + load_seconds + TAIL_S + 120)
+    time.sleep(2)
+    job.terminate()
+    job.wait(timeout=30)
+    admin.delete_topics([topic])
+    if job.returncode not in (0, -15):
+        raise SystemExit(f"job failed: {(tmp / 'job.log').read_text()[-3000:]}")
+    fed = json.loads(report.read_text())
+    start = min((b[2] for b in fed["breaches"]), default=0.0)
+    # measured: breaches after the warm-up and before the tail (whose ticks the feed still closes)
+    window = (start + warmup, start + warmup + load_seconds)
+    # probe breaches by instance, oldest first: a firing notification belongs to the newest
+    # breach at or before its alert's active_at
+    by_iid: dict[str, list[tuple[float, float]]] = {}
+    for iid, ts, produced in fed["breaches"]:
+        by_iid.setdefault(iid, []).append((ts, produced))
+    total: list[float] = []
+    overhead: list[float] = []
+    with receiver.lock:
+        posts = list(receiver.posts)
+    for arrived, post in posts:
+        if post.get("alert_name") != PROBE or post.get("state") != "firing":
+            continue
+        at = active_at(post["correlation_id"])
+        cands = [b for b in by_iid.get(post["db_instance_id"], []) if b[0] <= at + 1e-3]
+        if not cands or not window[0] <= cands[-1][1] < window[1]:
+            continue
+        ts, produced = cands[-1]
+        total.append(arrived - produced)
+        # the instance's first sample at or past tick + lateness moves its watermark over the
+        # tick: before it is produced the alert cannot fire (live, quiet inputs aside)
+        closing = next((t for t in fed["probes"][post["db_instance_id"]] if t >= at + LATENESS_S), ts)
+        overhead.append(arrived - max(produced, closing))
+    expected = sum(1 for b in fed["breaches"] if window[0] <= b[2] < window[1])
+    if not total:
+        raise SystemExit(f"no probe notification matched; job log:\n{(tmp / 'job.log').read_text()[-3000:]}")
+    return {
+        "bench": "delivery_latency_under_load",
+        "load_messages_per_s": round(fed["sent"] / fed["seconds"]),
+        "target_messages_per_s": round(rate),
+        "instances": instances,
+        "seconds": round(load_seconds),
+        "notifications": len(total),
+        "breaches": expected,
+        **quantiles(total),
+        "overhead": quantiles(overhead),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--instances", type=int, default=1000, help="throughput runs")
+    ap.add_argument("--seconds", type=int, default=60, help="event seconds of the throughput runs")
+    ap.add_argument("--load", type=float, default=0.8, help="fraction of the delivery-on rate")
+    ap.add_argument("--load-seconds", type=float, default=60.0)
+    ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rate", type=float, help="feed the latency run this many msg/s; skip part 1")
+    a = ap.parse_args()
+    bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
+    if a.rate:
+        env = {**os.environ, "METRICS_PORT": "0", "RECOVERY_DIR": "off"}
+        env["RULES_PATH"] = str(write_rules(Path(tempfile.mkdtemp(prefix="bench-delivery-")) / "rules.yml"))
+        env["ALERTS_TOPIC"] = f"bench.alerts.{uuid.uuid4().hex[:6]}"
+        admin = AdminClient({"bootstrap.servers": bootstrap})
+        admin.create_topics([NewTopic(env["ALERTS_TOPIC"], num_partitions=1)])[env["ALERTS_TOPIC"]].result(30)
+        emit(latency_under_load(bootstrap, env, a.rate, a.load_seconds, a.warmup))
+        admin.delete_topics([env["ALERTS_TOPIC"]])
+        return
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    msgs = bounded_messages(a.instances, a.seconds)
+    n = len(msgs)
+    topic, empty = make_topic(admin, a.partitions), make_topic(admin, a.partitions)
+    alerts = f"bench.alerts.{uuid.uuid4().hex[:6]}"
+    admin.create_topics([NewTopic(alerts, num_partitions=1, replication_factor=1)])[alerts].result(30)
+    produce(bootstrap, topic, msgs)
+    del msgs
+    tmp = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    receiver = Receiver()
+    env = {
+        **os.environ,
+        "KAFKA_TAIL": "false",
+        "RULES_PATH": str(write_rules(tmp / "rules.yml")),
+        "NOTIFY_URL": receiver.url,
+        "ALERTS_TOPIC": alerts,
+        "METRICS_PORT": "0",
+        "RECOVERY_DIR": "off",
+    }
+    ceil = ceiling(bootstrap, topic, n)
+    emit({"bench": "delivery_ceiling_consume_decode", "messages": n, "messages_per_s": round(ceil)})
+    startup, _ = run_flow(["-w1"], {**env, "METRIC_TOPICS": empty})
+    on_rate = 0.0
+    for label, delivery in (("off", "separate"), ("on", "inline")):
+        before = len(receiver.posts)
+        elapsed, _ = run_flow(["-w1"], {**env, "METRIC_TOPICS": topic, "NOTIFY_DELIVERY": delivery})
+        rate = n / max(elapsed - startup, 1e-9)
+        on_rate = rate
+        emit(
+            {
+                "bench": f"alerting_delivery_{label}",
+                "messages": n,
+                "series": a.instances * len(METRICS) + len(range(0, a.instances, PROBE_EVERY)),
+                "rules": 51,
+                "seconds": round(elapsed, 2),
+                "startup_s": round(startup, 2),
+                "messages_per_s": round(rate),
+                "ratio_to_ceiling": round(rate / ceil, 3),
+                "notifications": len(receiver.posts) - before,
+            }
+        )
+    admin.delete_topics([topic, empty])
+    env.pop("KAFKA_TAIL")
+    result = latency_under_load(bootstrap, env, a.load * on_rate, a.load_seconds, a.warmup)
+    emit({**result, "load_fraction": a.load})
+    admin.delete_topics([alerts])
+
+
+if __name__ == "__main__":
+    main()
