@@ -23,12 +23,13 @@ from connectors.collectors.targets import load_targets
 from connectors.config import MonitoringSettings
 from connectors.config import parse as parse_settings
 from rules.loader import load_rules
+from rules.routing.config import load_routing_file
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 ENTRYPOINT = K8S / "entrypoint.sh"
 IMAGE_ENTRYPOINT = "/app/deploy/k8s/entrypoint.sh"
-FLOWS = {"alerting", "storage", "rollups", "collect"}
+FLOWS = {"alerting", "storage", "rollups", "collect", "notify"}
 
 
 def kustomization() -> dict[str, Any]:
@@ -264,27 +265,29 @@ def entrypoint(args: list[str], env: dict[str, str]) -> subprocess.CompletedProc
     )
 
 
-def test_entrypoint_computes_process_id_addresses_and_recovery_flags(tmp_path: Path) -> None:
-    sts = statefulsets()["gds-alerting"]
+@pytest.mark.parametrize("flow", sorted(FLOWS))
+def test_entrypoint_computes_process_id_addresses_and_recovery_flags(tmp_path: Path, flow: str) -> None:
+    name = f"gds-{flow}"
+    sts = statefulsets()[name]
     run_env = env_of(flow_container(sts))
     recovery = tmp_path / "recovery"
     recovery.mkdir()
     (recovery / "part-0.sqlite3").touch()
     env = {
         **run_env,
-        "BYTEWAX_POD_NAME": "gds-alerting-1",
+        "BYTEWAX_POD_NAME": f"{name}-{sts['spec']['replicas'] - 1}",
         "POD_NAMESPACE": "gds",
         "BYTEWAX_HOSTFILE_PATH": str(tmp_path / "hostfile.txt"),
         "BYTEWAX_RECOVERY_DIRECTORY": str(recovery),
         "ENTRYPOINT_DRY_RUN": "1",
     }
-    r = entrypoint(["run", "flows.alerting"], env)
+    r = entrypoint(["run", f"flows.{flow}"], env)
     assert r.returncode == 0, r.stderr
     n = sts["spec"]["replicas"]
-    addresses = ";".join(f"gds-alerting-{k}.gds-alerting.gds.svc:9999" for k in range(n))
+    addresses = ";".join(f"{name}-{k}.{name}.gds.svc:9999" for k in range(n))
     assert r.stdout.splitlines() == [
-        "python", "-m", "bytewax.run", "flows.alerting",
-        "-w", "1", "-i", "1", "-a", addresses,
+        "python", "-m", "bytewax.run", f"flows.{flow}",
+        "-w", run_env["BYTEWAX_WORKERS_PER_PROCESS"], "-i", str(n - 1), "-a", addresses,
         "-r", str(recovery),
         "-s", run_env["BYTEWAX_SNAPSHOT_INTERVAL"],
         "-b", run_env["BYTEWAX_RECOVERY_BACKUP_INTERVAL"],
@@ -337,7 +340,7 @@ def init_pod(tmp_path: Path, ordinal: int, init_env: dict[str, str]) -> Path:
     volume = tmp_path / f"recovery-{ordinal}"
     env = {
         **init_env,
-        "BYTEWAX_POD_NAME": f"gds-alerting-{ordinal}",
+        "BYTEWAX_POD_NAME": f"{init_env['BYTEWAX_STATEFULSET_NAME']}-{ordinal}",
         "BYTEWAX_RECOVERY_DIRECTORY": str(volume),
     }
     r = entrypoint(["init-recovery"], env)
@@ -349,8 +352,9 @@ def parts(volume: Path) -> set[int]:
     return {int(p.name.split("-")[1].split(".")[0]) for p in volume.glob("part-*.sqlite3")}
 
 
-def test_init_recovery_gives_each_first_pod_a_disjoint_share_once(tmp_path: Path) -> None:
-    init_env = env_of(init_container(statefulsets()["gds-alerting"]))
+@pytest.mark.parametrize("flow", sorted(FLOWS))
+def test_init_recovery_gives_each_first_pod_a_disjoint_share_once(tmp_path: Path, flow: str) -> None:
+    init_env = env_of(init_container(statefulsets()[f"gds-{flow}"]))
     n = int(init_env["RECOVERY_PARTITIONS"])
     first = int(init_env["RECOVERY_INIT_REPLICAS"])
     shares = [parts(init_pod(tmp_path, i, init_env)) for i in range(first)]
@@ -363,10 +367,10 @@ def test_init_recovery_gives_each_first_pod_a_disjoint_share_once(tmp_path: Path
     added = init_pod(tmp_path, first, init_env)  # a scale-up: the new pod holds none
     assert parts(added) == set() and (added / ".gds-recovery").exists()
 
-    moved = tmp_path / "recovery-1"  # a scale-down emptied it; the marker stays
+    moved = tmp_path / f"recovery-{first - 1}"  # a scale-down emptied it; the marker stays
     for f in moved.glob("part-*"):
         f.unlink()
-    assert parts(init_pod(tmp_path, 1, init_env)) == set()
+    assert parts(init_pod(tmp_path, first - 1, init_env)) == set()
 
 
 def test_bytewax_recovery_files_are_named_as_the_entrypoint_expects(tmp_path: Path) -> None:
@@ -399,6 +403,59 @@ def test_rules_configmap_is_the_bundled_rules_and_loads() -> None:
     assert volumes["rules"]["configMap"]["name"] == "gds-rules"
     assert mounts["rules"]["mountPath"] == env_of(c)["RULES_PATH"] == "/etc/gds/rules"
     assert "subPath" not in mounts["rules"]
+
+
+def test_routes_configmap_is_mounted_where_notify_routes_points_and_loads() -> None:
+    copy = K8S / "routes" / "alertmanager.yml"
+    config = load_routing_file(copy)  # raises RoutingConfigError listing every problem
+    sample = load_routing_file(ROOT / "flows" / "sample" / "routes.yml")
+    assert set(config.receivers) == set(sample.receivers) == {"dba-team", "on-call"}
+    generators = {g["name"]: g for g in kustomization()["configMapGenerator"]}
+    assert generators["gds-routes"]["files"] == ["routes/alertmanager.yml"]
+    sts = statefulsets()["gds-notify"]
+    c = flow_container(sts)
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["routes"]["configMap"]["name"] == "gds-routes"
+    assert "subPath" not in mounts["routes"] and mounts["routes"]["readOnly"] is True
+    assert env_of(c)["NOTIFY_ROUTES"] == f"{mounts['routes']['mountPath']}/alertmanager.yml"
+
+
+def test_alerting_pods_leave_delivery_to_the_notify_pods() -> None:
+    """Both delivering would send every notification twice; neither would send none."""
+    alerting = env_of(flow_container(statefulsets()["gds-alerting"]))
+    notify = env_of(flow_container(statefulsets()["gds-notify"]))
+    assert alerting["NOTIFY_DELIVERY"] == "separate"
+    assert statefulsets()["gds-notify"]["spec"]["replicas"] >= 1
+    assert "NOTIFY_ROUTES" not in alerting  # only read where delivery happens
+    assert notify["NOTIFY_ROUTES"].startswith("/etc/gds/routes/")
+    # config.env is every flow's: a value there would hold for the other one too
+    assert not {"NOTIFY_DELIVERY", "NOTIFY_ROUTES", "NOTIFY_START"} & set(config_env())
+    for name, sts in statefulsets().items():
+        if name not in ("gds-alerting", "gds-notify"):
+            assert not {k for k in env_of(flow_container(sts)) if k.startswith("NOTIFY_")}, name
+
+
+def test_each_flow_pods_environment_passes_its_validation() -> None:
+    """config.env + the Secret + the pod's own env, with the mounted files where the test has them."""
+    from flows.notify import load_routes
+
+    local = {"/etc/gds/rules": K8S / "rules", "/etc/gds/routes": K8S / "routes"}
+    for name, sts in statefulsets().items():
+        pod_env = env_of(flow_container(sts))
+        for key, value in pod_env.items():
+            for mounted, here in local.items():
+                if value.startswith(mounted):
+                    pod_env[key] = str(here) + value.removeprefix(mounted)
+        env = {**config_env(), **secret_example(), **pod_env}
+        settings = parse_settings(env)  # raises ConfigError listing every problem
+        MonitoringSettings.from_env(env)
+        if name == "gds-notify":
+            routes = load_routes(settings)  # what flows.notify checks at start
+            assert routes is not None and settings.notify_start == "earliest"
+        if name == "gds-alerting":
+            assert settings.notify_delivery == "separate"
+            assert [str(p) for p in settings.rules_paths] == [str(K8S / "rules")]
 
 
 def test_config_env_and_example_secret_pass_the_flows_validation() -> None:
