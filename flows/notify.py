@@ -250,7 +250,9 @@ def routed_sink(settings: Settings, config: RoutingConfig, flow: str) -> Sink[An
         from connectors.notify.maintenance import redis_client, redis_maintenance_checker
 
         is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
-    sink = RoutedSink(config, UndeliveredToKafka(producer, settings.alerts_dlq_topic), is_muted=is_muted)
+    sink = RoutedSink(
+        config, UndeliveredToKafka(producer, settings.alerts_dlq_topic), is_muted=is_muted, flow=flow
+    )
     return InstrumentedSink(sink, flow, "notify")
 
 

@@ -32,6 +32,7 @@ from connectors.notify.receivers import (
     slack_sender,
     webhook_sender,
 )
+from connectors.ops.health import HEALTH
 from rules.model import AlertEvent, AlertState
 from rules.routing.config import ReceiverConfig, RoutingConfig
 from rules.routing.types import GroupNotification
@@ -147,6 +148,7 @@ class _Partition(StatelessSinkPartition[GroupNotification]):
     parts: Mapping[str, Sequence[Part]]
     on_rejected: Undeliverable
     is_muted: MuteCheck | None = None  # Redis maintenance keys (connectors.notify.maintenance)
+    flow: str = "notify"  # whose health reports a receiver outage
     sleep: Callable[[float], None] = time.sleep
     pause_s: float = 1.0  # between rounds of a transient failure when the receiver gave no hint
     delivered: int = field(default=0)
@@ -180,13 +182,17 @@ class _Partition(StatelessSinkPartition[GroupNotification]):
             out = part.sender.send(n)
             if out.kind is OutcomeKind.DELIVERED:
                 self.delivered += 1
+                HEALTH.block(self.flow, None)
                 return
             if out.kind is OutcomeKind.REJECTED:
                 log.warning("notify: %s rejected group %s: %s", n.receiver, n.group_key, out.error)
                 for alert in n.alerts:
                     self.on_rejected(alert, None, f"receiver {n.receiver}: {out.error}")
                 return
-            # transient: the backlog waits here (and in Kafka behind it) until the receiver is back
+            # transient: the backlog waits here (and in Kafka behind it) until the receiver is back;
+            # the pod says so (unready, still live: no restart loop through a long outage)
+            HEALTH.block(self.flow, f"receiver {n.receiver} unavailable: {out.error}")
+            HEALTH.alive(self.flow)
             wait = max(out.retry_after_s or 0.0, self.pause_s)
             log.info(
                 "notify: %s unavailable (%s), trying group %s again in %.1fs",
@@ -212,13 +218,17 @@ class RoutedSink(DynamicSink[GroupNotification]):
         on_rejected: Undeliverable,
         default: SenderOptions | None = None,
         is_muted: MuteCheck | None = None,
+        flow: str = "notify",
     ):
         self.config = config
         self.on_rejected = on_rejected
         self.default = default
         self.is_muted = is_muted
+        self.flow = flow
         if not config.receivers:
             raise NotifyError("routing configuration has no receivers")
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _Partition:
-        return _Partition(build_senders(self.config, self.default), self.on_rejected, self.is_muted)
+        return _Partition(
+            build_senders(self.config, self.default), self.on_rejected, self.is_muted, self.flow
+        )

@@ -160,7 +160,9 @@ class Health:
             age = now - since
             own = {(t, p): v for (f, t, p), v in lags.items() if f == name}
             stalled, waiting = self._stall(s, own, now)
-            flow_live = age <= self.stale_s and stalled <= self.stale_s
+            # a flow that says what it waits for (a receiver that is down) is not stuck: it stays
+            # live (no restart loop through a long outage) and unready, its input waiting in Kafka
+            flow_live = age <= self.stale_s and (stalled <= self.stale_s or s.blocked is not None)
             started = s.last_activity is not None
             flow_ready = flow_live and started and s.blocked is None and stalled <= self.ready_stall_s
             live = live and flow_live

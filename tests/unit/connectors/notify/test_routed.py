@@ -73,3 +73,38 @@ def test_alerts_of_instances_in_maintenance_are_left_out() -> None:
     part.write_batch([group(AlertState.FIRING, AlertState.FIRING), group(AlertState.FIRING)])
     assert [[a.instance_id for a in n.alerts] for n in sender.sent] == [["db-1"]]
     assert part.muted == 2
+
+
+def test_a_receiver_outage_leaves_the_flow_live_and_unready_until_it_delivers() -> None:
+    from connectors.ops.health import Health
+
+    health = Health()
+    states: list[tuple[bool, bool]] = []
+    sender = FakeSender([OutcomeKind.RETRY_LATER])
+    part, _ = partition(sender, flow="notify")
+    import connectors.notify.routed as routed
+
+    real, routed.HEALTH = routed.HEALTH, health  # the module's process-wide health, swapped for this test
+    try:
+        part.sleep = lambda _s: states.append(health.report()[:2])
+        part.write_batch([group(AlertState.FIRING)])
+    finally:
+        routed.HEALTH = real
+    assert states == [(True, False)]  # live (no restart loop), not ready, while it waits
+    _live, _ready, details = health.report()
+    assert details["flows"]["notify"]["blocked"] is None  # delivered: unblocked
+
+
+def test_input_waiting_behind_a_declared_outage_is_not_a_stuck_worker() -> None:
+    from connectors.ops.health import Health
+
+    now = [1000.0]
+    health = Health(
+        clock=lambda: now[0], stale_s=900, ready_stall_s=60, lags=lambda: {("notify", "alerts", 0): 50}
+    )
+    health.input("notify", "alerts", 0, consumed=10, lag=50)
+    now[0] += 1000  # long past stale_s with input waiting
+    health.alive("notify")
+    assert health.report()[:2] == (False, False)  # stuck: restart it
+    health.block("notify", "receiver team unavailable")
+    assert health.report()[:2] == (True, False)  # waiting for a receiver: keep it, not ready
