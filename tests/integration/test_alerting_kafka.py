@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from bytewax.testing import run_main
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from connectors.config import Settings
 from connectors.kafka.dlq import parse_dead_letter
@@ -23,34 +23,11 @@ from flows import backtest
 from flows.alerting import build_flow, kafka_outputs
 from flows.common import wall_clock
 from rules.loader import BUNDLED, load_rules
-from tests.support.data import incident_rows
+from tests.support.data import consume_all, incident_rows
 from tests.support.http_receiver import Recorder, RecordingServer
 
 pytestmark = pytest.mark.integration
 RULES = load_rules([BUNDLED])
-
-
-def consume_all(bootstrap: str, topic: str, expect_at_least: int) -> list[Any]:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"t-{topic}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.subscribe([topic])
-    got: list[Any] = []
-    idle = 0
-    while idle < 6 and (len(got) < expect_at_least or idle < 2):
-        msg = c.poll(1.0)
-        if msg is None:
-            idle += 1
-            continue
-        assert msg.error() is None, msg.error()
-        got.append(msg)
-    c.close()
-    return got
 
 
 def test_live_flow_over_kafka_delivers_every_notification_once(

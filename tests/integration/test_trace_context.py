@@ -18,7 +18,7 @@ import pytest
 from bytewax.connectors.kafka import KafkaSink
 from bytewax.dataflow import Dataflow
 from bytewax.testing import run_main
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from connectors.kafka.serde import make_decoder
 from connectors.kafka.source import metric_source
@@ -35,7 +35,7 @@ from rules.loader import BUNDLED, load_rules
 from rules.model import AlertEvent, AlertState
 from rules.routing import payloads
 from rules.routing.types import GroupNotification
-from tests.support.data import incident_rows
+from tests.support.data import consume_all, incident_rows
 from tests.support.http_capture import CaptureServer
 
 pytestmark = pytest.mark.integration
@@ -56,31 +56,6 @@ def server() -> Iterator[CaptureServer]:
     s = CaptureServer()
     yield s
     s.stop()
-
-
-def consume(bootstrap: str, topic: str) -> list[dict[str, Any]]:
-    c = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"t-{topic}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.subscribe([topic])
-    got: list[dict[str, Any]] = []
-    idle = 0
-    while idle < 5:
-        msg = c.poll(1.0)
-        if msg is None:
-            idle += 1
-            continue
-        assert msg.error() is None, msg.error()
-        value = msg.value()
-        assert value is not None
-        got.append(json.loads(value))
-    c.close()
-    return got
 
 
 def alerts_through_kafka(bootstrap: str, topic_factory: Any) -> tuple[list[AlertEvent], set[str]]:
@@ -104,7 +79,7 @@ def alerts_through_kafka(bootstrap: str, topic_factory: Any) -> tuple[list[Alert
     op.output("alerts", op.map("record", events, alert_message), KafkaSink([bootstrap], alerts))
     run_main(flow)
 
-    records = consume(bootstrap, alerts)
+    records = [json.loads(m.value() or b"{}") for m in consume_all(bootstrap, alerts, 1)]
     assert records, "the evaluation wrote no alert records"
     notified = [AlertEvent.from_record(r) for r in records if r["notify"] and not r["suppressed"]]
     assert {e.state for e in notified} == {AlertState.FIRING, AlertState.RESOLVED}

@@ -6,7 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer
 
 T0 = 1_736_935_200  # 2025-01-15T10:00:00Z
 
@@ -39,3 +39,26 @@ def produce(bootstrap: str, topic: str, rows: list[dict[str, Any]]) -> None:
 
 def write_jsonl(path: Any, rows: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def consume_all(bootstrap: str, topic: str, expect_at_least: int) -> list[Any]:
+    c = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"t-{topic}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    got: list[Any] = []
+    idle = 0
+    while idle < 6 and (len(got) < expect_at_least or idle < 2):
+        msg = c.poll(1.0)
+        if msg is None:
+            idle += 1
+            continue
+        assert msg.error() is None, msg.error()
+        got.append(msg)
+    c.close()
+    return got

@@ -13,8 +13,10 @@ import json
 import threading
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackServer
 
 
 @dataclass(frozen=True)
@@ -90,22 +92,7 @@ class _Handler(BaseHTTPRequestHandler):
         return
 
 
-class CaptureServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class CaptureServer(LoopbackServer):
     def __init__(self, script: Script | None = None) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.script = script or Script()
-        self.thread = threading.Thread(
-            target=self.serve_forever, args=(0.05,), name="capture-server", daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
+        self.script = script or Script()  # before serving: the handler reads it
+        super().__init__(0, _Handler, "capture-server")

@@ -12,8 +12,10 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from tests.support.loopback import LoopbackServer
 
 HANG_S = 1.0  # longer than the tests' client timeouts: the client gives up, the server still processes
 SLOW_S = 0.05  # slower than usual but inside the timeout (unless the machine is very busy)
@@ -102,20 +104,7 @@ class Handler(BaseHTTPRequestHandler):
         return
 
 
-class RecordingServer(ThreadingHTTPServer):
-    daemon_threads = True
-
+class RecordingServer(LoopbackServer):
     def __init__(self, port: int, recorder: Recorder) -> None:
-        super().__init__(("127.0.0.1", port), Handler)
-        self.recorder = recorder
-        self.thread = threading.Thread(target=self.serve_forever, name="notify-test-server", daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-        self.thread.join(timeout=5)
+        self.recorder = recorder  # before serving: the handler reads it
+        super().__init__(port, Handler, "notify-test-server")
