@@ -163,19 +163,21 @@ class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, tuple[GroupState,
         self.state, notes = group_step(self.state, events, self._now(), self.timers)
         return notes, self.state is None
 
-    def on_batch(self, values: list[Routed]) -> tuple[list[GroupNotification], bool]:
-        first = values[0]
+    def _open(self, v: Routed) -> None:
+        """A group starts (again, after it emptied) with its first event."""
         if self.state is None:
-            self.state = GroupState.new(first.group_key, first.receiver, first.group_labels)
+            self.state = GroupState.new(v.group_key, v.receiver, v.group_labels)
+
+    def on_batch(self, values: list[Routed]) -> tuple[list[GroupNotification], bool]:
         self.timers = values[-1].timers  # a reloaded configuration takes effect here
         if self.clock is not None:
+            self._open(values[0])
             return self._step([v.event for v in values])
         # a replay: time is the events' own, so each one is taken in at its time
         out: list[GroupNotification] = []
         discard = False
         for v in sorted(values, key=lambda v: v.event.at):
-            if self.state is None:
-                self.state = GroupState.new(v.group_key, v.receiver, v.group_labels)
+            self._open(v)
             self.event_now = max(self.event_now, v.event.at)
             notes, discard = self._step([v.event])
             out += notes
@@ -238,21 +240,29 @@ def load_routes(settings: Settings) -> RoutingConfig | None:
     return config
 
 
-def routed_sink(settings: Settings, config: RoutingConfig, flow: str) -> Sink[Any]:
-    """The receivers of `config`; permanent rejections to ALERTS_DLQ_TOPIC."""
+def _dead_letters(settings: Settings) -> Any:
+    """Where permanent rejections go: ALERTS_DLQ_TOPIC, written synchronously."""
     from connectors.kafka.sink import producer_config
-    from connectors.notify.routed import RoutedSink
     from connectors.notify.undelivered import UndeliveredToKafka
 
     producer = producer_config(list(settings.bootstrap), dict(settings.kafka_extra))
-    is_muted = None
-    if settings.redis_url:
-        from connectors.notify.maintenance import redis_client, redis_maintenance_checker
+    return UndeliveredToKafka(producer, settings.alerts_dlq_topic)
 
-        is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
-    sink = RoutedSink(
-        config, UndeliveredToKafka(producer, settings.alerts_dlq_topic), is_muted=is_muted, flow=flow
-    )
+
+def _maintenance(settings: Settings) -> Any:
+    """The Redis `maintenance:{instance_id}` check, when REDIS_URL is set."""
+    if not settings.redis_url:
+        return None
+    from connectors.notify.maintenance import redis_client, redis_maintenance_checker
+
+    return redis_maintenance_checker(redis_client(settings.redis_url))
+
+
+def routed_sink(settings: Settings, config: RoutingConfig, flow: str) -> Sink[Any]:
+    """The receivers of `config`; permanent rejections to ALERTS_DLQ_TOPIC."""
+    from connectors.notify.routed import RoutedSink
+
+    sink = RoutedSink(config, _dead_letters(settings), is_muted=_maintenance(settings), flow=flow)
     return InstrumentedSink(sink, flow, "notify")
 
 
@@ -265,20 +275,10 @@ def print_group(n: GroupNotification) -> str:
 
 def notification_sink(settings: Settings, flow: str) -> tuple[Sink[Any], bool]:
     """The notification service sink of `settings`, and whether it wants heartbeat ticks."""
-    from connectors.kafka.sink import producer_config
     from connectors.notify.policy import NotifyConfig, RetryPolicy
     from connectors.notify.sink import NotifyDeps, NotifySink
-    from connectors.notify.undelivered import UndeliveredToKafka
 
-    brokers = list(settings.bootstrap)
-    handler = UndeliveredToKafka(
-        producer_config(brokers, dict(settings.kafka_extra)), settings.alerts_dlq_topic
-    )
-    is_muted = None
-    if settings.redis_url:
-        from connectors.notify.maintenance import redis_client, redis_maintenance_checker
-
-        is_muted = redis_maintenance_checker(redis_client(settings.redis_url))
+    is_muted = _maintenance(settings)
     if settings.notify_dead_letter_transient:
         retry = RetryPolicy(max_attempts=settings.notify_max_attempts, deadline_s=settings.notify_deadline_s)
     else:
@@ -291,7 +291,7 @@ def notification_sink(settings: Settings, flow: str) -> tuple[Sink[Any], bool]:
             retry=retry,
             cooldown_s=settings.notify_breaker_cooldown_s,
         ),
-        NotifyDeps(on_undeliverable=handler, is_muted=is_muted),
+        NotifyDeps(on_undeliverable=_dead_letters(settings), is_muted=is_muted),
     )
     return InstrumentedSink(sink, flow, "notify"), is_muted is not None
 

@@ -153,6 +153,7 @@ class _Partition(StatelessSinkPartition[GroupNotification]):
     pause_s: float = 1.0  # between rounds of a transient failure when the receiver gave no hint
     delivered: int = field(default=0)
     muted: int = field(default=0)
+    waiting: bool = field(default=False)  # a receiver outage is reported to the flow's health
 
     def _unmuted(self, n: GroupNotification) -> GroupNotification | None:
         """The group without the alerts of instances in maintenance; a failed check mutes nothing."""
@@ -182,7 +183,9 @@ class _Partition(StatelessSinkPartition[GroupNotification]):
             out = part.sender.send(n)
             if out.kind is OutcomeKind.DELIVERED:
                 self.delivered += 1
-                HEALTH.block(self.flow, None)
+                if self.waiting:  # only after an outage: no lock taken per delivery otherwise
+                    HEALTH.block(self.flow, None)
+                    self.waiting = False
                 return
             if out.kind is OutcomeKind.REJECTED:
                 log.warning("notify: %s rejected group %s: %s", n.receiver, n.group_key, out.error)
@@ -192,6 +195,7 @@ class _Partition(StatelessSinkPartition[GroupNotification]):
             # transient: the backlog waits here (and in Kafka behind it) until the receiver is back;
             # the pod says so (unready, still live: no restart loop through a long outage)
             HEALTH.block(self.flow, f"receiver {n.receiver} unavailable: {out.error}")
+            self.waiting = True
             HEALTH.alive(self.flow)
             wait = max(out.retry_after_s or 0.0, self.pause_s)
             log.info(
