@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from flows import backtest
 from rules.loader import BUNDLED, load_rules
 from tests.support.data import incident_rows, produce
 from tests.support.http_receiver import Recorder, RecordingServer
+from tests.support.jobs import stop
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -155,15 +155,6 @@ def run_live(
         if servers["current"] is not None:
             servers["current"].stop()
     return got, rec
-
-
-def stop(job: subprocess.Popen[Any]) -> None:
-    """Ctrl-C, as an operator stops the job; killed if it does not end."""
-    job.send_signal(signal.SIGINT)
-    try:
-        job.wait(20)
-    except subprocess.TimeoutExpired:
-        job.kill()
 
 
 def key(r: dict[str, Any]) -> tuple[str, str, str, str]:

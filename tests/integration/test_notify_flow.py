@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from rules.model import AlertState, NotifyReason
+from tests.support.data import record_count
 from tests.support.events import T0, alert_event, instance_labels
 from tests.support.http_receiver import Recorder, RecordingServer
+from tests.support.jobs import stop
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,22 +61,6 @@ def produce(bootstrap: str, topic: str, evs: list[Any]) -> None:
     assert p.flush(30) == 0
 
 
-def count(bootstrap: str, topic: str) -> int:
-    """Records in `topic` (exact: the partitions' watermarks, no consumer-group join to wait for)."""
-    from confluent_kafka import TopicPartition
-
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"n-{time.time()}"})
-    try:
-        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
-        total = 0
-        for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
-            total += high - low
-        return total
-    finally:
-        c.close()
-
-
 @pytest.fixture()
 def env(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
     yield {
@@ -102,15 +88,6 @@ def start(env: dict[str, str], url: str, log: Path) -> subprocess.Popen[bytes]:
         stdout=log.open("ab"),
         stderr=subprocess.STDOUT,
     )
-
-
-def stop(job: subprocess.Popen[bytes], sig: int = signal.SIGINT) -> None:
-    job.send_signal(sig)
-    try:
-        job.wait(20)
-    except subprocess.TimeoutExpired:
-        job.kill()
-        job.wait(10)
 
 
 def wait_for(cond: Any, job: subprocess.Popen[bytes], log: Path, bound_s: float = 120) -> None:
@@ -150,7 +127,7 @@ def test_a_receiver_down_longer_than_every_deadline_gets_everything_afterwards(
             server.stop()
     assert set(rec.ok_ids()) == {e.message_id for e in evs}
     assert in_order_per_alert(rec)
-    assert count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 0
+    assert record_count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 0
 
 
 def test_sigkill_mid_backlog_then_restart_loses_nothing(env: dict[str, str], tmp_path: Path) -> None:
@@ -188,7 +165,7 @@ def test_a_rejected_notification_is_dead_lettered_then_redriven(env: dict[str, s
         others = {e.message_id for e in evs} - {"fire-001"}
         wait_for(lambda: others <= set(rec.ok_ids()), job, log)
         stop(job)
-        assert count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 1
+        assert record_count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 1
         redrive = subprocess.run(
             [sys.executable, "-m", "flows.notify", "--redrive", "--match", "instance_id=db-01"],
             cwd=ROOT,
@@ -280,4 +257,4 @@ def test_routed_delivery_survives_a_sigkill_mid_backlog(env: dict[str, str], tmp
     finally:
         hook.stop()
     assert delivered() == want
-    assert count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 0
+    assert record_count(env["KAFKA_BOOTSTRAP_SERVERS"], env["ALERTS_DLQ_TOPIC"]) == 0

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from flows import backtest
 from rules.loader import BUNDLED, load_rules
-from tests.support.data import T0, incident_rows, produce, write_jsonl
+from tests.support.data import T0, incident_rows, produce, record_count, write_jsonl
 from tests.support.http_receiver import Recorder, RecordingServer
 
 pytestmark = pytest.mark.integration
@@ -126,20 +126,6 @@ def spanning_rows(
             "tags": {"environment": "production", "region": "eu-west-1"},
         })  # fmt: skip
     return out
-
-
-def record_count(bootstrap: str, topic: str) -> int:
-    """Records in a topic (end minus start offsets over its partitions)."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{time.monotonic_ns()}"})
-    try:
-        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        total = 0
-        for p in parts:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            total += high - low
-        return total
-    finally:
-        c.close()
 
 
 def recovery_frontier(recovery: Path) -> int:

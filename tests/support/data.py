@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 T0 = 1_736_935_200  # 2025-01-15T10:00:00Z
 
@@ -62,3 +63,18 @@ def consume_all(bootstrap: str, topic: str, expect_at_least: int) -> list[Any]:
         got.append(msg)
     c.close()
     return got
+
+
+def record_count(bootstrap: str, topic: str) -> int:
+    """Records in a topic: end minus start offsets over its partitions (exact, and no
+    consumer-group join to wait for)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"count-{time.monotonic_ns()}"})
+    try:
+        parts = c.list_topics(topic, timeout=30).topics[topic].partitions
+        total = 0
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)
+            total += high - low
+        return total
+    finally:
+        c.close()
