@@ -1,9 +1,10 @@
 """The settings of every job: one typed model, read from environment variables, checked once at start.
 
 Sections (one class each, one default and one description per variable): `kafka`, `rules`,
-`notify`, `storage`, `monitoring`, `collect`. A job composes the sections it reads: `Settings`
+`notify`, `storage`, `monitoring`, `collect`, `api`. A job composes the sections it reads: `Settings`
 (alerting, storage and rollup jobs: kafka + rules + notify + storage), `MonitoringSettings`
-(every live job, beside it) and `CollectJobSettings` (the collector: kafka + collect).
+(every live job, beside it), `CollectJobSettings` (the collector: kafka + collect) and
+`ApiJobSettings` (the control-plane API: kafka + storage + api).
 
 Every problem is reported, one line each, before anything connects: a pod with three typos
 fails once with three lines, not three times in a crash loop. The README's configuration table
@@ -276,6 +277,13 @@ def _topic(raw: Any) -> str:
     return str(raw)
 
 
+def _optional_topic(raw: Any) -> str:
+    """A topic name, or `off` / empty for none."""
+    if raw is None or str(raw).strip().lower() in ("", "off", "none"):
+        return ""
+    return _topic(str(raw).strip())
+
+
 def _identifier(raw: Any) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", str(raw)):
         raise _problem(f"={raw!r}: expected a plain identifier (letters, digits, _)")
@@ -406,6 +414,12 @@ class KafkaSettings(Section):
     alerts_dlq_topic: _Topic = _env(
         "ALERTS_DLQ_TOPIC", "gds.alerts.dlq", "Notifications that could not be delivered."
     )
+    control_topic: Annotated[str, BeforeValidator(_optional_topic)] = _env(
+        "CONTROL_TOPIC",
+        "gds.control",
+        "Compacted topic of the control plane (silences, maintenance windows, acknowledgements, "
+        "rule-set reloads), read live by the alerting and delivery jobs and written by the API; `off`: none.",
+    )
     aggregated_topic: _Topic = _env(
         "AGGREGATED_TOPIC", "metrics-aggregated", "Rollups are also produced here."
     )
@@ -456,6 +470,12 @@ class RulesSettings(Section):
         "RULES_PATH", (BUNDLED_RULES,), "Rule files or directories, comma separated."
     )
     shards: _Count = _env("ALERT_SHARDS", 64, "Key-space shards of the alert state (>= total workers).")
+    rules_reload_s: _Seconds = _env(
+        "RULES_RELOAD_S",
+        10.0,
+        "How often a tailing job looks for changed rule files and loads them without a restart "
+        "(SIGHUP: at once); `0`: only on SIGHUP.",
+    )
 
     @field_validator("rules_paths")
     @classmethod
@@ -653,6 +673,29 @@ class CollectSettings(Section):
         return value
 
 
+class ApiSettings(Section):
+    section = "api"
+
+    api_host: Annotated[str, BeforeValidator(_host)] = _env(
+        "API_HOST", "127.0.0.1", "Address the control-plane API and console bind to (`0.0.0.0` in pods)."
+    )
+    api_port: Annotated[int, _number(1, integer=True, high=65535)] = _env(
+        "API_PORT", 9093, "Port of the control-plane API and console (Alertmanager's, so amtool habits fit)."
+    )
+    api_tokens: str = _env(
+        "API_TOKENS",
+        "",
+        "Bearer tokens, comma separated `name:scope:token` (scope `read` or `write`; write includes read). "
+        "Prefer API_TOKENS_FILE (a mounted Secret).",
+    )
+    api_tokens_file: Path | None = _env(
+        "API_TOKENS_FILE", None, "File with one `name:scope:token` per line (`#` comments), e.g. a Secret."
+    )
+    api_anonymous_read: Annotated[bool, BeforeValidator(_flag)] = _env(
+        "API_ANONYMOUS_READ", False, "`true`: reads need no token (writes always do)."
+    )
+
+
 SECTIONS: tuple[type[Section], ...] = (
     KafkaSettings,
     RulesSettings,
@@ -660,6 +703,7 @@ SECTIONS: tuple[type[Section], ...] = (
     StorageSettings,
     MonitoringSettings,
     CollectSettings,
+    ApiSettings,
 )
 
 
@@ -677,6 +721,12 @@ class CollectJobSettings(CollectSettings, KafkaSettings):
     """The collector's settings; `MonitoringSettings` goes beside it."""
 
     section = "kafka+collect"
+
+
+class ApiJobSettings(ApiSettings, StorageSettings, KafkaSettings):
+    """The control-plane API's settings (connectors/api): kafka + storage (PG_DSN) + api."""
+
+    section = "kafka+storage+api"
 
 
 def parse(env: Mapping[str, str]) -> Settings:

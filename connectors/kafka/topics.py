@@ -25,6 +25,9 @@ METRICS_DLQ_TOPIC: Final = "gds.metrics.dlq"
 ALERTS_TOPIC: Final = "alerts"
 ALERTS_DLQ_TOPIC: Final = "gds.alerts.dlq"
 AGGREGATED_TOPIC: Final = "metrics-aggregated"
+CONTROL_TOPIC: Final = "gds.control"
+"""Silences, acknowledgements, rule-set reloads (rules/control): compacted, one partition, so
+every reader sees the control plane's events in one order."""
 METRIC_TOPIC_PATTERN: Final = r"^gds\.metrics\."
 """Every metric topic (`gds.metrics.{database_type}.{environment}`); the DLQ matches too
 and is excluded by `connectors.kafka.metric_source`."""
@@ -80,6 +83,9 @@ PROJECT_TOPICS: Final = (
     TopicSpec(ALERTS_TOPIC, partitions=4, retention_ms=30 * DAY_MS),
     TopicSpec(ALERTS_DLQ_TOPIC, partitions=1, retention_ms=30 * DAY_MS),
     TopicSpec(AGGREGATED_TOPIC, partitions=4, retention_ms=30 * DAY_MS),
+    # compacted: the newest event per key (a silence's id, an alert's acknowledgement) is kept
+    # for ever; retention.ms only bounds how long a superseded version may linger
+    TopicSpec(CONTROL_TOPIC, partitions=1, retention_ms=30 * DAY_MS, cleanup_policy="compact"),
 )
 
 

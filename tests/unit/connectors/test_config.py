@@ -9,6 +9,8 @@ import pytest
 from connectors.config import (
     ENV_VARS,
     SECTIONS,
+    ApiJobSettings,
+    ApiSettings,
     CollectJobSettings,
     CollectSettings,
     ConfigError,
@@ -218,7 +220,7 @@ PATHS = ("SAMPLE_PATH", "RULES_PATH", "CLICKHOUSE_PATH", "COLLECT_TARGETS")
 
 
 def test_sections_compose_into_the_jobs_settings() -> None:
-    assert {s.section for s in SECTIONS} == {"kafka", "rules", "notify", "storage", "monitoring", "collect"}
+    assert {s.section for s in SECTIONS} == {"kafka", "rules", "notify", "storage", "monitoring", "collect", "api"}
     names = [set(ENV_VARS) & set(env_vars((s,))) for s in SECTIONS]
     assert sum(len(n) for n in names) == len(ENV_VARS)  # each variable in exactly one section
     assert set(Settings.model_fields) == {
@@ -227,6 +229,9 @@ def test_sections_compose_into_the_jobs_settings() -> None:
     assert set(CollectJobSettings.model_fields) == set(KafkaSettings.model_fields) | set(
         CollectSettings.model_fields
     )
+    assert set(ApiJobSettings.model_fields) == {
+        f for s in (KafkaSettings, StorageSettings, ApiSettings) for f in s.model_fields
+    }
 
 
 def test_the_process_environment_is_read_only_by_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
