@@ -220,7 +220,15 @@ PATHS = ("SAMPLE_PATH", "RULES_PATH", "CLICKHOUSE_PATH", "COLLECT_TARGETS")
 
 
 def test_sections_compose_into_the_jobs_settings() -> None:
-    assert {s.section for s in SECTIONS} == {"kafka", "rules", "notify", "storage", "monitoring", "collect", "api"}
+    assert {s.section for s in SECTIONS} == {
+        "kafka",
+        "rules",
+        "notify",
+        "storage",
+        "monitoring",
+        "collect",
+        "api",
+    }
     names = [set(ENV_VARS) & set(env_vars((s,))) for s in SECTIONS]
     assert sum(len(n) for n in names) == len(ENV_VARS)  # each variable in exactly one section
     assert set(Settings.model_fields) == {
