@@ -8,6 +8,8 @@ SERVICES=(kafka postgres redis alertmanager)
 
 case "${1:-}" in
   up)
+    # Not a service: the browser and driver the console's browser test drives (installed once).
+    "$LOCAL_DIR/chromium.sh" install
     for s in "${SERVICES[@]}"; do "$LOCAL_DIR/$s.sh" start; done
     cd "$REPO_ROOT"
     if [ -x .venv/bin/python ] && [ -f connectors/kafka/topics.py ]; then
