@@ -12,6 +12,12 @@ fixed) with their original `message_id`: receivers deduplicate.
 end); with `NOTIFY_DELIVERY=separate` it only writes the topic and this job delivers, on its
 own pods and scale. Wiring only: decoding is `AlertEvent.from_record`, delivery is
 `connectors/notify/`.
+
+With routes and CONTROL_TOPIC set, the control topic is a second input: acknowledgements
+(`AckEvent`s) are routed by the alert's labels to the alert's groups, where a route's
+`escalate_after` + `escalate_to` escalates what nobody acknowledged in time
+(rules/routing/escalation.py, docs/escalation.md). The acks on the topic at start-up are read
+before the flow starts, so a restart never escalates an alert acknowledged meanwhile.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -38,12 +44,14 @@ from bytewax.outputs import Sink
 from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.ops.metrics import InstrumentedSink
 from flows.common import Poison, lazy_flow, poison_to_dlq
+from rules.control.events import AckEvent
 from rules.metric import iso, utc
 from rules.model import AlertEvent, RulesError
 from rules.routing.config import RoutingConfig
+from rules.routing.escalation import Escalation, EscalationState, escalate, next_escalation, take_acks
 from rules.routing.group import GroupState, Timers, next_flush
 from rules.routing.group import step as group_step
-from rules.routing.route import group_key, match, muted
+from rules.routing.route import MatchedRoute, group_key, match, muted
 from rules.routing.types import GroupNotification
 
 JOB = "notify"
@@ -103,19 +111,35 @@ def deliver(
 
 @dataclass(frozen=True, slots=True)
 class Routed:
-    """An event on its way to one group: the matched route's receiver, labels and timers."""
+    """An event (or an alert's acknowledgement) on its way to one group: the matched route's
+    receiver, labels, timers and escalation."""
 
     group_key: str
     receiver: str
     group_labels: tuple[tuple[str, str], ...]
     timers: Timers
-    event: AlertEvent
+    event: AlertEvent | AckEvent
+    escalation: Escalation | None = None
+
+
+def _routed(
+    config: RoutingConfig, m: MatchedRoute, labels: Mapping[str, str], e: AlertEvent | AckEvent
+) -> Routed:
+    key, group_labels = group_key(m, labels)
+    rc = config.receivers[m.receiver]
+    timers = replace(m.timers, send_resolved=rc.send_resolved)
+    if rc.alertmanager_configs:  # pushed alerts expire unless re-sent, as Prometheus does
+        timers = replace(
+            timers,
+            group_interval=min(timers.group_interval, ALERTMANAGER_RESEND_S),
+            repeat_interval=min(timers.repeat_interval, ALERTMANAGER_RESEND_S),
+        )
+    return Routed(key, m.receiver, group_labels, timers, e, m.escalation)
 
 
 def router(config: RoutingConfig) -> Callable[[list[AlertEvent]], list[tuple[str, Routed]]]:
     """Events -> (group key, Routed) for every route that takes them (`continue` fans out);
     a route muted by its time intervals at the event's time takes nothing."""
-    receivers = config.receivers
 
     def route_batch(events: list[AlertEvent]) -> list[tuple[str, Routed]]:
         out: list[tuple[str, Routed]] = []
@@ -124,44 +148,79 @@ def router(config: RoutingConfig) -> Callable[[list[AlertEvent]], list[tuple[str
             for m in match(config.route, labels):
                 if muted(m, config.time_intervals, e.at):
                     continue
-                key, group_labels = group_key(m, labels)
-                rc = receivers[m.receiver]
-                timers = replace(m.timers, send_resolved=rc.send_resolved)
-                if rc.alertmanager_configs:  # pushed alerts expire unless re-sent, as Prometheus does
-                    timers = replace(
-                        timers,
-                        group_interval=min(timers.group_interval, ALERTMANAGER_RESEND_S),
-                        repeat_interval=min(timers.repeat_interval, ALERTMANAGER_RESEND_S),
-                    )
-                out.append((key, Routed(key, m.receiver, group_labels, timers, e)))
+                r = _routed(config, m, labels, e)
+                out.append((r.group_key, r))
         return out
 
     return route_batch
 
 
-class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, tuple[GroupState, Timers]]):
+def ack_router(config: RoutingConfig) -> Callable[[list[Any]], list[tuple[str, Routed]]]:
+    """Control items -> (group key, Routed) for each AckEvent: to every group its alert's labels
+    lead to (the same keys as the alert's events). Other control items are not delivery's."""
+
+    def route_batch(items: list[Any]) -> list[tuple[str, Routed]]:
+        out: list[tuple[str, Routed]] = []
+        for ack in items:
+            if not isinstance(ack, AckEvent):
+                continue  # silences apply in evaluation; caught-up markers: see acks_at_start
+            labels = dict(ack.labels)
+            for m in match(config.route, labels):  # muted routes too: an ack is no notification
+                r = _routed(config, m, labels, ack)
+                out.append((r.group_key, r))
+        return out
+
+    return route_batch
+
+
+GroupSnapshot = tuple[GroupState, Timers, EscalationState, Escalation | None]
+"""What a group keeps in recovery; snapshots of before escalation are (GroupState, Timers)."""
+
+
+class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, GroupSnapshot]):
     """One alert group in Bytewax state (keyed by group key: spread over workers, snapshotted).
 
     `clock` gives "now": wall time live; a replay passes None and uses the newest event time it
-    saw, then flushes what is left at the end of its input.
+    saw, then flushes what is left at the end of its input. `acks_at_start` (by fingerprint):
+    the acknowledgements on the control topic when the job started (rules/routing/escalation.py).
     """
 
-    def __init__(self, resume: tuple[GroupState, Timers] | None, clock: Callable[[], float] | None) -> None:
+    def __init__(
+        self,
+        resume: GroupSnapshot | tuple[GroupState, Timers] | None,
+        clock: Callable[[], float] | None,
+        acks_at_start: Mapping[str, AckEvent] | None = None,
+    ) -> None:
         self.state: GroupState | None = None
         self.timers: Timers | None = None
+        self.escalation = EscalationState()
+        self.policy: Escalation | None = None
         if resume is not None:
-            self.state, self.timers = resume
+            self.state, self.timers = resume[0], resume[1]
+            if len(resume) == 4:
+                self.escalation, self.policy = resume[2], resume[3]
         self.clock = clock
+        self.acks_at_start: Mapping[str, AckEvent] = acks_at_start or {}
         self.event_now = -math.inf
 
     def _now(self) -> float:
         return self.clock() if self.clock is not None else self.event_now
 
-    def _step(self, events: list[AlertEvent]) -> tuple[list[GroupNotification], bool]:
+    def _step(self, items: list[AlertEvent | AckEvent]) -> tuple[list[GroupNotification], bool]:
         if self.state is None or self.timers is None:
             return [], StatefulBatchLogic.DISCARD
-        self.state, notes = group_step(self.state, events, self._now(), self.timers)
-        return notes, self.state is None
+        events = [e for e in items if isinstance(e, AlertEvent)]
+        acks = [e for e in items if isinstance(e, AckEvent)]
+        if acks:
+            self.escalation = take_acks(self.escalation, acks)
+        now = self._now()
+        key, labels = self.state.group_key, self.state.group_labels
+        self.state, notes = group_step(self.state, events, now, self.timers)
+        self.escalation, more = escalate(
+            self.escalation, self.state, events, now, self.policy, self.acks_at_start,
+            group_key=key, group_labels=labels,
+        )  # fmt: skip
+        return notes + more, self.state is None
 
     def _open(self, v: Routed) -> None:
         """A group starts (again, after it emptied) with its first event."""
@@ -170,6 +229,7 @@ class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, tuple[GroupState,
 
     def on_batch(self, values: list[Routed]) -> tuple[list[GroupNotification], bool]:
         self.timers = values[-1].timers  # a reloaded configuration takes effect here
+        self.policy = values[-1].escalation
         if self.clock is not None:
             self._open(values[0])
             return self._step([v.event for v in values])
@@ -205,22 +265,56 @@ class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, tuple[GroupState,
     def notify_at(self) -> datetime | None:
         if self.clock is None or self.state is None or self.timers is None:
             return None
-        wake = next_flush(self.state, self.timers)
-        return None if wake is None else utc(wake)
+        wakes = [
+            w
+            for w in (
+                next_flush(self.state, self.timers),
+                next_escalation(self.escalation, self.state, self.policy, self.acks_at_start),
+            )
+            if w is not None
+        ]
+        return utc(min(wakes)) if wakes else None
 
-    def snapshot(self) -> tuple[GroupState, Timers]:
+    def snapshot(self) -> GroupSnapshot:
         assert self.state is not None and self.timers is not None  # discarded otherwise
-        return (self.state, self.timers)
+        return (self.state, self.timers, self.escalation, self.policy)
 
 
 def route_and_group(
-    step_id: str, events: Stream[AlertEvent], config: RoutingConfig, clock: Callable[[], float] | None
+    step_id: str,
+    events: Stream[AlertEvent],
+    config: RoutingConfig,
+    clock: Callable[[], float] | None,
+    *,
+    control: Stream[Any] | None = None,
+    acks_at_start: Mapping[str, AckEvent] | None = None,
 ) -> Stream[GroupNotification]:
-    """Alertmanager's routing tree and dispatcher as a sub-flow: what each receiver is sent."""
+    """Alertmanager's routing tree and dispatcher as a sub-flow: what each receiver is sent.
+
+    `control`: the control input's items (`connectors.control.source`); its AckEvents reach the
+    alert's groups, for the routes' escalation. `acks_at_start`: the acks on the control topic
+    when the job started (by fingerprint), known before any escalation deadline is looked at.
+    """
     wanted = op.filter(f"{step_id}-to-send", events, to_deliver)
     keyed = op.flat_map_batch(f"{step_id}-route", wanted, router(config))
-    grouped = op.stateful_batch(f"{step_id}-group", keyed, lambda resume: GroupLogic(resume, clock))
+    if control is not None:
+        acks = op.flat_map_batch(f"{step_id}-route-acks", control, ack_router(config))
+        keyed = op.merge(f"{step_id}-with-acks", keyed, acks)
+    grouped = op.stateful_batch(
+        f"{step_id}-group", keyed, lambda resume: GroupLogic(resume, clock, acks_at_start)
+    )
     return op.map(f"{step_id}-unkey", grouped, lambda kv: kv[1])
+
+
+def acks_at_start(settings: Settings) -> dict[str, AckEvent]:
+    """The acknowledgements on CONTROL_TOPIC now (newest per alert): read to its end once."""
+    from connectors.control.reader import read_all
+    from rules.control.events import EMPTY, fold
+
+    state = EMPTY
+    for event in read_all(list(settings.bootstrap), settings.control_topic, dict(settings.kafka_extra)):
+        state = fold(state, event)
+    return dict(state.acks)
 
 
 def load_routes(settings: Settings) -> RoutingConfig | None:
@@ -305,15 +399,20 @@ def build_flow(
     routing: RoutingConfig | None = None,
     clock: Callable[[], float] | None = time.time,
     name: str = JOB,
+    control: Source[Any] | None = None,
+    acks_at_start: Mapping[str, AckEvent] | None = None,
 ) -> Dataflow:
     """Alert records in; notifications and dead letters (unreadable records) out. With `routing`,
-    notifications are grouped per route and `notify` gets `GroupNotification`s."""
+    notifications are grouped per route and `notify` gets `GroupNotification`s; with `control`
+    too (the control topic's items), acknowledgements reach the groups, for escalation."""
     flow = Dataflow(name)
     raw = op.input("alerts", flow, source)
     decoded = op.flat_map_batch("decode", raw, decode_records)
     split = op.branch("split", decoded, lambda x: isinstance(x, AlertEvent))
     if routing is not None:
-        notes = route_and_group("route", split.trues, routing, clock)  # type: ignore[arg-type]
+        ctl = op.input("control", flow, control) if control is not None else None
+        alerts: Stream[AlertEvent] = split.trues  # type: ignore[assignment]
+        notes = route_and_group("route", alerts, routing, clock, control=ctl, acks_at_start=acks_at_start)
         op.output("notify", notes, notify)
     else:
         ticks = op.input("heartbeat", flow, heartbeat) if heartbeat is not None else None
@@ -337,7 +436,16 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
         kafka_sink(list(settings.bootstrap), settings.dlq_topic, dict(settings.kafka_extra)), JOB, "dlq"
     )
     if routes is not None:
-        return build_flow(source, routed_sink(settings, routes, JOB), dlq, routing=routes)
+        control, acks = None, None
+        if settings.control_topic:
+            from connectors.control.source import control_source
+
+            acks = acks_at_start(settings)  # before the flow: known before any escalation deadline
+            control = control_source(
+                list(settings.bootstrap), settings.control_topic, dict(settings.kafka_extra)
+            )
+        sink = routed_sink(settings, routes, JOB)
+        return build_flow(source, sink, dlq, routing=routes, control=control, acks_at_start=acks)
     notify, wants_ticks = notification_sink(settings, JOB)
     beat = None
     if settings.kafka_tail and monitoring is not None and wants_ticks:
@@ -364,6 +472,8 @@ def _default_flow() -> Dataflow:
         "ALERTS_DLQ_TOPIC": settings.alerts_dlq_topic,
         "DLQ_TOPIC": settings.dlq_topic,
     }
+    if settings.notify_routes and settings.control_topic:  # acks for the routes' escalation
+        topics["CONTROL_TOPIC"] = settings.control_topic
     start_live(JOB, settings, monitoring, topics)
     try:
         flow = from_settings(settings, monitoring)

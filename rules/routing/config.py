@@ -8,7 +8,9 @@ checks both against Debian's amtool). Sections:
   `a="b"`, `c=~"x.*"`, and the older `match:` / `match_re:` maps), continue, group_wait (30s),
   group_interval (5m), repeat_interval (4h), routes, mute_time_intervals, active_time_intervals.
   Children inherit receiver, group_by and the three timers; time intervals are per route, as in
-  Alertmanager.
+  Alertmanager. Our extension `escalate_after: <duration>` + `escalate_to: <receiver>` (both or
+  neither, inherited together like the timers; see docs/escalation.md) is not Alertmanager's:
+  a file that uses it no longer passes `amtool check-config`.
 * `receivers:` (required): webhook, slack, pagerduty and email configs (Alertmanager's fields),
   plus our kinds `notification_service_configs: [{url}]` (the seeds' `POST {url}/alerts`) and
   `alertmanager_configs: [{url}]` (push to an Alertmanager's API v2), and our per-receiver
@@ -270,6 +272,8 @@ class Route:
     routes: tuple[Route, ...] = ()
     mute_time_intervals: tuple[str, ...] = ()
     active_time_intervals: tuple[str, ...] = ()
+    escalate_after: float | None = None  # ours: with escalate_to, or neither (None: inherit)
+    escalate_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,7 +373,7 @@ _GLOBAL_KEYS = set(
 _ROUTE_KEYS = set(
     _words(
         """receiver group_by continue matchers match match_re group_wait group_interval repeat_interval routes
-    mute_time_intervals active_time_intervals"""
+    mute_time_intervals active_time_intervals escalate_after escalate_to"""
     )
 )
 _OUR_KINDS = {"notification_service_configs", "alertmanager_configs"}
@@ -768,6 +772,7 @@ class _Reader:
         )
         if root and (mute or active):
             self.problem(node, f"{path}.mute_time_intervals", "", "root route must not have time intervals")
+        escalate_after, escalate_to = self.read_escalation(node, path)
         children: list[Route] = []
         items = self.seq(node, "routes", f"{path}.routes")
         for i, item in enumerate(items):
@@ -780,7 +785,25 @@ class _Reader:
             group_wait=timers["group_wait"], group_interval=timers["group_interval"],
             repeat_interval=timers["repeat_interval"], routes=tuple(children),
             mute_time_intervals=mute, active_time_intervals=active,
+            escalate_after=escalate_after, escalate_to=escalate_to,
         )  # fmt: skip
+
+    def read_escalation(self, node: Mapping[str, Any], path: str) -> tuple[float | None, str | None]:
+        """Ours: `escalate_after` (a positive duration) and `escalate_to` (a receiver), together."""
+        after = self.duration(node, "escalate_after", f"{path}.escalate_after")
+        to = self.string(node, "escalate_to", f"{path}.escalate_to")
+        if after is not None and after <= 0:
+            self.problem(node, f"{path}.escalate_after", "escalate_after",
+                         "escalate_after must be a positive duration (e.g. 15m)")  # fmt: skip
+            after = None
+        if node.get("escalate_to") is not None and not to:
+            self.problem(node, f"{path}.escalate_to", "escalate_to", "escalate_to must name a receiver")
+        if (node.get("escalate_after") is None) != (node.get("escalate_to") is None):
+            have, missing = ("escalate_after", "escalate_to")[:: 1 if "escalate_after" in node else -1]
+            why = f"{have} needs {missing} on the same route (escalation is both or neither)"
+            self.problem(node, f"{path}.{have}", have, why)
+            return None, None
+        return after, to or None
 
     def read_route_matchers(self, node: Mapping[str, Any], path: str) -> list[Matcher]:
         out: list[Matcher] = []
@@ -843,6 +866,14 @@ class _Reader:
                 f"{path}.receiver",
                 "receiver",
                 f"undefined receiver {route.receiver!r} used in route (receivers: {known})",
+            )
+        if route.escalate_to and route.escalate_to not in receivers:
+            known = ", ".join(sorted(receivers)) or "none defined"
+            self.problem(
+                node,
+                f"{path}.escalate_to",
+                "escalate_to",
+                f"undefined receiver {route.escalate_to!r} in escalate_to (receivers: {known})",
             )
         for key, names in (("mute_time_intervals", route.mute_time_intervals),
                            ("active_time_intervals", route.active_time_intervals)):  # fmt: skip

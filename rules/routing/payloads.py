@@ -28,10 +28,18 @@ Choices, where the receivers leave room:
   as Alertmanager's default title, a plain-text and an HTML part listing each alert.
 - `notification_service`: the seeds' payload (`rules.payload.notification_payload`), one POST
   per alert with that alert's own `message_id` as `Idempotency-Key`: exactly today's posts.
+
+An escalation (`GroupNotification.escalated`, docs/escalation.md) is marked in every kind, and
+only then (other payloads are unchanged): webhook `"escalated": true`; Alertmanager push and
+notification service label `escalated="true"`; titles and subjects (slack, email, pagerduty
+summary, notification service) start with `[ESCALATED] `. The notification service post gets
+its own `message_id` (derived from the alert's), or the service would drop it as a duplicate of
+the post the first receiver was sent.
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import math
 from collections.abc import Mapping
@@ -53,6 +61,8 @@ PAGERDUTY_SEVERITIES = frozenset({"critical", "error", "warning", "info"})
 PAGERDUTY_SUMMARY_LIMIT = 1024
 PAGERDUTY_DEDUP_LIMIT = 255
 PAGERDUTY_CLIENT = "gds-alerting"
+ESCALATED_PREFIX = "[ESCALATED] "
+ESCALATED_LABEL = "escalated"
 
 
 def sorted_alerts(n: GroupNotification) -> list[AlertEvent]:
@@ -84,7 +94,7 @@ def webhook_payload(n: GroupNotification, *, max_alerts: int = 0, external_url: 
         raise ValueError(f"webhook max_alerts must be >= 0, got {max_alerts}")
     alerts = sorted_alerts(n)
     kept = alerts[:max_alerts] if max_alerts else alerts
-    return {
+    body: dict[str, Any] = {
         "version": WEBHOOK_VERSION,
         "groupKey": n.group_key,
         "truncatedAlerts": len(alerts) - len(kept),
@@ -96,6 +106,9 @@ def webhook_payload(n: GroupNotification, *, max_alerts: int = 0, external_url: 
         "externalURL": external_url,
         "alerts": [_webhook_alert(a) for a in kept],
     }
+    if n.escalated:
+        body["escalated"] = True
+    return body
 
 
 def _common_labels(n: GroupNotification) -> dict[str, str]:
@@ -134,8 +147,11 @@ def alertmanager_payload(
             ends = _resolved_time(alert)
         else:
             ends = now + resolve_timeout_s
+        labels = labels_of(alert)
+        if n.escalated:  # a separate alert in that Alertmanager, so its routes can page on it
+            labels[ESCALATED_LABEL] = "true"
         item: dict[str, Any] = {
-            "labels": labels_of(alert),
+            "labels": labels,
             "annotations": dict(alert.annotations),
             "startsAt": starts_at(alert),
             "endsAt": iso(ends),
@@ -156,7 +172,8 @@ def title(n: GroupNotification) -> str:
     names = sorted({a.alert_name for a in n.alerts})
     name = names[0] if len(names) == 1 else ", ".join(names)
     shown = [f"{k}={v}" for k, v in n.group_labels if k != "alertname"]
-    return f"{head} {name}" + (f" ({' '.join(shown)})" if shown else "")
+    text = f"{head} {name}" + (f" ({' '.join(shown)})" if shown else "")
+    return ESCALATED_PREFIX + text if n.escalated else text
 
 
 def alert_summary(alert: AlertEvent) -> str:
@@ -250,8 +267,9 @@ def pagerduty_events(
             events.append({"routing_key": routing_key, "dedup_key": dedup_key, "event_action": "resolve"})
             continue
         labels = labels_of(alert)
+        summary = (ESCALATED_PREFIX if n.escalated else "") + alert_summary(alert)
         payload: dict[str, Any] = {
-            "summary": _clip(alert_summary(alert), PAGERDUTY_SUMMARY_LIMIT),
+            "summary": _clip(summary, PAGERDUTY_SUMMARY_LIMIT),
             "source": alert.instance_id or client,
             "severity": pagerduty_severity(alert),
             "timestamp": starts_at(alert),
@@ -264,6 +282,8 @@ def pagerduty_events(
                 "fire_count": alert.fire_count,
             },
         }
+        if n.escalated:
+            payload["custom_details"]["escalated"] = True
         if labels.get("database_type"):
             payload["component"] = labels["database_type"]
         if labels.get("environment"):
@@ -381,4 +401,20 @@ class ServicePost:
 
 def notification_service_posts(n: GroupNotification) -> list[ServicePost]:
     """One post per alert, in the group's order; raises `rules.payload.PayloadError` for a PENDING one."""
-    return [ServicePost(a.message_id, notification_payload(a)) for a in sorted_alerts(n)]
+    if not n.escalated:
+        return [ServicePost(a.message_id, notification_payload(a)) for a in sorted_alerts(n)]
+    return [_escalated_post(a) for a in sorted_alerts(n)]
+
+
+def escalated_message_id(alert: AlertEvent) -> str:
+    """The escalation's own id: deterministic per transition, never the alert's own."""
+    return hashlib.blake2b(f"{alert.message_id}|escalated".encode(), digest_size=16).hexdigest()
+
+
+def _escalated_post(alert: AlertEvent) -> ServicePost:
+    body = notification_payload(alert)
+    message_id = escalated_message_id(alert)
+    body["message_id"] = message_id
+    body["subject"] = ESCALATED_PREFIX + str(body["subject"])
+    body["labels"] = {**body["labels"], ESCALATED_LABEL: "true"}
+    return ServicePost(message_id, body)

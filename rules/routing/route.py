@@ -8,7 +8,9 @@
 Semantics, as Alertmanager's: a route matches when all its matchers do (a missing label is "");
 its children are tried in order, and the first matching child without `continue: true` ends the
 search; when no child matches, the route itself is the match. Children inherit receiver,
-group_by and the three timers from their parent; time intervals are the route's own.
+group_by and the three timers from their parent; time intervals are the route's own. Our
+escalation (`escalate_after` + `escalate_to`) is inherited as a pair, like the timers: a child
+that sets both replaces its parent's.
 
 A route's id is Alertmanager's `Route.ID()`: the parent's id, `/`, the route's matchers
 (`{severity="critical"}`), `/` and its index among its siblings; the root is `{}`. It is built
@@ -30,6 +32,7 @@ from rules.routing.config import (
     TimeInterval,
     matcher_string,
 )
+from rules.routing.escalation import Escalation
 from rules.routing.group import Timers
 
 
@@ -45,6 +48,7 @@ class MatchedRoute:
     repeat_interval: float
     mute_time_intervals: tuple[str, ...] = ()
     active_time_intervals: tuple[str, ...] = ()
+    escalation: Escalation | None = None
 
     @property
     def timers(self) -> Timers:
@@ -67,8 +71,15 @@ def match(route: Route, labels: Mapping[str, str]) -> list[MatchedRoute]:
         repeat_interval=DEFAULT_REPEAT_INTERVAL if route.repeat_interval is None else route.repeat_interval,
         mute_time_intervals=route.mute_time_intervals,
         active_time_intervals=route.active_time_intervals,
+        escalation=_escalation(route, None),
     )
     return _match(route, root, labels) or []
+
+
+def _escalation(route: Route, inherited: Escalation | None) -> Escalation | None:
+    if route.escalate_after is None or route.escalate_to is None:
+        return inherited
+    return Escalation(route.escalate_after, route.escalate_to)
 
 
 def _group_by(written: tuple[str, ...] | None, inherited: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -87,6 +98,7 @@ def _child(parent: MatchedRoute, child: Route, index: int) -> MatchedRoute:
         repeat_interval=parent.repeat_interval if child.repeat_interval is None else child.repeat_interval,
         mute_time_intervals=child.mute_time_intervals,
         active_time_intervals=child.active_time_intervals,
+        escalation=_escalation(child, parent.escalation),
     )
 
 

@@ -31,6 +31,7 @@ class GroupNotification:
     alerts: tuple[AlertEvent, ...]
     at: float  # flush time (Unix seconds)
     repeat: bool = False  # re-sent after repeat_interval with nothing new
+    escalated: bool = False  # sent to a route's escalate_to: nobody acknowledged in time
 
     @property
     def status(self) -> GroupStatus:
@@ -56,9 +57,12 @@ class GroupNotification:
 
     @property
     def message_id(self) -> str:
-        """Same group, same alerts in the same states: same id (a replay or retry re-posts it)."""
+        """Same group, same alerts in the same states: same id (a replay or retry re-posts it).
+        An escalation is one per incident: its id does not depend on when it went out."""
         parts = sorted(f"{a.fingerprint}|{a.state.value}|{a.active_at!r}" for a in self.alerts)
         text = "\x00".join([self.receiver, self.group_key, str(self.repeat and self.at), *parts])
+        if self.escalated:  # only then: the ids of every other notification stay as they were
+            text += "\x00escalated"
         return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 

@@ -254,3 +254,76 @@ def test_time_intervals() -> None:
 def test_invalid_yaml_is_located() -> None:
     found = problems("route: {receiver: r\nreceivers: [")
     assert len(found) == 1 and "not valid YAML" in found[0] and found[0].startswith("am.yml:")
+
+
+# -- escalation (ours: escalate_after + escalate_to on a route) --------------------------------
+
+ESCALATION = """\
+route:
+  receiver: team
+  escalate_after: 15m
+  escalate_to: pager
+  routes:
+    - matchers: ['severity="warning"']
+    - matchers: ['severity="critical"']
+      escalate_after: 2m
+      escalate_to: manager
+receivers: [{name: team}, {name: pager}, {name: manager}]
+"""
+
+
+def test_escalation_is_read_and_inherited_as_a_pair() -> None:
+    from rules.routing.escalation import Escalation
+    from rules.routing.route import match
+
+    cfg = load_routing(ESCALATION)
+    assert (cfg.route.escalate_after, cfg.route.escalate_to) == (900.0, "pager")
+    assert match(cfg.route, {"severity": "warning"})[0].escalation == Escalation(900.0, "pager")
+    assert match(cfg.route, {"severity": "critical"})[0].escalation == Escalation(120.0, "manager")
+    plain = load_routing("route: {receiver: r}\nreceivers: [{name: r}]")
+    assert match(plain.route, {})[0].escalation is None
+
+
+ESCALATION_BAD = [
+    (
+        "escalate_to undefined",
+        "route:\n  receiver: r\n  routes:\n    - escalate_after: 5m\n      escalate_to: nobody\n"
+        "receivers: [{name: r}]",
+        "undefined receiver 'nobody' in escalate_to",
+        ":5:7",
+    ),
+    (
+        "escalate_after alone",
+        "route:\n  receiver: r\n  escalate_after: 5m\nreceivers: [{name: r}]",
+        "escalate_after needs escalate_to",
+        ":3:3",
+    ),
+    (
+        "escalate_to alone",
+        "route:\n  receiver: r\n  escalate_to: r\nreceivers: [{name: r}]",
+        "escalate_to needs escalate_after",
+        ":3:3",
+    ),
+    (
+        "escalate_after zero",
+        "route:\n  receiver: r\n  escalate_after: 0s\n  escalate_to: r\nreceivers: [{name: r}]",
+        "escalate_after must be a positive duration",
+        ":3:3",
+    ),
+    (
+        "escalate_after not a duration",
+        "route:\n  receiver: r\n  escalate_after: soon\n  escalate_to: r\nreceivers: [{name: r}]",
+        "not a valid duration: 'soon'",
+        ":3:3",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("what", "text", "expected", "at"), ESCALATION_BAD, ids=[c[0] for c in ESCALATION_BAD]
+)
+def test_escalation_problems_are_located(what: str, text: str, expected: str, at: str) -> None:
+    found = problems(text)
+    hit = [p for p in found if expected in p]
+    assert hit, f"{what}: {expected!r} not in {found}"
+    assert hit[0].startswith(f"am.yml{at}"), hit[0]
