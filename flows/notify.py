@@ -237,11 +237,25 @@ class GroupLogic(StatefulBatchLogic[Routed, GroupNotification, GroupSnapshot]):
         out: list[GroupNotification] = []
         discard = False
         for v in sorted(values, key=lambda v: v.event.at):
+            out += self._escalate_before(v.event.at)
             self._open(v)
             self.event_now = max(self.event_now, v.event.at)
             notes, discard = self._step([v.event])
             out += notes
         return out, discard
+
+    def _escalate_before(self, t: float) -> list[GroupNotification]:
+        """A replay: escalation deadlines that passed before `t` are taken at their own time
+        (live, the wake-up does it), so an ack or a resolve arriving after one is too late."""
+        out: list[GroupNotification] = []
+        while self.state is not None and self.timers is not None:
+            wake = next_escalation(self.escalation, self.state, self.policy, self.acks_at_start)
+            if wake is None or wake > t:
+                break
+            self.event_now = max(self.event_now, wake)
+            notes, _ = self._step([])
+            out += notes
+        return out
 
     def on_notify(self) -> tuple[list[GroupNotification], bool]:
         return self._step([])
