@@ -363,6 +363,8 @@ class ControlService:
             if first is not None and last is not None and (s.ends_at <= first or s.starts_at > last):
                 continue
             silences.append(s)
+            if s.ends_at <= self.clock():  # expired (or ended): the alert is released then
+                entries.append({"at": iso(s.ends_at), "kind": "unsilenced", "silence": s.id})
             entries.append(
                 {
                     "at": iso(s.starts_at),
