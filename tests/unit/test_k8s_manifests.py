@@ -114,8 +114,9 @@ def readme_table() -> dict[str, dict[str, str]]:
 def test_one_statefulset_service_and_pdb_per_flow() -> None:
     names = {f"gds-{f}" for f in FLOWS}
     assert set(statefulsets()) == names
-    assert {s["metadata"]["name"] for s in of_kind("Service")} == names
-    assert {p["metadata"]["name"] for p in of_kind("PodDisruptionBudget")} == names
+    # plus the control-plane API's Deployment (api.yaml): its checks are the test_api_* below
+    assert {s["metadata"]["name"] for s in of_kind("Service")} == names | {"gds-api"}
+    assert {p["metadata"]["name"] for p in of_kind("PodDisruptionBudget")} == names | {"gds-api"}
     assert [n["metadata"]["name"] for n in of_kind("Namespace")] == [kustomization()["namespace"]]
 
 
@@ -523,3 +524,51 @@ def test_kustomize_renders_hashed_configmaps_and_the_image(rendered: list[dict[s
         d for d in rendered if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("gds-config-")
     )
     assert config["data"] == config_env()  # the env file arrives unaltered (regex backslashes included)
+
+
+# -- the control-plane API (api.yaml) ---------------------------------------------------------
+
+
+def api_deployment() -> dict[str, Any]:
+    (dep,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "gds-api"]
+    return dep
+
+
+def test_api_deployment_runs_replicas_behind_a_service_with_probes_on_its_port() -> None:
+    from connectors.config import ApiSettings
+
+    dep = api_deployment()
+    assert dep["spec"]["replicas"] == 2  # stateless: each replica folds the control topic itself
+    pod = dep["spec"]["template"]["spec"]
+    (c,) = pod["containers"]
+    assert c["command"] == ["python", "-m", "connectors.api"]
+    assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory"}
+    env = env_of(c)
+    port = ApiSettings.from_env(env).api_port
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": port}
+    assert env["API_HOST"] == "0.0.0.0"
+    assert (
+        c["livenessProbe"]["httpGet"] == c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    )
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"] == labels
+    (svc,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "gds-api"]
+    assert svc["spec"]["selector"] == labels
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(port, "http")]
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(port)
+
+
+def test_api_tokens_come_from_a_mounted_secret_and_the_pod_environment_passes_validation() -> None:
+    from connectors.config import ApiJobSettings
+
+    (c,) = api_deployment()["spec"]["template"]["spec"]["containers"]
+    env = env_of(c)
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in api_deployment()["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["tokens"]["secret"]["secretName"] == "gds-api-tokens"
+    assert mounts["tokens"]["readOnly"] is True
+    assert env["API_TOKENS_FILE"].startswith(mounts["tokens"]["mountPath"] + "/")
+    assert "API_TOKENS" not in env and "API_TOKENS" not in config_env()  # never a token in git
+    settings = ApiJobSettings.from_env({**config_env(), **secret_example(), **env})
+    assert settings.pg_dsn and settings.bootstrap and settings.control_topic
