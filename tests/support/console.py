@@ -233,15 +233,43 @@ def realistic(now: float) -> list[Alert]:
         }
 
     return [
-        Alert("HighCPUUsage", labels("prod-db-01", "production", "us-east-1"), 93.4, 85, "critical", now - 1260,
-              "CPU at 93.4 % on prod-db-01 for 5m"),
-        Alert("ReplicationLagHigh", labels("prod-db-03", "production", "eu-west-1", role="replica"), 48.2, 30,
-              "warning", now - 3480, "Replica prod-db-03 is 48 s behind its primary"),
-        Alert("DiskSpaceLow", labels("prod-db-02", "production", "us-east-1", mount="/var/lib/postgresql"), 91.7,
-              90, "warning", now - 7300, "Disk 91.7 % full on prod-db-02"),
-        Alert("ConnectionsSaturated", labels("stg-db-01", "staging", "us-east-1"), 187, 180, "info", now - 540,
-              "187 of 200 connections in use"),
-    ]  # fmt: skip
+        Alert(
+            "HighCPUUsage",
+            labels("prod-db-01", "production", "us-east-1"),
+            93.4,
+            85,
+            "critical",
+            now - 1260,
+            "CPU at 93.4 % on prod-db-01 for 5m",
+        ),
+        Alert(
+            "ReplicationLagHigh",
+            labels("prod-db-03", "production", "eu-west-1", role="replica"),
+            48.2,
+            30,
+            "warning",
+            now - 3480,
+            "Replica prod-db-03 is 48 s behind its primary",
+        ),
+        Alert(
+            "DiskSpaceLow",
+            labels("prod-db-02", "production", "us-east-1", mount="/var/lib/postgresql"),
+            91.7,
+            90,
+            "warning",
+            now - 7300,
+            "Disk 91.7 % full on prod-db-02",
+        ),
+        Alert(
+            "ConnectionsSaturated",
+            labels("stg-db-01", "staging", "us-east-1"),
+            187,
+            180,
+            "info",
+            now - 540,
+            "187 of 200 connections in use",
+        ),
+    ]
 
 
 def screenshot(path: Path) -> None:
