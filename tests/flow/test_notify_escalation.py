@@ -107,3 +107,37 @@ def test_acks_known_at_start_prevent_escalation_without_the_control_stream(worke
     else:
         cluster_main(flow, [], 0, worker_count_per_proc=workers)
     assert {a.instance_id for n in got if n.escalated for a in n.alerts} == {"db-1"}
+
+
+def test_group_logic_wakes_at_the_deadline_and_its_snapshot_keeps_what_was_escalated() -> None:
+    import pickle
+
+    from flows.notify import GroupLogic, router
+    from rules.routing.group import GroupState, Timers
+
+    config = load_routing(CONFIG, "inline.yml")
+    [(_, routed)] = router(config)([firing(1)])
+    now = [T0]
+    logic = GroupLogic(None, lambda: now[0])
+    notes, _ = logic.on_batch([routed])
+    wake = logic.notify_at()
+    assert wake is not None and wake.timestamp() == T0 + 30  # group_wait first
+    now[0] = T0 + 30
+    logic.on_notify()
+    wake = logic.notify_at()
+    assert wake is not None and wake.timestamp() == T0 + 600  # then the escalation deadline
+    now[0] = T0 + 600
+    notes, _ = logic.on_notify()
+    assert [(n.receiver, n.escalated) for n in notes] == [("pager", True)]
+
+    resumed = GroupLogic(pickle.loads(pickle.dumps(logic.snapshot())), lambda: now[0])
+    now[0] = T0 + 700
+    notes, _ = resumed.on_batch([routed])  # the last epoch again, after a restart
+    assert not any(n.escalated for n in notes)
+
+    # a snapshot from before escalation existed, (GroupState, Timers), still resumes (and escalates)
+    old = (GroupState(routed.group_key, "team", routed.group_labels, (firing(1),), T0, T0 + 330, T0 + 30,
+                      (("fp1", AlertState.FIRING),)), Timers())  # fmt: skip
+    legacy = GroupLogic(old, lambda: now[0])
+    notes, _ = legacy.on_batch([routed])
+    assert [(n.receiver, n.escalated) for n in notes] == [("pager", True)]

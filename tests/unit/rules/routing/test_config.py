@@ -327,3 +327,12 @@ def test_escalation_problems_are_located(what: str, text: str, expected: str, at
     hit = [p for p in found if expected in p]
     assert hit, f"{what}: {expected!r} not in {found}"
     assert hit[0].startswith(f"am.yml{at}"), hit[0]
+
+
+def test_the_escalation_docs_example_loads() -> None:
+    from rules.routing.escalation import Escalation
+    from rules.routing.route import match
+
+    doc = (Path(__file__).parents[4] / "docs" / "escalation.md").read_text()
+    cfg = load_routing(doc.split("```yaml\n", 1)[1].split("```", 1)[0], "docs/escalation.md")
+    assert match(cfg.route, {"severity": "critical"})[0].escalation == Escalation(900.0, "on-call")
