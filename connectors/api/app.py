@@ -267,6 +267,10 @@ def create_app(
         if isinstance(exc, asyncpg.DataError | asyncpg.exceptions.InvalidRegularExpressionError):
             return _error(400, f"refused by PostgreSQL: {str(exc)[:300]}")
         log.warning("%s %s: PostgreSQL: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+        if isinstance(exc, asyncpg.PostgresError) and not isinstance(
+            exc, asyncpg.exceptions.PostgresConnectionError | asyncpg.exceptions.CannotConnectNowError
+        ):
+            return _error(500, "the query failed (a bug of ours: the log has the reason)")
         return _error(503, "PostgreSQL is not available; retry later")
 
     routes: list[BaseRoute] = [

@@ -107,9 +107,9 @@ def parse_history(params: Mapping[str, Sequence[str]]) -> HistoryFilter:
     )
 
 
-def _matcher_sql(m: Matcher, arg: str, name_arg: str) -> str:
+def _matcher_sql(m: Matcher, arg: str, name_arg: str | None) -> str:
     # alertname is a column; other labels are in the labels jsonb (absent reads as "", as in PromQL)
-    value = f"coalesce(labels->>{name_arg}, '')" if m.name != "alertname" else "alert_name"
+    value = f"coalesce(labels->>{name_arg}, '')" if name_arg is not None else "alert_name"
     if m.regex:
         return f"{'NOT ' if m.negate else ''}({value} ~ {arg})"
     return f"{value} {'<>' if m.negate else '='} {arg}"
@@ -139,7 +139,7 @@ def history_sql(schema_ident: str, f: HistoryFilter) -> tuple[str, list[Any]]:
         where.append(f"fingerprint = {arg(f.fingerprint)}")
     for m in f.matchers:
         value = f"^(?:{m.value})$" if m.regex else m.value  # anchored as Alertmanager's regexes
-        where.append(_matcher_sql(m, arg(value), arg(m.name)))
+        where.append(_matcher_sql(m, arg(value), None if m.name == "alertname" else arg(m.name)))
     if f.states:
         where.append(f"state = ANY({arg(list(f.states))}::text[])")
     if f.since is not None:

@@ -281,3 +281,52 @@ def test_webhook_proxy_stores_real_alertmanager_payloads_once(api: Api, alertman
         ("ops", 0),
         ("ops", 1),
     ]
+
+
+def test_history_filters_and_keyset_pages(api: Api, pg_dsn: str) -> None:
+    for i, (inst, region, state) in enumerate(
+        [
+            ("db-1", "eu", "firing"),
+            ("db-1", "us", "firing"),
+            ("db-2", "eu", "resolved"),
+            ("db-1", "eu", "resolved"),
+        ]
+    ):
+        insert_event(
+            pg_dsn,
+            api.schema,
+            fingerprint=f"h{i}",
+            alert_name="Hist",
+            state=state,
+            labels={"instance_id": inst, "region": region},
+            at=f"{10 - i} minutes",
+        )
+    insert_event(
+        pg_dsn,
+        api.schema,
+        fingerprint="other",
+        alert_name="Other",
+        state="firing",
+        labels={"instance_id": "db-1"},
+    )
+
+    def fps(query: str) -> list[str]:
+        status, body = api.request("GET", "/api/v1/history?" + query)
+        assert status == 200, (query, body, api.output()[-1500:])
+        return [e["fingerprint"] for e in body["events"]]
+
+    assert fps("alertname=Hist") == ["h3", "h2", "h1", "h0"]
+    assert fps("alertname=Hist&instance=db-1") == ["h3", "h1", "h0"]
+    assert fps('alertname=Hist&filter=region%3D~"e.*"&state=resolved') == ["h3", "h2"]
+    assert fps('filter=region!%3D"eu"&filter=alertname%3D"Hist"') == ["h1"]
+    assert fps(f"alertname=Hist&since={_iso(-8.5 * 60)}&until={_iso(-6.5 * 60)}") == ["h3", "h2"]
+    pages, cursor = [], ""
+    while True:
+        _, body = api.request(
+            "GET", "/api/v1/history?alertname=Hist&limit=3" + (f"&cursor={cursor}" if cursor else "")
+        )
+        pages.append([e["fingerprint"] for e in body["events"]])
+        if body["next"] is None:
+            break
+        cursor = body["next"]
+    assert pages == [["h3", "h2", "h1"], ["h0"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
 import pytest
@@ -23,7 +24,12 @@ def test_every_user_value_is_a_parameter() -> None:
         {
             "alertname": [EVIL],
             "instance": [EVIL],
-            "filter": ['region="' + EVIL.replace("'", "") + '"', 'env=~"prod|stage"', 'team!="x"'],
+            "filter": [
+                'region="' + EVIL.replace("'", "") + '"',
+                'env=~"prod|stage"',
+                'team!="x"',
+                'alertname="A"',
+            ],
             "state": ["firing,resolved"],
             "since": ["2025-01-01T00:00:00Z"],
             "until": ["2025-02-01T00:00:00Z"],
@@ -36,6 +42,8 @@ def test_every_user_value_is_a_parameter() -> None:
     assert "^(?:prod|stage)$" in args
     assert ["firing", "resolved"] in args and args[-1] == 11  # one more than the page: is there a next?
     assert "ORDER BY at DESC, message_id DESC" in sql
+    # every argument is used (PostgreSQL refuses a parameter it cannot type)
+    assert {int(n) for n in re.findall(r"\$(\d+)", sql)} == set(range(1, len(args) + 1))
 
 
 def test_cursor_round_trip_and_keyset_condition() -> None:
