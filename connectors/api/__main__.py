@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import uvicorn
@@ -37,8 +39,12 @@ def load() -> tuple[ApiJobSettings, Authenticator]:
         settings = ApiJobSettings.from_env()
     except ConfigError as exc:
         problems += exc.problems
-    if settings is None:
-        exit_with(problems)
+    if settings is None:  # the tokens' problems too, read as they are, so one start lists all
+        raw_file = os.environ.get("API_TOKENS_FILE") or None
+        entries, file_problems = token_entries(
+            os.environ.get("API_TOKENS", ""), Path(raw_file) if raw_file else None
+        )
+        exit_with(problems + file_problems + parse_tokens(entries)[1])
     if not settings.pg_dsn:
         problems.append("PG_DSN: required (the alert history and the audit live in PostgreSQL)")
     if not settings.bootstrap:
