@@ -3,6 +3,8 @@
 Without KAFKA_BOOTSTRAP_SERVERS it replays the bundled sample through the bundled rules,
 prints what it would notify and exits. With it, it tails the metric topics, produces every
 transition to the `alerts` topic, posts notifications and dead-letters bad messages.
+A tailing job also reads the control plane (CONTROL_TOPIC: silences, applied live) and
+reloads RULES_PATH when its files change or on SIGHUP (every RULES_RELOAD_S), without a restart.
 Wiring only: the logic is in rules/, the I/O in connectors/.
 """
 
@@ -16,7 +18,7 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.connectors.stdio import StdOutSink
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
 
@@ -84,11 +86,34 @@ def build_flow(
     flush_on_eof: bool = False,
     name: str = "alerting",
     heartbeat: Source[Any] | None = None,
+    control_source: Source[Any] | None = None,
+    rules_watch: Source[Any] | None = None,
+    rules_version: str = "",
 ) -> Dataflow:
+    """`control_source` (`connectors.control.source`: silences; the engine holds its ticks until
+    it caught up) and `rules_watch` (`connectors.control.watch`: rule sets loaded while running,
+    `rules_version` being the start-up set's content hash) are the control plane's inputs."""
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
+    # the control plane as one stream: what the evaluation broadcasts to its shards (and what
+    # inline delivery's routing will read too: acknowledgements)
+    control = op.input("control", flow, control_source) if control_source is not None else None
+    engine_control: Stream[Any] | None = control
+    if rules_watch is not None:
+        reloads = op.input("rules-watch", flow, rules_watch)
+        engine_control = reloads if control is None else op.merge("control-and-rules", control, reloads)
     events, poison = evaluate(
-        "rules", raw, ruleset, decode, shards=shards, wall=wall, flush_on_eof=flush_on_eof, name=name
+        "rules",
+        raw,
+        ruleset,
+        decode,
+        shards=shards,
+        wall=wall,
+        flush_on_eof=flush_on_eof,
+        name=name,
+        control=engine_control,
+        await_control=control is not None,
+        rules_version=rules_version,
     )
     records = op.map("alert-record", events, outputs.alerts_fn)
     ticks = None
@@ -152,7 +177,38 @@ def kafka_outputs(settings: Settings) -> Outputs:
     )
 
 
+def control_inputs(settings: Settings, ruleset: RuleSet) -> tuple[Source[Any] | None, Source[Any] | None]:
+    """A tailing job's control plane: CONTROL_TOPIC (unless off) and the rule watcher, whose
+    reload attempts are published there (once per process) and counted in /metrics."""
+    from connectors.control.publish import ControlPublisher
+    from connectors.control.source import control_source
+    from connectors.control.watch import RuleLoader, RuleWatch, install_sighup
+
+    brokers, extra = list(settings.bootstrap), dict(settings.kafka_extra)
+    control = None
+    publish = None
+    if settings.control_topic:
+        control = control_source(brokers, settings.control_topic, extra, tail=True)
+        publisher: list[ControlPublisher] = []  # built on first use, in the publishing thread
+
+        def publish(event: Any) -> None:
+            if not publisher:
+                publisher.append(ControlPublisher(brokers, settings.control_topic, extra))
+            publisher[0].publish(event)
+
+    install_sighup()
+    loader = RuleLoader(settings.rules_paths, ruleset, job="alerting", publish=publish)
+    return control, RuleWatch(loader, ruleset_version(settings), settings.rules_reload_s)
+
+
+def ruleset_version(settings: Settings) -> str:
+    from connectors.control.watch import content_version
+
+    return content_version(settings.rules_paths)[0]
+
+
 def from_settings(settings: Settings, monitoring: MonitoringSettings | None = None) -> Dataflow:
+    version = ruleset_version(settings)  # before the load: a change in between is reloaded
     ruleset = load_rules(settings.rules_paths)
     decode = settings_decoder(settings)
     if settings.embedded:
@@ -179,6 +235,7 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
     beat = None
     if settings.kafka_tail and monitoring is not None:
         beat = HeartbeatSource("alerting", monitoring.heartbeat_interval_s)
+    control, watch = control_inputs(settings, ruleset) if settings.kafka_tail else (None, None)
     return build_flow(
         ruleset,
         source,
@@ -187,6 +244,9 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
         shards=settings.shards,
         flush_on_eof=not settings.kafka_tail,
         heartbeat=beat,
+        control_source=control,
+        rules_watch=watch,
+        rules_version=version,
     )
 
 
@@ -218,6 +278,8 @@ def _default_flow() -> Dataflow:
         topics = {"ALERTS_TOPIC": settings.alerts_topic, "DLQ_TOPIC": settings.dlq_topic}
         if settings.notify_url:
             topics["ALERTS_DLQ_TOPIC"] = settings.alerts_dlq_topic
+        if settings.kafka_tail and settings.control_topic:  # read for silences, written on reloads
+            topics["CONTROL_TOPIC"] = settings.control_topic
         start_live("alerting", settings, monitoring, topics)  # /metrics, /healthz, /readyz for pods
     try:
         flow = from_settings(settings, monitoring)

@@ -11,6 +11,10 @@ files asked for. State carries across the whole range in one flow run (no chunki
 set is evaluated by a second sub-flow fed by the same input stream: one pass over the data.
 The transition log is one JSON line per transition, sorted by time.
 
+On Kafka the control topic (CONTROL_TOPIC, default gds.control; `--no-control` to skip it) is
+read first and its silences applied by event time, as the live job applies them: a backtest
+over a past range shows the suppressions the live job made (`--control-topic`).
+
 A window that held nothing while the input had data is never reported as "nothing fired":
 the CLI says how many messages fell outside, their event times (or, on Kafka, the topic's
 record times when the offset search found nothing) and what to pass instead, in the text,
@@ -53,6 +57,7 @@ from connectors.kafka.source import resolve_topics
 from flows.common import Poison, evaluate
 from rules.backtest import report
 from rules.check import CaseError, not_a_test_file
+from rules.control.events import EMPTY, ControlEvent, ControlState, fold
 from rules.duration import parse_duration
 from rules.loader import RuleFileError, load_rules
 from rules.metric import iso
@@ -77,11 +82,13 @@ def build_replay_flow(
     poison: list[Poison],
     *,
     shards: int = 64,
+    control: ControlState | None = None,
 ) -> Dataflow:
     """One input, one `evaluate` sub-flow per rule set (step ids prefixed by the side name).
 
     Poison is taken from the first side only (every side decodes the same messages), minus
-    the messages the event-time window skipped.
+    the messages the event-time window skipped. `control` (the control topic, folded) gives
+    every side the same silences.
     """
     flow = Dataflow("backtest")
     raw = op.input("metrics", flow, source)
@@ -95,6 +102,7 @@ def build_replay_flow(
             wall=None,
             flush_on_eof=True,
             name=f"backtest-{side.lower()}",  # not counted as the live job in /metrics
+            preload=control,
         )
         op.output(f"events-{side.lower()}", ev, TestingSink(events[side]))
         if i == 0:
@@ -229,6 +237,32 @@ def kafka_input(
     )
 
 
+def fold_control(events: Sequence[ControlEvent]) -> ControlState:
+    """The control topic's events, folded as every live reader folds them."""
+    state = EMPTY
+    for e in events:
+        state = fold(state, e)
+    return state
+
+
+def control_in_window(state: ControlState, start: float, end: float) -> int:
+    """Silences that can mute something in the event-time window [start, end)."""
+    return sum(1 for s in state.silences.values() if s.starts_at < end and s.ends_at > start)
+
+
+def read_control(
+    brokers: Sequence[str], topic: str, add_config: Mapping[str, Any] | None = None
+) -> ControlState:
+    """The whole control topic, folded (`connectors.control.reader.read_all`)."""
+    from connectors.control.reader import read_all
+
+    try:
+        events = read_all(brokers, topic, add_config)
+    except ConnectorError as exc:
+        raise ConnectorError(f"{exc} (or pass --no-control)") from exc
+    return fold_control(events)
+
+
 @dataclass(frozen=True)
 class ReplayResult:
     records: Mapping[str, list[dict[str, object]]]  # per side ("A", "B"), sorted transitions
@@ -240,6 +274,8 @@ class ReplayResult:
     seconds: float
     seen_first: float | None = None  # event-time span of every message decoded, in the window or not
     seen_last: float | None = None
+    control_silences: int = 0  # control-topic silences applied (overlapping the window)
+    control_read: bool = False  # the control topic was read
 
     def window(self, inp: ReplayInput) -> report.WindowCheck:
         span = inp.available
@@ -290,8 +326,11 @@ def replay(
     *,
     shards: int = DEFAULT_SHARDS,
     all_states: bool = False,
+    control: ControlState | None = None,
 ) -> ReplayResult:
-    """Run every rule set over `inp` in one flow; blocks until the input is exhausted."""
+    """Run every rule set over `inp` in one flow; blocks until the input is exhausted.
+
+    `control`: the control plane's silences, applied by event time (`read_control`)."""
     events: dict[str, list[AlertEvent]] = {side: [] for side, _ in rulesets}
     poison: list[Poison] = []
     sides: dict[str, tuple[RuleSet, Decoder]] = {}
@@ -303,7 +342,7 @@ def replay(
         sides[side] = (ruleset, decode)
         seen.append(observed)
         spans.append(span)
-    flow = build_replay_flow(inp.source, sides, events, poison, shards=shards)
+    flow = build_replay_flow(inp.source, sides, events, poison, shards=shards, control=control)
     started = time.perf_counter()
     run_main(flow)
     seconds = time.perf_counter() - started
@@ -319,6 +358,8 @@ def replay(
         seconds=seconds,
         seen_first=seen_first,
         seen_last=seen_last,
+        control_silences=control_in_window(control, inp.start, inp.end) if control is not None else 0,
+        control_read=control is not None,
     )
 
 
@@ -390,6 +431,14 @@ def _parser() -> argparse.ArgumentParser:
         epilog="TIME: ISO 8601 with a zone (2025-01-15T10:00:00Z), a date, now, or relative (-7d, -36h).",
     )
     ap.add_argument("--rules", action="append", help="rule file or directory (repeatable): rule set A")
+    ctl = ap.add_argument_group("control plane (Kafka input only)")
+    ctl.add_argument(
+        "--control-topic",
+        default=os.environ.get("CONTROL_TOPIC", "gds.control"),
+        help="apply this topic's silences by event time, as the live job did (default: $CONTROL_TOPIC "
+        "or gds.control; off: none)",
+    )
+    ctl.add_argument("--no-control", action="store_true", help="ignore the control topic's silences")
     ap.add_argument("--compare", action="append", metavar="RULES", help="rule set B, run over the same data")
     src = ap.add_argument_group("input: files, or Kafka by time range")
     src.add_argument(
@@ -490,11 +539,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(exc, file=sys.stderr)
         return 2
     fmt = args.format or ("auto" if args.schema_registry else "json")
+    control: ControlState | None = None
     try:
         if args.topic:
             if not args.bootstrap:
                 ap.error("--topic needs --bootstrap or $KAFKA_BOOTSTRAP_SERVERS")
             brokers = [b.strip() for b in args.bootstrap.split(",") if b.strip()]
+            topic = "" if args.no_control else args.control_topic.strip()
+            if topic and topic.lower() not in ("off", "none"):
+                control = read_control(brokers, topic, kafka_config)
             inp = kafka_input(
                 brokers,
                 args.topic,
@@ -516,7 +569,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 end=end,
                 progress_s=args.progress,
             )
-        result = replay(rulesets, inp, shards=args.shards, all_states=args.all_states)
+        result = replay(rulesets, inp, shards=args.shards, all_states=args.all_states, control=control)
     except ConnectorError as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 1
@@ -555,6 +608,9 @@ def _report(
     names = {side: [r.name for r in rs.rules] for side, rs in rulesets}
     summaries = {side: report.summarize(result.records[side], hi, names[side]) for side, _ in rulesets}
     print(f"backtest {iso(lo)} .. {iso(hi)}: {inp.describe}")
+    if result.control_read:
+        n, topic = result.control_silences, args.control_topic
+        print(f"control: {n} silence(s) from {topic} applied (active in the window)")
     if comparing:
         print(f"A = {', '.join(args.rules)}; B = {', '.join(args.compare)}")
         print(report.compare_table(summaries["A"], summaries["B"]))
@@ -574,6 +630,7 @@ def _report(
             "rules": list(args.rules),
             "summary": [s.as_dict() for s in summaries["A"]],
             "window": window.as_dict(),
+            "control_silences": result.control_silences,
         }
         if comparing:
             data["compare"] = {"rules": list(args.compare), "summary": [s.as_dict() for s in summaries["B"]]}
@@ -595,6 +652,7 @@ def _report(
                     "messages": result.messages,
                     "bad messages": len(result.poison),
                     "outside the window": result.skipped,
+                    "control silences applied": result.control_silences,
                 },
                 window=window,
             ),
@@ -611,6 +669,7 @@ def _report(
                 **({"transitions_b": len(b)} if b is not None else {}),
                 "bad_messages": len(result.poison),
                 "skipped_out_of_range": result.skipped,
+                "control_silences": result.control_silences,
                 "messages": result.messages,
                 "window_empty": window.empty,
                 "seconds": round(result.seconds, 3),

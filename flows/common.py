@@ -3,6 +3,9 @@
 Raw messages are routed by a shard of their Kafka key (instance_id) and decoded *after*
 routing, inside one `stateful_batch` per shard: measured on this machine that is what
 keeps two processes from spending their time pickling parsed dicts across the exchange.
+
+The control plane (silences from `gds.control`, rule sets loaded while the job runs) is a
+second, rare input broadcast to every shard beside the metric messages.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import logging
 import math
 import sys
+import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -26,6 +30,8 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.config import ConfigError, MonitoringSettings, Settings
+from connectors.control.source import ControlCaughtUp
+from connectors.control.watch import RulesUpdate
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
@@ -36,9 +42,10 @@ from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
 from connectors.ops.server import await_dependency, start
 from connectors.ops.trace import traceparent_of
+from rules.control.events import ControlState
 from rules.engine import ShardEngine
 from rules.metric import Metric
-from rules.model import AlertEvent, RuleSet
+from rules.model import AlertEvent, RulesError, RuleSet
 
 Decoder = Callable[[bytes, float], Metric]
 WallClock = Callable[[], float]
@@ -109,8 +116,31 @@ def decode_batch(
     return metrics, poison
 
 
+class RulesVersion:
+    """The newest rule set a process's shards run (`RulesUpdate`s applied): a shard built
+    after a reload (its first item came later) starts with it, not with the start-up set."""
+
+    def __init__(self, ruleset: RuleSet, version: str = "", loaded_at: float = -math.inf) -> None:
+        self._lock = threading.Lock()
+        self.ruleset, self.version, self.loaded_at = ruleset, version, loaded_at
+
+    def offer(self, update: RulesUpdate) -> None:
+        with self._lock:
+            if update.loaded_at > self.loaded_at:
+                self.ruleset, self.version, self.loaded_at = update.ruleset, update.version, update.loaded_at
+
+    def current(self) -> tuple[RuleSet, str, float]:
+        with self._lock:
+            return self.ruleset, self.version, self.loaded_at
+
+
 class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "AlertEvent | Poison", bytes]):
-    """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events."""
+    """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events.
+
+    Items that are not metric messages are rare and handled per batch: `SourceProgress`
+    (live input caught up), control events and `ControlCaughtUp` markers (silences), and
+    `RulesUpdate`s (a rule set loaded while running; each version applied once, newest wins).
+    """
 
     def __init__(
         self,
@@ -120,6 +150,10 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
         flush_on_eof: bool,
         name: str,
         metrics: Metrics | None = None,
+        *,
+        control: bool = False,
+        rules: RulesVersion | None = None,
+        built_with: tuple[str, float] = ("", -math.inf),
     ) -> None:
         self.engine = engine
         self.decode = decode
@@ -128,22 +162,40 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
         self.name = name
         self.metrics = metrics or METRICS
         self._late_seen = engine.stats.late
+        # look for markers only where some can come: live (progress) or with a control input
+        self._scan = wall is not None or control
+        self._rules = rules
+        # the rule set the engine was built with (`RulesVersion.current`)
+        self.rules_version, self.rules_loaded_at = built_with
 
     def on_batch(
         self, values: list[KafkaSourceMessage | SourceProgress]
     ) -> tuple[list[AlertEvent | Poison], bool]:
         now = self.wall() if self.wall is not None else math.inf
-        marks = [v for v in values if v.__class__ is SourceProgress] if self.wall is not None else []
-        if marks:  # rare: about one per partition and second
-            values = [v for v in values if v.__class__ is not SourceProgress]
+        marks: list[Any] = [v for v in values if v.__class__ is not KafkaSourceMessage] if self._scan else []
+        progress: list[SourceProgress] = []
+        events: list[AlertEvent] = []
+        if marks:  # rare: about one per partition and second, and control-plane items
+            values = [v for v in values if v.__class__ is KafkaSourceMessage]
+            # control first: a silence that arrived with these samples applies to their ticks
+            for m in marks:
+                if m.__class__ is SourceProgress:
+                    progress.append(m)
+                elif m.__class__ is ControlCaughtUp:
+                    events += self.engine.control_caught_up(m.part, m.parts)
+                elif m.__class__ is RulesUpdate:
+                    events += self._reload(m)
+                else:
+                    self.engine.apply_control(m)
         traces: dict[str, str] = {}  # {instance_id: traceparent}, only from messages that had one
         metrics, poison = decode_batch(values, self.decode, now, traces)  # type: ignore[arg-type]
         out: list[AlertEvent | Poison] = list(poison)
-        events = self.engine.ingest(metrics, 0.0 if now == math.inf else now, traces or None)
-        if marks:
+        ingested = self.engine.ingest(metrics, 0.0 if now == math.inf else now, traces or None)
+        events = events + ingested if events else ingested
+        if progress:
             # after the batch: the markers came behind these messages from their partitions
             moved = False
-            for p in marks:
+            for p in progress:
                 moved |= self.engine.observe_progress(p.part, p.caught_up_at, p.parts)
             if moved:
                 events = events + self.engine.advance_idle(self.engine.caught_up)
@@ -155,6 +207,21 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
             self.metrics.record_events(self.name, events)
             out.extend(events)
         return out, StatefulBatchLogic.RETAIN
+
+    def _reload(self, update: RulesUpdate) -> list[AlertEvent]:
+        """Apply a loaded rule set once per version (every worker's watcher sends it), newest
+        load time wins."""
+        if update.version == self.rules_version or update.loaded_at <= self.rules_loaded_at:
+            return []
+        try:
+            events = self.engine.reload(update.ruleset)
+        except RulesError as exc:  # the watcher refuses these first; never take the job down
+            logging.getLogger(__name__).error("rules %s not applied: %s", update.version, exc)
+            return []
+        self.rules_version, self.rules_loaded_at = update.version, update.loaded_at
+        if self._rules is not None:
+            self._rules.offer(update)
+        return events
 
     def on_eof(self) -> tuple[list[AlertEvent | Poison], bool]:
         if self.flush_on_eof:
@@ -176,6 +243,10 @@ def evaluate(
     flush_on_eof: bool,
     name: str = "alerting",
     metrics: Metrics | None = None,
+    control: Stream[Any] | None = None,
+    await_control: bool = False,
+    preload: ControlState | None = None,
+    rules_version: str = "",
 ) -> tuple[Stream[AlertEvent], Stream[Poison]]:
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
@@ -184,13 +255,37 @@ def evaluate(
     (`metric_source(progress=True)`), so silent instances still go stale once the input is
     known to be caught up. The markers are broadcast to every shard. Counts go to `metrics`
     (default: the process's `METRICS`).
+
+    `control` is the control plane's stream: `ControlEvent`s and `ControlCaughtUp` markers
+    (`connectors.control.source`) and `RulesUpdate`s (`connectors.control.watch`), broadcast to
+    every shard. With `await_control` (the control topic is read), a shard buffers samples but
+    closes no tick until it has seen `ControlCaughtUp` from every control partition: a
+    restart re-reads the control topic first, so it never notifies what a silence mutes.
+    `preload` is a control plane folded beforehand (a backtest's silences, applied by event
+    time from the first sample on). `rules_version` names `ruleset` (its content hash), so the
+    watcher's first look does not apply it a second time.
     """
+    rules = RulesVersion(ruleset, rules_version)
 
     def build(resume: bytes | None) -> EngineLogic:
-        engine = ShardEngine(ruleset, live=wall is not None)
+        current, version, loaded_at = rules.current()
+        engine = ShardEngine(current, live=wall is not None, await_control=await_control)
+        if preload is not None:
+            for silence in preload.silences.values():
+                engine.apply_control(silence)
         if resume is not None:
             engine.restore(resume, wall() if wall is not None else 0.0)
-        return EngineLogic(engine, decode, wall, flush_on_eof, name, metrics)
+        return EngineLogic(
+            engine,
+            decode,
+            wall,
+            flush_on_eof,
+            name,
+            metrics,
+            control=control is not None,
+            rules=rules,
+            built_with=(version, loaded_at),
+        )
 
     route = shard_router(shards)
     names = [f"s{i:03d}" for i in range(shards)]
@@ -203,6 +298,11 @@ def evaluate(
 
     # one Python call per batch rather than one per message (key_on maps item by item)
     keyed = op.flat_map_batch(f"{step_id}-route", raw, route_batch)
+    if control is not None:  # every control item to every shard (rare: no per-message cost)
+        broadcast = op.flat_map_batch(
+            f"{step_id}-broadcast-control", control, lambda batch: [(n, m) for m in batch for n in names]
+        )
+        keyed = op.merge(f"{step_id}-with-control", keyed, broadcast)
     out = op.stateful_batch(f"{step_id}-evaluate", keyed, build)
     items = op.map(f"{step_id}-unkey", out, lambda kv: kv[1])
     split = op.branch(f"{step_id}-split", items, lambda x: isinstance(x, AlertEvent))

@@ -13,7 +13,7 @@ import enum
 import math
 from dataclasses import dataclass, replace
 
-from rules.model import AlertState, NotifyReason, Rule
+from rules.model import AlertState, NotifyReason, Rule, Suppression
 
 NAN = math.nan
 
@@ -24,7 +24,8 @@ class ChangeKind(enum.Enum):
     RESOLVED = "resolved"
     DROPPED = "inactive"  # pending instance whose condition broke before `for`
     REPEAT = "repeat"  # still firing and the repeat interval elapsed
-    UNSUPPRESSED = "unsuppressed"  # still firing, never announced: a candidate to announce now
+    UNSUPPRESSED = "unsuppressed"  # still firing, never announced (or muted): a candidate to announce now
+    MUTED = "muted"  # announced and still firing, now muted by a silence: recorded, not notified
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,9 @@ class AlertInstance:
     # this incident's FIRING reached delivery (not silenced/inhibited/flapping): its RESOLVED
     # must be announced too, whatever mutes it by then
     announced: bool = False
+    # announced, then a silence started to match it (recorded once as MUTED): what mutes it;
+    # None once a notification went out again (the silence ended) or the incident resolved
+    muted: Suppression | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +57,7 @@ class Change:
     notify: NotifyReason | None
     flapping: bool = False
     stale: bool = False
+    muted: Suppression | None = None  # MUTED: the suppression the record shows
 
 
 INACTIVE = AlertInstance()
@@ -157,7 +162,7 @@ def _resolve(
     inst: AlertInstance, now: float, policy: Policy, *, stale: bool
 ) -> tuple[AlertInstance, tuple[Change, ...]]:
     changes = (*_recent(inst.changes, now, policy.flap_window_s), now)
-    nxt = replace(inst, state=AlertState.RESOLVED, resolved_at=now, changes=changes)
+    nxt = replace(inst, state=AlertState.RESOLVED, resolved_at=now, changes=changes, muted=None)
     if stale:
         nxt = replace(nxt, value=NAN)
     return nxt, (Change(ChangeKind.RESOLVED, now, NotifyReason.RESOLVED, _flapping(changes, policy), stale),)
@@ -174,9 +179,10 @@ def _maybe_repeat(
 
 
 def unannounced(inst: AlertInstance, now: float, policy: Policy) -> Change | None:
-    """A firing instance whose FIRING was held back: the candidate to announce it at `now`
-    (the caller decides whether what held it back still applies)."""
-    if inst.state is not AlertState.FIRING or inst.announced:
+    """A firing instance whose FIRING was held back, or that a silence muted after it was
+    announced: the candidate to announce it (again) at `now` (the caller decides whether what
+    held it back still applies)."""
+    if inst.state is not AlertState.FIRING or (inst.announced and inst.muted is None):
         return None
     flapping = _flapping(_recent(inst.changes, now, policy.flap_window_s), policy)
     return Change(ChangeKind.UNSUPPRESSED, now, NotifyReason.UNSUPPRESSED, flapping)
@@ -185,10 +191,18 @@ def unannounced(inst: AlertInstance, now: float, policy: Policy) -> Change | Non
 def announce(inst: AlertInstance, change: Change) -> AlertInstance:
     """The state once `change`'s notification went to delivery unsuppressed."""
     if change.kind is ChangeKind.UNSUPPRESSED:
-        return replace(inst, announced=True, last_sent_at=change.at, repeat_seq=inst.repeat_seq + 1)
+        return replace(
+            inst, announced=True, last_sent_at=change.at, repeat_seq=inst.repeat_seq + 1, muted=None
+        )
     if change.kind is ChangeKind.FIRING or change.kind is ChangeKind.REPEAT:
-        return replace(inst, announced=True)
+        return replace(inst, announced=True, muted=None)
     return inst
+
+
+def mute(inst: AlertInstance, now: float, why: Suppression) -> tuple[AlertInstance, Change]:
+    """An announced, firing instance that a silence now matches: remember it, and the record
+    that shows it muted (no notification: a receiver keeps the incident it was told about)."""
+    return replace(inst, muted=why), Change(ChangeKind.MUTED, now, None, muted=why)
 
 
 def is_active(inst: AlertInstance) -> bool:

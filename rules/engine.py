@@ -5,6 +5,13 @@ per-series buffers (the only per-message work); alert rules are evaluated on eve
 ticks aligned to the epoch, once an instance's watermark (its newest sample minus the
 allowed lateness) has passed the tick. Each evaluation calls the pure `rules.alert.step`.
 
+Silences (rule-file `silences:` and the control plane's, `apply_control`) are decided by the
+evaluation tick's event time too: a silence mutes what happens at ticks in [starts_at, ends_at),
+so a backtest that folds the same control events shows the same suppressions as the live job.
+A live job holds its ticks until its control input caught up (`await_control`): a restart never
+notifies what a silence mutes. A new rule set is applied by `reload`, keeping the alert state
+of the rules that stayed.
+
 Event time drives everything. In live mode wall time also advances the watermark of an
 instance that went silent, so a dead host still goes stale; but only wall time during which
 the input was *caught up* counts (`observe_progress`: every source partition had been read to
@@ -22,7 +29,7 @@ import hashlib
 import math
 from bisect import bisect_right
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from rules import snapshot as snap
@@ -35,15 +42,20 @@ from rules.alert import (
     Policy,
     announce,
     is_active,
+    mute,
     step,
     unannounced,
 )
+from rules.control.events import EMPTY, ControlEvent, ControlState, SilenceEvent, fold
 from rules.model import (
     Aggregation,
     AlertEvent,
     AlertState,
+    Matcher,
     Metric,
+    NotifyReason,
     Rule,
+    RulesError,
     RuleSet,
     Suppression,
     series_labels,
@@ -57,6 +69,7 @@ _STATE_OF = {
     ChangeKind.DROPPED: AlertState.INACTIVE,
     ChangeKind.REPEAT: AlertState.FIRING,
     ChangeKind.UNSUPPRESSED: AlertState.FIRING,
+    ChangeKind.MUTED: AlertState.FIRING,
 }
 SNAPSHOT_VERSION: Final = 1
 """`snapshot`'s format: `(1, {instance: ...})`; version 0 is the bare dict of older jobs."""
@@ -75,6 +88,18 @@ def message_id(fp: str, active_at: float, state: AlertState, repeat_seq: int = 0
     """Same transition, same id: a replay or a restart can never post a new one."""
     text = f"{fp}|{active_at!r}|{state.value}|{repeat_seq}"
     return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+def mute_id(fp: str, active_at: float, at: float) -> str:
+    """The record that shows an announced alert muted: its own id (the alert history is
+    idempotent on message_id), the same in every replay."""
+    text = f"{fp}|{active_at!r}|muted|{at!r}"
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+Mute = tuple[float, float, tuple[Matcher, ...], Suppression]
+"""A silence as the engine checks it: [starts, ends), matchers, what it shows (silenced or
+maintenance)."""
 
 
 def alert_labels(rule: Rule, metric: Metric) -> tuple[tuple[str, str], ...]:
@@ -150,23 +175,130 @@ class EngineStats:
 
 
 class ShardEngine:
-    def __init__(self, ruleset: RuleSet, *, live: bool = False) -> None:
-        self.ruleset = ruleset
+    def __init__(
+        self,
+        ruleset: RuleSet,
+        *,
+        live: bool = False,
+        await_control: bool = False,
+        control: ControlState = EMPTY,
+    ) -> None:
         self.live = live
-        self.policy = Policy(ruleset.flap_window_s, ruleset.flap_threshold)
         self.interval = ruleset.eval_interval_s
         self.lateness = ruleset.allowed_lateness_s
-        # critical first, so inhibition sees a source fire in the same tick as its target
-        self.rules = sorted(ruleset.rules, key=lambda r: -r.severity.rank)
-        self.rules_by_metric: dict[str, list[Rule]] = {}
-        for r in self.rules:
-            self.rules_by_metric.setdefault(r.metric, []).append(r)
         self.instances: dict[str, Instance] = {}
         self.stats = EngineStats()
         # source partition -> wall time it was last read to its end (SourceProgress markers)
         self.progress: dict[str, float] = {}
         self.parts_total = 0
         self.caught_up = -math.inf
+        # the control plane (silences); `holding` until every control partition caught up
+        self.control = control
+        self.holding = await_control
+        self._control_parts: set[str] = set()
+        self._control_total = 0
+        self._set_rules(ruleset)
+
+    def _set_rules(self, ruleset: RuleSet) -> None:
+        self.ruleset = ruleset
+        self.policy = Policy(ruleset.flap_window_s, ruleset.flap_threshold)
+        # critical first, so inhibition sees a source fire in the same tick as its target
+        self.rules = sorted(ruleset.rules, key=lambda r: -r.severity.rank)
+        self.rules_by_metric: dict[str, list[Rule]] = {}
+        for r in self.rules:
+            self.rules_by_metric.setdefault(r.metric, []).append(r)
+        self._set_silences()
+
+    def _set_silences(self) -> None:
+        """Rule-file silences first, then the control plane's by (starts_at, id): the same
+        order in every process, so the suppression shown never depends on arrival order."""
+        mutes: list[Mute] = [
+            (s.starts, s.ends, s.matchers, Suppression.SILENCED) for s in self.ruleset.silences
+        ]
+        for sil in sorted(self.control.silences.values(), key=lambda e: (e.starts_at, e.id)):
+            why = Suppression.MAINTENANCE if sil.maintenance else Suppression.SILENCED
+            mutes.append((sil.starts_at, sil.ends_at, sil.matchers, why))
+        self.silences: tuple[Mute, ...] = tuple(mutes)
+        # ticks outside [first start, last end) need no check at all
+        self.silence_span = (
+            (min(m[0] for m in mutes), max(m[1] for m in mutes)) if mutes else (math.inf, -math.inf)
+        )
+
+    # -- control plane ----------------------------------------------------------------
+    def apply_control(self, event: ControlEvent) -> None:
+        """Fold a control event (`rules.control.events.fold`); silences apply from the next tick
+        on, by event time. Acknowledgements and rule-set events change nothing here."""
+        if not isinstance(event, SilenceEvent):
+            return
+        state = fold(self.control, event)
+        if state is not self.control:
+            self.control = state
+            self._set_silences()
+
+    def control_caught_up(self, part: str, parts: int) -> list[AlertEvent]:
+        """Control partition `part` (of `parts`) was read to where it ended at start; once all
+        were, the held ticks are evaluated (with every silence known) and the events returned."""
+        self._control_parts.add(part)
+        self._control_total = max(self._control_total, parts)
+        if not self.holding or len(self._control_parts) < self._control_total:
+            return []
+        self.holding = False
+        out: list[AlertEvent] = []
+        for iid, inst in list(self.instances.items()):
+            self._advance(iid, inst, inst.max_ts - self.lateness, out)
+        return out
+
+    def reload(self, ruleset: RuleSet) -> list[AlertEvent]:
+        """Switch to `ruleset` without a restart: series are rebound to the new rules, and the
+        alert state of every rule kept (same name, same alert labels, so the same fingerprint)
+        goes on: an unchanged firing alert is not notified again.
+
+        A firing alert whose rule is gone (or whose labels changed: it is another alert now) is
+        resolved at its instance's last evaluated tick, announced as any RESOLVED of an announced
+        alert, so nobody is left with an open incident. Settings that shape ticks (evaluation
+        interval, allowed lateness) cannot change live: `RulesError`, restart to apply.
+        """
+        if ruleset.eval_interval_s != self.interval or ruleset.allowed_lateness_s != self.lateness:
+            raise RulesError(
+                "evaluation_interval and allowed_lateness cannot change in a running job: restart to apply"
+            )
+        self._set_rules(ruleset)
+        out: list[AlertEvent] = []
+        for iid, inst in list(self.instances.items()):
+            ended: list[tuple[Binding, Change, AlertInstance, float]] = []
+            at = inst.evaluated_until
+            for key, old in list(inst.series.items()):
+                if old is None:
+                    del inst.series[key]  # its next sample checks the new rules
+                    continue
+                m = Metric(old.first_ts, old.database_type, iid, old.metric_name, 0.0, old.tags)
+                rules = [r for r in self.rules_by_metric.get(m.metric_name, ()) if r.selects(m)]
+                before = {b.rule.name: b for b in old.bindings}
+                bindings = []
+                for r in rules:
+                    labels = alert_labels(r, m)
+                    prev = before.get(r.name)
+                    if prev is not None and prev.labels == labels:
+                        del before[r.name]
+                        bindings.append(Binding(r, labels, prev.inst))
+                    else:
+                        bindings.append(Binding(r, labels, INACTIVE))
+                for b in before.values():  # rules gone (or now another alert)
+                    if b.inst.state is AlertState.FIRING:
+                        prev_inst = b.inst
+                        b.inst = replace(prev_inst, state=AlertState.RESOLVED, resolved_at=at, muted=None)
+                        ended.append((b, Change(ChangeKind.RESOLVED, at, NotifyReason.RESOLVED), prev_inst,
+                                      prev_inst.value))  # fmt: skip
+                if not bindings:
+                    inst.series[key] = None
+                    continue
+                s = Series(m, bindings)
+                s.first_ts = old.first_ts
+                s.ts, s.vs, s.unsorted, s.last_pruned = old.ts, old.vs, old.unsorted, old.last_pruned
+                inst.series[key] = s
+            if ended:
+                self._emit(inst, ended, out)
+        return out
 
     # -- ingest ---------------------------------------------------------------------
     def ingest(
@@ -216,7 +348,8 @@ class ShardEngine:
         out: list[AlertEvent] = []
         for iid, inst in touched.items():
             inst.wall_at_max = wall
-            self._advance(iid, inst, inst.max_ts - self.lateness, out)
+            if not self.holding:
+                self._advance(iid, inst, inst.max_ts - self.lateness, out)
         return out
 
     def observe_progress(self, part: str, caught_up_at: float, parts: int) -> bool:
@@ -240,6 +373,8 @@ class ShardEngine:
         instance silent since before then really sent nothing, so that much wall time ages it.
         """
         out: list[AlertEvent] = []
+        if self.holding:
+            return out
         for iid, inst in list(self.instances.items()):
             wm = inst.max_ts - self.lateness + max(0.0, caught_up - inst.wall_at_max)
             self._advance(iid, inst, wm, out)
@@ -263,6 +398,7 @@ class ShardEngine:
 
     def flush(self) -> list[AlertEvent]:
         """End of a bounded input: evaluate every tick up to the newest sample."""
+        self.holding = False
         out: list[AlertEvent] = []
         for iid, inst in list(self.instances.items()):
             self._advance(iid, inst, inst.max_ts, out)
@@ -326,6 +462,8 @@ class ShardEngine:
     def _evaluate(self, inst: Instance, tick: float, out: list[AlertEvent]) -> None:
         self.stats.evaluations += 1
         staleness = self.ruleset.staleness_s
+        # does any silence cover this tick? (none at all: no check on any binding)
+        silenced = self.silence_span[0] <= tick < self.silence_span[1]
         produced: list[tuple[Binding, Change, AlertInstance, float]] = []
         for s in inst.series.values():
             if s is None:
@@ -362,10 +500,21 @@ class ShardEngine:
                         prev, holds, value, tick, rule, self.policy, stale=stale and fn is not None
                     )
                     b.inst = nxt
+                    why = None
+                    firing = nxt.state is AlertState.FIRING
+                    if firing and nxt.announced and (silenced or nxt.muted is not None):
+                        # announced and firing: a silence that starts to match it mutes it now (its
+                        # repeats are then recorded as suppressed, by `_suppression`)
+                        why = self._silenced(b.labels_map, tick) if silenced else None
+                        if why is not None and nxt.muted is None:
+                            b.inst, c = mute(nxt, tick, why)
+                            produced.append((b, c, prev, value))
                     for c in changes:
                         produced.append((b, c, prev, value))
-                    if not changes and not nxt.announced and nxt.state is AlertState.FIRING:
-                        # held back so far (silence, inhibition, flapping): announce once that ends
+                    held = firing and (not nxt.announced or nxt.muted is not None)
+                    if held and not changes and why is None:
+                        # held back so far (silence, inhibition, flapping), or muted since it was
+                        # announced: announce (again) once that ends
                         cand = unannounced(nxt, tick, self.policy)
                         if cand is not None:
                             produced.append((b, cand, prev, value))
@@ -399,7 +548,7 @@ class ShardEngine:
                 elif c.kind is ChangeKind.UNSUPPRESSED:
                     continue  # still held back: nothing happened worth a record
             else:
-                suppressed = None
+                suppressed = c.muted  # MUTED: why; PENDING, DROPPED: None
             cur = b.inst
             state = _STATE_OF[c.kind]
             active_at = prev.active_at if c.kind is ChangeKind.DROPPED else cur.active_at
@@ -424,7 +573,9 @@ class ShardEngine:
                     runbook_url=render(rule.runbook_url, b.labels_map, shown, rule.threshold),
                     dashboard_url=render(rule.dashboard_url, b.labels_map, shown, rule.threshold),
                     fire_count=cur.fire_count,
-                    message_id=message_id(
+                    message_id=mute_id(b.fp, active_at, c.at)
+                    if c.kind is ChangeKind.MUTED
+                    else message_id(
                         b.fp,
                         active_at,
                         state,
@@ -440,10 +591,18 @@ class ShardEngine:
             )
         self.stats.events += len(out) - emitted_before
 
+    def _silenced(self, labels: Mapping[str, str], at: float) -> Suppression | None:
+        """What mutes an alert with `labels` at tick `at`: the first silence that matches."""
+        for starts, ends, matchers, why in self.silences:
+            if starts <= at < ends and all(m.matches(labels) for m in matchers):
+                return why
+        return None
+
     def _suppression(self, b: Binding, c: Change, firing: list[Binding]) -> Suppression | None:
-        for sil in self.ruleset.silences:
-            if sil.mutes(b.labels_map, c.at):
-                return Suppression.SILENCED
+        if self.silence_span[0] <= c.at < self.silence_span[1]:
+            why = self._silenced(b.labels_map, c.at)
+            if why is not None:
+                return why
         for ih in self.ruleset.inhibit_rules:
             if not all(m.matches(b.labels_map) for m in ih.target):
                 continue
@@ -528,11 +687,13 @@ class ShardEngine:
 
 
 def _upgrade(a: AlertInstance) -> AlertInstance:
-    """An `AlertInstance` unpickled from an older snapshot lacks the newer fields."""
+    """An `AlertInstance` unpickled from an older snapshot lacks the newer fields (a frozen
+    slots dataclass unpickles field by field: the missing trailing ones stay unset)."""
     try:
-        a.announced  # noqa: B018 - the probe is the point
+        a.muted  # noqa: B018 - the probe is the point (the newest field)
         return a
     except AttributeError:
-        # firing before the upgrade: it was announced then, so its resolution is announced too
         values = {f: getattr(a, f) for f in AlertInstance.__dataclass_fields__ if hasattr(a, f)}
-        return AlertInstance(**values, announced=a.state is AlertState.FIRING)
+        # firing before `announced` existed: it was announced then, so its resolution is too
+        values.setdefault("announced", a.state is AlertState.FIRING)
+        return AlertInstance(**values)  # `muted`: None, nothing muted it before silences could

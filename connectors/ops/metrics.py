@@ -84,6 +84,13 @@ class Metrics:
             ("flow",),
             registry=r,
         )
+        # -- control plane (connectors.control.watch)
+        self.rule_reloads = Counter(
+            "gds_rule_reloads",
+            "Rule-set reloads a running job attempted, by outcome (loaded, refused); once per process.",
+            ("flow", "outcome"),
+            registry=r,
+        )
         # -- sinks (InstrumentedSink)
         self.sink_batch_size = Histogram(
             "gds_sink_batch_size",
