@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,7 @@ from flows.common import (
     wall_clock,
 )
 from flows.notify import (
+    acks_at_start,
     deliver,
     load_routes,
     notification_sink,
@@ -48,6 +49,7 @@ from flows.notify import (
     route_and_group,
     routed_sink,
 )
+from rules.control.events import AckEvent
 from rules.loader import RuleFileError, load_rules
 from rules.model import AlertEvent, RuleSet
 from rules.payload import notification_payload
@@ -73,6 +75,8 @@ class Outputs:
     # NOTIFY_ROUTES: notifications are routed and grouped; `notify` gets GroupNotifications
     routing: RoutingConfig | None = None
     group_fn: Callable[[GroupNotification], Any] = lambda n: n
+    # routed inline delivery: the acks on the control topic at start (the routes' escalation)
+    acks_at_start: Mapping[str, AckEvent] | None = None
 
 
 def build_flow(
@@ -123,7 +127,9 @@ def build_flow(
         records = op.merge("alerts-and-heartbeats", records, beats)
     op.output("alerts-topic", records, outputs.alerts)
     if outputs.notify is not None and outputs.routing is not None:
-        notes = route_and_group("route", events, outputs.routing, wall)
+        notes = route_and_group(
+            "route", events, outputs.routing, wall, control=control, acks_at_start=outputs.acks_at_start
+        )
         op.output("notify", op.map("notify-group", notes, outputs.group_fn), outputs.notify)
     elif outputs.notify is not None:  # inline delivery: the same sub-flow as flows.notify's
         deliver("notify", events, outputs.notify, outputs.notify_fn, ticks if outputs.notify_ticks else None)
@@ -174,6 +180,10 @@ def kafka_outputs(settings: Settings) -> Outputs:
         dlq_fn=poison_to_dlq,
         notify_ticks=ticks,
         routing=routing if notify is not None else None,
+        # known before any escalation deadline is looked at (see flows.notify.acks_at_start)
+        acks_at_start=acks_at_start(settings)
+        if notify is not None and routing is not None and settings.control_topic and settings.kafka_tail
+        else None,
     )
 
 

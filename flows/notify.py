@@ -49,7 +49,7 @@ from rules.metric import iso, utc
 from rules.model import AlertEvent, RulesError
 from rules.routing.config import RoutingConfig
 from rules.routing.escalation import Escalation, EscalationState, escalate, next_escalation, take_acks
-from rules.routing.group import GroupState, Timers, next_flush
+from rules.routing.group import GroupState, Timers, is_muted, next_flush
 from rules.routing.group import step as group_step
 from rules.routing.route import MatchedRoute, group_key, match, muted
 from rules.routing.types import GroupNotification
@@ -309,7 +309,8 @@ def route_and_group(
     alert's groups, for the routes' escalation. `acks_at_start`: the acks on the control topic
     when the job started (by fingerprint), known before any escalation deadline is looked at.
     """
-    wanted = op.filter(f"{step_id}-to-send", events, to_deliver)
+    # muted records too: a silence that began while an alert fired takes it out of its groups
+    wanted = op.filter(f"{step_id}-to-send", events, lambda e: to_deliver(e) or is_muted(e))
     keyed = op.flat_map_batch(f"{step_id}-route", wanted, router(config))
     if control is not None:
         acks = op.flat_map_batch(f"{step_id}-route-acks", control, ack_router(config))

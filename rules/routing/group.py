@@ -20,7 +20,9 @@ leave the group (they were sent, or never needed to be), and a group without ale
 
 Only FIRING and RESOLVED events without `suppressed` take part (pending, silenced, inhibited and
 never-announced resolves are recorded elsewhere but sent nowhere); an older event of an alert
-never overwrites a newer one (replays, out-of-order partitions).
+never overwrites a newer one (replays, out-of-order partitions). A firing alert that becomes
+muted (`is_muted`: the evaluation's record that a silence began while it fired) leaves the group
+until its release arrives.
 
 Where we differ from Alertmanager: ticks are exact (no timer drift), so a repeat goes out at the
 first tick at or after last notification + repeat_interval (Alertmanager's is usually one tick
@@ -33,7 +35,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from rules.model import AlertEvent, AlertState
+from rules.model import AlertEvent, AlertState, Suppression
 from rules.routing.types import GroupNotification
 
 
@@ -65,6 +67,16 @@ class GroupState:
 
 def _relevant(e: AlertEvent) -> bool:
     return e.suppressed is None and e.state in (AlertState.FIRING, AlertState.RESOLVED)
+
+
+_MUTING = frozenset({Suppression.SILENCED, Suppression.MAINTENANCE, Suppression.INHIBITED})
+
+
+def is_muted(e: AlertEvent) -> bool:
+    """A firing alert's record saying it is muted from now on (a silence, maintenance window or
+    inhibition began while it fired): it leaves its groups, so they stop re-sending it (an
+    Alertmanager receiver lets it expire) until its release, an unsuppressed FIRING, brings it back."""
+    return e.state is AlertState.FIRING and e.suppressed in _MUTING
 
 
 def _merge(alerts: tuple[AlertEvent, ...], events: Iterable[AlertEvent]) -> tuple[AlertEvent, ...]:
@@ -109,12 +121,17 @@ def step(
     now; several passed ticks collapse into one, at the latest of them.
     """
     notes: list[GroupNotification] = []
-    new = [e for e in events if _relevant(e)]
+    events = list(events)
+    muted = {e.fingerprint: e.at for e in events if is_muted(e)}
+    new = [e for e in events if _relevant(e) and muted.get(e.fingerprint, -math.inf) <= e.at]
     if state.next_tick is not None and now > state.next_tick:
         at = _latest_tick(state.next_tick, now, timers)
         if at < now or not new:
             flushed, notes = _flush(state, at, timers)
             state = flushed or GroupState.new(state.group_key, state.receiver, state.group_labels)
+    if muted:
+        kept = tuple(a for a in state.alerts if muted.get(a.fingerprint, -math.inf) < a.at)
+        state = replace(state, alerts=kept)
     if new:
         state = replace(state, alerts=_merge(state.alerts, new))
     if not state.alerts:

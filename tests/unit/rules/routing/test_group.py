@@ -219,3 +219,35 @@ def test_group_by_all_labels_makes_one_group_per_label_set() -> None:
     events = [fire(i, T0) for i in range(3)] + [fire(0, T0 + 1)]
     keys = {group_key(m, dict(e.labels))[0] for e in events for m in match(cfg.route, dict(e.labels))}
     assert len(keys) == 3
+
+
+def muted(i: int, at: float, why: Suppression = Suppression.SILENCED) -> AlertEvent:
+    """The evaluation's record that a silence began while alert i fired (notify None)."""
+    e = fire(i, at)
+    return alert_event(
+        **{**{f: getattr(e, f) for f in e.__dataclass_fields__}, "suppressed": why, "notify": None}
+    )
+
+
+def test_an_alert_muted_while_firing_leaves_the_group_until_its_release() -> None:
+    run = Run(Timers(group_wait=30.0, group_interval=300.0, repeat_interval=600.0))
+    state, notes = run(
+        [
+            (T0, [fire(1, T0), fire(2, T0)]),
+            (T0 + 30, []),  # first flush: both firing
+            (T0 + 100, [muted(2, T0 + 100)]),  # a silence began for fp2
+            (T0 + 630, []),  # the repeat carries fp1 only
+            (T0 + 700, [fire(2, T0 + 700)]),  # released: fires again (unsuppressed)
+            (T0 + 930, []),  # the next tick tells the receiver
+        ]
+    )
+    firing = [(now, sorted(a.fingerprint for a in n.firing)) for now, ns in notes for n in ns]
+    assert firing == [(T0 + 30, ["fp1", "fp2"]), (T0 + 630, ["fp1"]), (T0 + 930, ["fp1", "fp2"])]
+
+
+def test_a_muted_group_is_forgotten_and_an_older_event_does_not_bring_the_alert_back() -> None:
+    state, notes = Run()(
+        [(T0, [fire(1, T0)]), (T0 + 30, []), (T0 + 60, [muted(1, T0 + 60), fire(1, T0 + 50)])]
+    )
+    assert state is None  # nothing left to send: no repeats of a silenced alert
+    assert [n.firing[0].fingerprint for _, ns in notes for n in ns] == ["fp1"]
