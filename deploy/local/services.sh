@@ -10,6 +10,8 @@ case "${1:-}" in
   up)
     # Not a service: the browser and driver the console's browser test drives (installed once).
     "$LOCAL_DIR/chromium.sh" install
+    # Nor this: promtool (Debian's prometheus package), for the differential PromQL tests.
+    "$LOCAL_DIR/prometheus.sh" install
     for s in "${SERVICES[@]}"; do "$LOCAL_DIR/$s.sh" start; done
     cd "$REPO_ROOT"
     if [ -x .venv/bin/python ] && [ -f connectors/kafka/topics.py ]; then
