@@ -5,6 +5,9 @@ Two seed formats load:
 * `alert_rules:` list, each rule with a `condition: {operator, threshold, duration, aggregation}`;
 * the flat form (`rules:` or `alerting: {rules: ...}`) with `operator/threshold/severity/cooldown_minutes`.
 
+Prometheus rule files (`groups:`) in the same paths are passed by here and loaded by
+`rules.promql.rulefile` (`prometheus_files` lists them).
+
 Optional top-level sections: `settings:` (evaluation_interval, staleness, allowed_lateness,
 flap_window, flap_threshold), `silences:` and `inhibit_rules:`.
 
@@ -197,13 +200,6 @@ def _parse_time(value: object) -> float:
     if dt.tzinfo is None:
         raise ValueError(f"timestamp without timezone: {value!r} (add Z or +00:00)")
     return dt.timestamp()
-
-
-PROMETHEUS_FILE = (
-    "a Prometheus rule file (`groups:`): the live job does not load these yet; run its promtool "
-    "tests with `python -m flows.backtest --promtool TESTS.yml`, check how its rules map with "
-    "`python -m rules.lint FILE`"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -486,8 +482,35 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
+def is_prometheus_file(doc: object) -> bool:
+    """A Prometheus rule file (`groups:` and none of the seed formats' lists)."""
+    return (
+        isinstance(doc, Mapping)
+        and "groups" in doc
+        and not any(k in doc for k in ("alert_rules", "rules", "alerting"))
+    )
+
+
+def prometheus_files(paths: Iterable[str | Path]) -> list[Path]:
+    """The Prometheus rule files among `paths` (files or directories, as `load_rules` reads
+    them): `load_rules` passes them by, `rules.promql.rulefile.load_prometheus_rules` loads
+    them. A file that cannot be read or parsed is left to `load_rules` to report."""
+    out: list[Path] = []
+    for path in _expand(paths):
+        try:
+            doc = load_yaml(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        if is_prometheus_file(doc):
+            out.append(path)
+    return out
+
+
 def load_rules(paths: Iterable[str | Path]) -> RuleSet:
-    """Load and validate rule files (or directories of them); raise with every problem."""
+    """Load and validate rule files (or directories of them); raise with every problem.
+
+    Prometheus rule files among them are passed by (`prometheus_files`): an empty `RuleSet`
+    when they are all there is."""
     problems: list[Problem] = []
     rules: list[Rule] = []
     silences: list[Silence] = []
@@ -516,9 +539,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
             problems.extend(c.problems)
             continue
         c.node = doc
-        if "groups" in doc and not any(k in doc for k in ("alert_rules", "rules", "alerting")):
-            c.add("", "groups", PROMETHEUS_FILE)
-            problems.extend(c.problems)
+        if is_prometheus_file(doc):  # rules.promql.rulefile loads it (see `prometheus_files`)
             continue
         flat = "alert_rules" not in doc
         raw_rules = doc.get("alert_rules")

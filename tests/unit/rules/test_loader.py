@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.loader import BUNDLED, RuleFileError, load_rules, parse_duration
+from rules.loader import BUNDLED, RuleFileError, load_rules, parse_duration, prometheus_files
 from rules.model import Aggregation, Op, Severity
 
 SEED_LIST = """
@@ -238,12 +238,12 @@ def test_every_problem_has_the_line_it_is_on(tmp_path: Path) -> None:
     assert "invalid YAML" in broken.message and broken.line is not None
 
 
-def test_a_prometheus_rule_file_points_to_promtool_and_lint(tmp_path: Path) -> None:
-    path = write(tmp_path, "prom.yml", "groups:\n  - name: g\n    rules: [{alert: A, expr: 'up == 0'}]\n")
-    with pytest.raises(RuleFileError) as err:
-        load_rules([path])
-    (p,) = err.value.problems
-    assert "Prometheus rule file" in p.message and "--promtool" in p.message and "rules.lint" in p.message
+def test_a_prometheus_rule_file_is_passed_by_to_the_promql_loader(tmp_path: Path) -> None:
+    prom = write(tmp_path, "prom.yml", "groups:\n  - name: g\n    rules: [{alert: A, expr: 'up == 0'}]\n")
+    seed = write(tmp_path, "seed.yml", SEED_LIST)
+    assert load_rules([prom]).rules == ()
+    assert [r.name for r in load_rules([tmp_path]).rules] == [r.name for r in load_rules([seed]).rules]
+    assert prometheus_files([tmp_path]) == [prom] and prometheus_files([seed]) == []
 
 
 def test_seed_rules_still_refuse_an_unknown_severity(tmp_path: Path) -> None:
