@@ -423,6 +423,12 @@ class KafkaSettings(Section):
     aggregated_topic: _Topic = _env(
         "AGGREGATED_TOPIC", "metrics-aggregated", "Rollups are also produced here."
     )
+    recorded_topic: _Topic = _env(
+        "RECORDED_TOPIC",
+        "gds.metrics.recorded",
+        "Recording rules' output (Prometheus rule groups), in the seed message format; the groups do"
+        " not read it back.",
+    )
     max_future_s: _Seconds = _env(
         "MAX_FUTURE_S", 600.0, "Messages stamped further than this in the future go to the DLQ."
     )

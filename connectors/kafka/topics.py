@@ -28,6 +28,9 @@ AGGREGATED_TOPIC: Final = "metrics-aggregated"
 CONTROL_TOPIC: Final = "gds.control"
 """Silences, acknowledgements, rule-set reloads (rules/control): compacted, one partition, so
 every reader sees the control plane's events in one order."""
+RECORDED_TOPIC: Final = "gds.metrics.recorded"
+"""Recording rules' output (Prometheus rule groups in the alerting job), seed message format:
+a metric topic like the others, so storage and seed rules read it."""
 METRIC_TOPIC_PATTERN: Final = r"^gds\.metrics\."
 """Every metric topic (`gds.metrics.{database_type}.{environment}`); the DLQ matches too
 and is excluded by `connectors.kafka.metric_source`."""
@@ -79,6 +82,7 @@ PIPELINE_TOPIC: Final = TopicSpec(
 PROJECT_TOPICS: Final = (
     *METRIC_TOPICS,
     PIPELINE_TOPIC,
+    TopicSpec(RECORDED_TOPIC, partitions=4, retention_ms=7 * DAY_MS),
     TopicSpec(METRICS_DLQ_TOPIC, partitions=1, retention_ms=14 * DAY_MS),
     TopicSpec(ALERTS_TOPIC, partitions=4, retention_ms=30 * DAY_MS),
     TopicSpec(ALERTS_DLQ_TOPIC, partitions=1, retention_ms=30 * DAY_MS),
