@@ -29,8 +29,9 @@ import math
 import os
 import sys
 import time
+from array import array
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,7 @@ from connectors.kafka.serde import Decoder, make_decoder
 from connectors.kafka.source import resolve_topics
 from flows.common import Poison, evaluate
 from rules.backtest import report
+from rules.backtest.chart import InstanceChart
 from rules.check import CaseError, not_a_test_file
 from rules.control.events import EMPTY, ControlEvent, ControlState, fold
 from rules.duration import parse_duration
@@ -276,6 +278,8 @@ class ReplayResult:
     seen_last: float | None = None
     control_silences: int = 0  # control-topic silences applied (overlapping the window)
     control_read: bool = False  # the control topic was read
+    timeline: Mapping[str, list[dict[str, object]]] = field(default_factory=dict)  # every transition
+    kept: KeptSamples | None = None  # the samples the rules read (`keep_samples`)
 
     def window(self, inp: ReplayInput) -> report.WindowCheck:
         span = inp.available
@@ -320,6 +324,54 @@ def spanning(decode: Decoder) -> tuple[Decoder, Callable[[], tuple[float | None,
     return spanned, seen
 
 
+MAX_KEPT_SAMPLES = 4_000_000  # for the report's charts: ~16 bytes each; past it, later samples are not drawn
+
+
+@dataclass
+class KeptSamples:
+    """The samples of the series the rules read, kept for the HTML report's value charts."""
+
+    series: dict[report.SeriesKey, tuple[array[float], array[float]]] = field(default_factory=dict)
+    kept: int = 0
+    dropped: int = 0
+    cut_at: float | None = None  # event time of the first sample not kept (the cap was reached)
+
+    def sorted(self) -> report.SeriesSamples:
+        out: dict[report.SeriesKey, tuple[Sequence[float], Sequence[float]]] = {}
+        for key, (ts, vs) in self.series.items():
+            if any(ts[i] > ts[i + 1] for i in range(len(ts) - 1)):  # partitions interleave
+                pairs = sorted(zip(ts, vs, strict=True))
+                out[key] = ([p[0] for p in pairs], [p[1] for p in pairs])
+            else:
+                out[key] = (ts, vs)
+        return out
+
+
+def keeping(decode: Decoder, metrics: set[str], kept: KeptSamples, cap: int = MAX_KEPT_SAMPLES) -> Decoder:
+    """`decode`, also keeping the samples of `metrics` (only when an HTML report is asked for:
+    this costs a tuple and two appends per message)."""
+    series = kept.series
+
+    def keep(raw: bytes, now: float) -> Any:
+        m = decode(raw, now)
+        if m.metric_name in metrics:
+            if kept.kept >= cap:
+                kept.dropped += 1
+                if kept.cut_at is None or m.ts < kept.cut_at:
+                    kept.cut_at = m.ts
+                return m
+            key = (m.metric_name, m.instance_id, m.database_type, tuple(sorted(m.tags.items())))
+            got = series.get(key)
+            if got is None:
+                got = series[key] = (array("d"), array("d"))
+            got[0].append(m.ts)
+            got[1].append(m.value)
+            kept.kept += 1
+        return m
+
+    return keep
+
+
 def replay(
     rulesets: Sequence[tuple[str, RuleSet]],
     inp: ReplayInput,
@@ -327,18 +379,23 @@ def replay(
     shards: int = DEFAULT_SHARDS,
     all_states: bool = False,
     control: ControlState | None = None,
+    keep_samples: bool = False,
 ) -> ReplayResult:
     """Run every rule set over `inp` in one flow; blocks until the input is exhausted.
 
-    `control`: the control plane's silences, applied by event time (`read_control`)."""
+    `control`: the control plane's silences, applied by event time (`read_control`).
+    `keep_samples`: keep the samples the rules read, for the HTML report's charts."""
     events: dict[str, list[AlertEvent]] = {side: [] for side, _ in rulesets}
     poison: list[Poison] = []
     sides: dict[str, tuple[RuleSet, Decoder]] = {}
     seen: list[Callable[[], Observed]] = []
     spans: list[Callable[[], tuple[float | None, float | None]]] = []
+    kept = KeptSamples()
     for side, ruleset in rulesets:
         spanned, span = spanning(inp.decode)
         decode, observed = windowed_decoder(spanned, inp.start, inp.end)
+        if keep_samples and not seen:  # one side sees every message the others see
+            decode = keeping(decode, {r.metric for _, rs in rulesets for r in rs.rules}, kept)
         sides[side] = (ruleset, decode)
         seen.append(observed)
         spans.append(span)
@@ -360,6 +417,8 @@ def replay(
         seen_last=seen_last,
         control_silences=control_in_window(control, inp.start, inp.end) if control is not None else 0,
         control_read=control is not None,
+        timeline={side: transitions(evs, all_states=True) for side, evs in events.items()},
+        kept=kept,
     )
 
 
@@ -569,7 +628,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 end=end,
                 progress_s=args.progress,
             )
-        result = replay(rulesets, inp, shards=args.shards, all_states=args.all_states, control=control)
+        result = replay(
+            rulesets,
+            inp,
+            shards=args.shards,
+            all_states=args.all_states,
+            control=control,
+            keep_samples=args.html is not None,
+        )
     except ConnectorError as exc:
         print(f"backtest: {exc}", file=sys.stderr)
         return 1
@@ -579,6 +645,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = result.window(inp)
     _report(args, rulesets, inp, result, window)
     return EXIT_EMPTY_WINDOW if window.empty else 0
+
+
+def _charts(
+    rulesets: Sequence[tuple[str, RuleSet]], result: ReplayResult, lo: float, hi: float
+) -> tuple[list[InstanceChart], int]:
+    """The report's per-instance charts, side by side (A then B), sharing the chart budget."""
+    samples = result.kept.sorted() if result.kept is not None else {}
+    charts: list[InstanceChart] = []
+    left_off = 0
+    for side, ruleset in rulesets:
+        got, more = report.instance_charts(
+            result.timeline.get(side, result.records[side]),
+            ruleset.rules,
+            samples,
+            lo,
+            hi,
+            interval_s=ruleset.eval_interval_s,
+            side=side,
+            limit=report.MAX_CHARTS // len(rulesets),
+        )
+        charts.extend(got)
+        left_off += more
+    return charts, left_off
 
 
 def _report(
@@ -636,6 +725,8 @@ def _report(
             data["compare"] = {"rules": list(args.compare), "summary": [s.as_dict() for s in summaries["B"]]}
         _write_json(args.summary, data)
     if args.html:
+        charts, left_off = _charts(rulesets, result, lo, hi)
+        kept = result.kept or KeptSamples()
         args.html.write_text(
             report.html_report(
                 title="Backtest" + (" A/B" if comparing else ""),
@@ -653,8 +744,16 @@ def _report(
                     "bad messages": len(result.poison),
                     "outside the window": result.skipped,
                     "control silences applied": result.control_silences,
+                    "samples kept for the charts": kept.kept,
+                    **(
+                        {"samples not kept (cap)": f"{kept.dropped:,}: no values from {iso(kept.cut_at)}"}
+                        if kept.cut_at is not None
+                        else {}
+                    ),
                 },
                 window=window,
+                charts=charts,
+                charts_left_off=left_off,
             ),
             encoding="utf-8",
         )

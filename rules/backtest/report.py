@@ -11,12 +11,17 @@ from __future__ import annotations
 
 import html
 import math
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from rules.model import iso
+from rules.aggregate import aggregator
+from rules.backtest.chart import CHAR_PX, InstanceChart, Period, chart_svg, time_ticks
+from rules.engine import alert_labels
+from rules.metric import Metric
+from rules.model import Aggregation, Rule, iso
 
 Record = Mapping[str, Any]
 Labels = tuple[tuple[str, str], ...]
@@ -343,8 +348,6 @@ def diff_text(d: Diff) -> str:
 
 # --------------------------------------------------------------------------- SVG / HTML
 
-_TICKS = (60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
-
 
 @dataclass(frozen=True, slots=True)
 class Row:
@@ -391,16 +394,17 @@ def timeline_svg(rows: Sequence[Row], start: float, end: float, *, width: int = 
         f'viewBox="0 0 {width} {height}" font-family="monospace" font-size="11">',
         f'<rect x="0" y="0" width="{width}" height="{height}" fill="#fff"/>',
     ]
-    step = next((t for t in _TICKS if (end - start) / t <= 10), _TICKS[-1])
-    tick = math.ceil(start / step) * step
-    while tick <= end:
+    # the finest step whose labels do not touch (`time_ticks`), and none cut by the viewport
+    for tick, text in time_ticks(start, end, plot_w)[1]:
         tx = x(tick)
-        text = iso(tick)[5:16].replace("T", " ")
+        half = len(text) * CHAR_PX / 2
+        if tx - half < label_w - 40 or tx + half > width - 2:
+            continue
         parts.append(
             f'<line x1="{tx:.1f}" y1="{top - 6}" x2="{tx:.1f}" y2="{height}" stroke="#ddd"/>'
-            f'<text x="{tx:.1f}" y="{top - 10}" text-anchor="middle" fill="#555">{esc(text)}</text>'
+            f'<text class="tick" x="{tx:.1f}" y="{top - 10}" text-anchor="middle" '
+            f'fill="#555">{esc(text)}</text>'
         )
-        tick += step
     for i, row in enumerate(shown):
         y = top + i * row_h
         if i % 2 == 0:
@@ -425,6 +429,182 @@ def timeline_svg(rows: Sequence[Row], start: float, end: float, *, width: int = 
     return "\n".join(parts)
 
 
+# --------------------------------------------------------------------------- per-instance charts
+
+MAX_CHARTS = 40  # one chart per alert instance; past this a page gets too long to read
+MAX_TICKS = 50_000  # values computed per chart; beyond, every n-th tick (the chart has ~1k px anyway)
+SeriesKey = tuple[str, str, str, Labels]  # (metric_name, instance_id, database_type, sorted tags)
+SeriesSamples = Mapping[SeriesKey, tuple[Sequence[float], Sequence[float]]]  # (ts sorted, values)
+
+
+def periods(records: Iterable[Record]) -> dict[Key, list[Period]]:
+    """Pending and firing periods per alert instance, from transition records.
+
+    Pending runs from `active_at` to the fire (or to the drop, state `inactive`); a firing
+    record's `active_at` gives its pending period even when the log holds no `pending`
+    record (written without --all-states). Repeats and mutes continue the firing period.
+    """
+    ordered = sorted(records, key=lambda r: (parse_iso(str(r["at"])), _ORDER.get(str(r.get("state")), 9)))
+    pending: dict[Key, float] = {}
+    firing: dict[Key, float] = {}
+    out: dict[Key, list[Period]] = {}
+    for r in ordered:
+        key = (str(r["alert_name"]), labels_of(r))
+        at = parse_iso(str(r["at"]))
+        state = r.get("state")
+        got = out.setdefault(key, [])
+        if state == "pending":
+            pending.setdefault(key, at)
+        elif state == "inactive":  # dropped before firing
+            if key in pending:
+                got.append(Period("pending", pending.pop(key), at))
+        elif state == "firing" and key not in firing:
+            began = pending.pop(key, None)
+            if began is None and r.get("active_at"):
+                began = parse_iso(str(r["active_at"]))
+            if began is not None and began < at:
+                got.append(Period("pending", began, at))
+            firing[key] = at
+        elif state == "resolved" and key in firing:
+            got.append(Period("firing", firing.pop(key), at))
+    for key, t in pending.items():
+        out[key].append(Period("pending", t))
+    for key, t in firing.items():
+        out[key].append(Period("firing", t))
+    for ps in out.values():
+        ps.sort(key=lambda p: (p.start, p.kind))
+    return {k: v for k, v in out.items() if v}
+
+
+_ORDER = {"resolved": 0, "inactive": 1, "pending": 2, "firing": 3}  # same instant: close before open
+
+
+def rule_values(rule: Rule, ts: Sequence[float], vs: Sequence[float], ticks: Sequence[float]) -> list[float]:
+    """The value `rule` evaluated at each tick, as the engine computes it (`ShardEngine._evaluate`):
+    its aggregation over the samples in `(tick - window, tick]`; NaN with no sample there.
+    A no-data rule's value is the number of samples in the window."""
+    fn = None if rule.no_data else aggregator(rule.aggregation)
+    needs_ts = rule.aggregation is Aggregation.RATE
+    out = []
+    for t in ticks:
+        hi = bisect_right(ts, t)
+        lo = bisect_right(ts, t - rule.window_s, 0, hi)
+        if fn is None:
+            out.append(float(hi - lo))
+        elif hi > lo:
+            got = fn(ts[lo:hi] if needs_ts else (), vs[lo:hi])
+            out.append(math.nan if got is None else got)
+        else:
+            out.append(math.nan)
+    return out
+
+
+def value_label(rule: Rule) -> str:
+    """`avg(cpu_usage_percent[5m])`: the value the chart draws, PromQL-like."""
+    window = duration_text(rule.window_s)
+    if rule.no_data:
+        return f"samples of {rule.metric} in {window}"
+    return f"{rule.aggregation.value}({rule.metric}[{window}])"
+
+
+def chart_range(ps: Sequence[Period], start: float, end: float, interval_s: float) -> tuple[float, float]:
+    """The activity of one instance with room around it (what led to it matters for tuning),
+    within the report's range."""
+    a0 = min(p.start for p in ps)
+    a1 = max(p.end if p.end is not None else end for p in ps)
+    pad = max(0.5 * (a1 - a0), 10 * interval_s)
+    lo, hi = max(start, a0 - pad), min(end, a1 + pad)
+    return (lo, hi) if hi > lo else (start, max(end, start + interval_s))
+
+
+def _ticks(lo: float, hi: float, interval_s: float) -> list[float]:
+    first = math.ceil(lo / interval_s)
+    n = math.floor(hi / interval_s) - first + 1
+    stride = max(1, math.ceil(n / MAX_TICKS))
+    return [(first + k) * interval_s for k in range(0, max(0, n), stride)]
+
+
+def instance_charts(
+    records: Sequence[Record],
+    rules: Sequence[Rule],
+    samples: SeriesSamples,
+    start: float,
+    end: float,
+    *,
+    interval_s: float = 60.0,
+    side: str = "A",
+    limit: int = MAX_CHARTS,
+) -> tuple[list[InstanceChart], int]:
+    """One chart per alert instance that was pending or firing, by first activity; and how
+    many were left out past `limit`.
+
+    The value line is recomputed from `samples` (the series the rules read, as the replay
+    saw them) at every evaluation tick. An instance no rule in `rules` explains (a rule
+    evaluated elsewhere, or samples not kept) is drawn from the values its records carry,
+    which exist only at its transitions; the chart says so.
+    """
+    by_key = periods(records)
+    order = sorted(by_key, key=lambda k: (by_key[k][0].start, k))
+    left_off = max(0, len(order) - limit)
+    wanted = set(order[:limit])
+    series: dict[Key, tuple[Rule, SeriesKey]] = {}
+    rules_by_metric: dict[str, list[Rule]] = {}
+    for r in rules:
+        rules_by_metric.setdefault(r.metric, []).append(r)
+    for skey in samples:
+        metric_name, instance_id, database_type, tags = skey
+        m = Metric(0.0, database_type, instance_id, metric_name, 0.0, dict(tags))
+        for r in rules_by_metric.get(metric_name, ()):
+            if r.selects(m):
+                key = (r.name, alert_labels(r, m))
+                if key in wanted:
+                    series[key] = (r, skey)
+    last_rec: dict[Key, Record] = {}
+    for rec in records:
+        last_rec[(str(rec["alert_name"]), labels_of(rec))] = rec
+    charts = []
+    for key in order[:limit]:
+        ps = by_key[key]
+        rec = last_rec[key]
+        lo, hi = chart_range(ps, start, end, interval_s)
+        title = f"{side} {key[0]} {instance_text(key[1])}"
+        severity = dict(key[1]).get("severity") or str(rec.get("severity") or "warning")
+        base = InstanceChart(title, severity, lo, hi, (), tuple(ps), "", side=side)
+        if key in series:
+            rule, skey = series[key]
+            ts, vs = samples[skey]
+            ticks = _ticks(lo, hi, interval_s)
+            charts.append(
+                replace(
+                    base,
+                    points=tuple(zip(ticks, rule_values(rule, ts, vs, ticks), strict=True)),
+                    value_label=value_label(rule),
+                    threshold=rule.threshold,
+                    op=rule.op.value,
+                    for_s=rule.for_s,
+                )
+            )
+        else:
+            threshold = rec.get("threshold")
+            charts.append(
+                replace(
+                    base,
+                    points=tuple(
+                        (
+                            parse_iso(str(r["at"])),
+                            float(r["value"]) if r.get("value") is not None else math.nan,
+                        )
+                        for r in records
+                        if (str(r["alert_name"]), labels_of(r)) == key
+                    ),
+                    value_label="value at transitions",
+                    threshold=float(threshold) if isinstance(threshold, int | float) else None,
+                    note="value known only at this instance's transitions: its rule's samples were not kept",
+                )
+            )
+    return charts, left_off
+
+
 _CSS = """
 body { font-family: system-ui, sans-serif; margin: 24px; color: #222; }
 table { border-collapse: collapse; margin: 8px 0 20px; }
@@ -433,7 +613,10 @@ th:first-child, td:first-child { text-align: left; }
 code, .mono { font-family: monospace; }
 .a { color: #c9302c; } .b { color: #2a6ebb; }
 .warning { border: 2px solid #c9302c; background: #fdf0ef; padding: 8px 12px; margin: 8px 0 16px; }
-.note { border: 1px solid #ccc; background: #f7f7f7; padding: 8px 12px; margin: 8px 0 16px; }
+.note { border: 2px solid #d97706; background: #fff7e6; padding: 8px 12px; margin: 8px 0 16px; }
+.banner { font-weight: 600; }
+.instance h3 { font-size: 14px; font-weight: 600; margin: 18px 0 4px; font-family: monospace; }
+.instance p { margin: 2px 0 4px; font-size: 12px; color: #555; }
 """
 
 
@@ -455,11 +638,14 @@ def html_report(
     rules_b: Iterable[str] = (),
     facts: Mapping[str, object] | None = None,
     window: WindowCheck | None = None,
+    charts: Sequence[InstanceChart] = (),
+    charts_left_off: int = 0,
 ) -> str:
-    """The whole report as one HTML document (summary, diff when comparing, timeline).
+    """The whole report as one HTML document (summary, diff when comparing, timeline, then
+    one chart per alert instance: `instance_charts`).
 
-    `window`'s findings come first, in a box: an all-zero summary over an empty window must
-    not read as "nothing fired".
+    `window`'s findings come first, in a banner: an all-zero summary over an empty window must
+    not read as "nothing fired", nor a partly evaluated window as the whole of it.
     """
     esc = html.escape
     parts = [
@@ -471,7 +657,11 @@ def html_report(
     ]
     if window is not None:
         kind = "warning" if window.empty else "note"
-        parts.extend(f"<p class='{kind}'>{esc(text)}</p>" for text in window.findings())
+        role = "alert" if window.empty else "status"
+        parts.extend(
+            f"<p class='{kind}' role='{role}' data-banner='window'>{esc(text)}</p>"
+            for text in window.findings()
+        )
     if facts:
         parts.append(_html_table(("fact", "value"), sorted((k, v) for k, v in facts.items())))
     cols = ("rule", "fires", "resolves", "firing", "flaps", "instances", "still firing")
@@ -519,6 +709,20 @@ def html_report(
             )
     parts.append("<h2>Timeline</h2>")
     parts.append(timeline_svg(timeline_rows(a, b), start, end))
+    if charts:
+        parts.append(
+            "<h2>Alert instances</h2><p>The value each rule evaluated at every tick against its "
+            "threshold; hatched: pending, shaded: firing, in the severity's colour.</p>"
+        )
+        for i, c in enumerate(charts):
+            when = f"{iso(c.start)} .. {iso(c.end)}"
+            parts.append(
+                f"<section class='instance'><h3>{esc(c.title)}</h3><p>{esc(when)}"
+                + (f"; {esc(c.note)}" if c.note else "")
+                + f"</p>{chart_svg(c, ident=str(i))}</section>"
+            )
+        if charts_left_off:
+            parts.append(f"<p class='note'>{charts_left_off} more alert instance(s) not charted</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 

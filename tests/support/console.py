@@ -27,23 +27,11 @@ from typing import Any
 import asyncpg
 import httpx
 from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 
+from tests.support.browser import chromium
 from tests.support.jobs import stop
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
-CHROME_FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-)
 WRITE_TOKEN = "w-" + "a1b2c3d4e5f6a7b8c9d0"
 READ_TOKEN = "r-" + "0f9e8d7c6b5a4f3e2d1c"
 
@@ -52,21 +40,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def chromium(width: int = 1400, height: int = 900) -> Iterator[webdriver.Chrome]:
-    """Headless Chromium with a throw-away profile; quit afterwards."""
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    with tempfile.TemporaryDirectory(prefix="gds-chromium-") as profile:
-        for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}"):
-            opts.add_argument(flag)
-        driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=opts)
-        try:
-            yield driver
-        finally:
-            driver.quit()
 
 
 def pg(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
