@@ -267,7 +267,7 @@ def _forward_references(f: _File, group: Mapping[str, Any], rules: list[tuple[in
                 break
 
 
-def _group(f: _File, raw: object, at: Position | None) -> RuleGroup | None:
+def _group(f: _File, raw: object, at: Position | None, lenient: bool = False) -> RuleGroup | None:
     if not isinstance(raw, Mapping):
         f.add(
             "", "groups", f"a group must be a mapping with `name:` and `rules:`, got {type(raw).__name__}", at
@@ -314,9 +314,28 @@ def _group(f: _File, raw: object, at: Position | None) -> RuleGroup | None:
         if rule is not None:
             rules.append((i, rule))
     _forward_references(f, raw, rules)
-    if len(f.problems) > before:
+    new = f.problems[before:]
+    broken = {p.rule for p in new if p.rule}
+    if any(not p.rule for p in new) or (broken and not lenient):
         return None
-    return RuleGroup(gname, interval, tuple(r for _, r in rules), f.path)
+    # lenient: the group without its broken rules, and without the rules that read their output
+    lost = {
+        str(r.get("record")) for r in raw_rules if isinstance(r, Mapping) and str(r.get("record")) in broken
+    }
+    kept: list[Rule] = []
+    for i, r in rules:
+        reads = ast.metric_names(r.expr) or set()
+        if r.name in broken:
+            continue
+        if reads & lost:
+            name = sorted(reads & lost)[0]
+            msg = f"reads {name!r}, the output of a recording rule that could not be loaded"
+            f.add(r.name, "expr", msg, position_of(raw_rules[i], "expr"))
+            if isinstance(r, RecordingRule):
+                lost.add(r.name)
+            continue
+        kept.append(r)
+    return RuleGroup(gname, interval, tuple(kept), f.path)
 
 
 def _expand(paths: Iterable[str | Path]) -> list[Path]:
@@ -326,8 +345,11 @@ def _expand(paths: Iterable[str | Path]) -> list[Path]:
     return files
 
 
-def parse_rule_doc(doc: object, path: str) -> tuple[list[RuleGroup], list[Problem]]:
-    """One file's document (read with `rules.loader.load_yaml` for positions) -> groups, problems."""
+def parse_rule_doc(doc: object, path: str, *, lenient: bool = False) -> tuple[list[RuleGroup], list[Problem]]:
+    """One file's document (read with `rules.loader.load_yaml` for positions) -> groups, problems.
+
+    `lenient`: a group keeps its rules that loaded (a problem of a rule drops that rule and the
+    rules reading its output, not its group): for running test suites rule by rule."""
     f = _File(path)
     if not isinstance(doc, Mapping) or not isinstance(doc.get("groups"), list):
         f.add("", "groups", "a Prometheus rule file needs a `groups:` list", position_of(doc, "groups"))
@@ -344,7 +366,7 @@ def parse_rule_doc(doc: object, path: str) -> tuple[list[RuleGroup], list[Proble
     seen: dict[str, Position | None] = {}
     for i, raw in enumerate(doc["groups"]):
         at = item_position(doc["groups"], i)
-        g = _group(f, raw, at)
+        g = _group(f, raw, at, lenient)
         name = raw.get("name") if isinstance(raw, Mapping) else None
         if isinstance(name, str) and name in seen:
             f.add("", "name", f"group name {name!r} is repeated in the same file", position_of(raw, "name"))
@@ -358,6 +380,18 @@ def parse_rule_doc(doc: object, path: str) -> tuple[list[RuleGroup], list[Proble
 
 def load_prometheus_rules(paths: Iterable[str | Path]) -> list[RuleGroup]:
     """Load Prometheus rule files (or directories of them); raise `RuleFileError` with every problem."""
+    groups, problems = load_prometheus_rules_lenient(paths, lenient=False)
+    if problems:
+        raise RuleFileError(problems)
+    return groups
+
+
+def load_prometheus_rules_lenient(
+    paths: Iterable[str | Path], *, lenient: bool = True
+) -> tuple[list[RuleGroup], list[Problem]]:
+    """The groups that loaded, and the problems of the rules left out (`parse_rule_doc`).
+
+    Raises `RuleFileError` for problems that are not a rule's own (YAML, groups, files)."""
     problems: list[Problem] = []
     groups: list[RuleGroup] = []
     where: dict[str, str] = {}
@@ -376,7 +410,7 @@ def load_prometheus_rules(paths: Iterable[str | Path]) -> list[RuleGroup]:
             line, col = (mark.line + 1, mark.column + 1) if mark is not None else (None, None)
             problems.append(Problem(str(path), "", "", f"invalid YAML: {exc}", line, col))
             continue
-        got, more = parse_rule_doc(doc, str(path))
+        got, more = parse_rule_doc(doc, str(path), lenient=lenient)
         problems.extend(more)
         for g in got:
             if g.name in where:
@@ -389,6 +423,9 @@ def load_prometheus_rules(paths: Iterable[str | Path]) -> list[RuleGroup]:
                 continue
             where[g.name] = str(path)
             groups.append(g)
-    if problems:
-        raise RuleFileError(problems)
-    return groups
+    if not lenient:
+        return groups, problems
+    fatal = [p for p in problems if not p.rule]
+    if fatal:
+        raise RuleFileError(fatal)
+    return groups, problems
