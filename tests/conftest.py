@@ -54,6 +54,19 @@ def alertmanager_url() -> str:
     return _need("ALERTMANAGER_URL")
 
 
+@pytest.fixture(scope="session")
+def alertmanager_webhook() -> Iterator:
+    """The receiver the local Alertmanager's webhook_configs point at (127.0.0.1:$ALERTMANAGER_WEBHOOK_PORT),
+    one for the whole session: Alertmanager keeps its connections alive, and a server bound again
+    to the same port after another stopped left its next notification unseen."""
+    from tests.support.http_receiver import Recorder, RecordingServer
+
+    recorder = Recorder()
+    server = RecordingServer(int(_need("ALERTMANAGER_WEBHOOK_PORT")), recorder)
+    yield recorder
+    server.stop()
+
+
 @pytest.fixture()
 def topic_factory(kafka_bootstrap: str) -> Iterator:
     """Create fresh, uniquely named topics on the real broker; delete them afterwards."""

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from rules.model import AlertEvent, AlertState, NotifyReason
 from rules.routing.payloads import alertmanager_payload, webhook_payload
 from rules.routing.types import GroupNotification
 from tests.support.events import alert_event, instance_labels
-from tests.support.http_receiver import Post, Recorder, RecordingServer
+from tests.support.http_receiver import Post, Recorder
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,19 +38,10 @@ INSTANCES = [f"prod-db-{i:02d}" for i in range(1, 6)]
 WAIT_S = 30.0  # upper bound for Alertmanager's flushes (1 s group_wait, 2 s group_interval)
 
 
-@pytest.fixture(scope="module")
-def webhook() -> Iterator[Recorder]:
-    """The receiver Alertmanager's webhook_configs point at."""
-    port = os.environ.get("ALERTMANAGER_WEBHOOK_PORT")
-    if not port:
-        pytest.fail(
-            "ALERTMANAGER_WEBHOOK_PORT is not set: `source deploy/local/env.sh` (or run `make test`)",
-            pytrace=False,
-        )
-    recorder = Recorder()
-    server = RecordingServer(int(port), recorder)
-    yield recorder
-    server.stop()
+@pytest.fixture()
+def webhook(alertmanager_webhook: Recorder) -> Recorder:
+    """The receiver Alertmanager's webhook_configs point at (tests/conftest.py)."""
+    return alertmanager_webhook
 
 
 def outage(name: str, fired_at: float, now: float, state: AlertState) -> GroupNotification:

@@ -7,13 +7,10 @@ private PostgreSQL schema; firing alerts are rows in its alert_events, as the st
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,7 @@ from connectors.control.publish import ControlPublisher
 from connectors.control.reader import read_all
 from rules.control.events import AckEvent, RuleSetEvent, SilenceEvent, stamp
 from tests.support.api_server import Api, amtool, insert_event, running_api, wait_until
-from tests.support.loopback import LoopbackServer
+from tests.support.http_receiver import Recorder
 
 pytestmark = pytest.mark.integration
 
@@ -196,53 +193,34 @@ def _iso(offset_s: float) -> str:
     return datetime.fromtimestamp(time.time() + offset_s, UTC).isoformat().replace("+00:00", "Z")
 
 
-class _Capture(BaseHTTPRequestHandler):
-    bodies: list[dict[str, Any]] = []
-    lock = threading.Lock()
-
-    def do_POST(self) -> None:
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        with self.lock:
-            self.bodies.append(body)
-        self.send_response(200)
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-def test_webhook_proxy_stores_real_alertmanager_payloads_once(api: Api, alertmanager_url: str) -> None:
+def test_webhook_proxy_stores_real_alertmanager_payloads_once(
+    api: Api, alertmanager_url: str, alertmanager_webhook: Recorder
+) -> None:
     """Alertmanager 0.25 (deploy/local) notifies its webhook; we record what it sends and post it
     to /webhook/proxy, twice."""
-    port = os.environ.get("ALERTMANAGER_WEBHOOK_PORT")
-    assert port, "ALERTMANAGER_WEBHOOK_PORT is not set: source deploy/local/env.sh"
     name = f"ApiProxy{uuid.uuid4().hex[:8]}"
-    server = LoopbackServer(int(port), _Capture, "am-webhook-capture")
-    try:
-        starts = _iso(-60)
-        alert = {
-            "labels": {"alertname": name, "instance_id": "db-7", "severity": "warning"},
-            "annotations": {"summary": "it's <b>late</b>"},
-            "startsAt": starts,
-        }
-        httpx.post(f"{alertmanager_url}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
+    starts = _iso(-60)
+    alert = {
+        "labels": {"alertname": name, "instance_id": "db-7", "severity": "warning"},
+        "annotations": {"summary": "it's <b>late</b>"},
+        "startsAt": starts,
+    }
+    httpx.post(f"{alertmanager_url}/api/v2/alerts", json=[alert], timeout=10).raise_for_status()
 
-        def posted(status: str) -> dict[str, Any] | None:
-            with _Capture.lock:
-                found = [
-                    b
-                    for b in _Capture.bodies
-                    if b.get("groupLabels", {}).get("alertname") == name and b["status"] == status
-                ]
-            return found[0] if found else None
+    def posted(status: str) -> dict[str, Any] | None:
+        with alertmanager_webhook.lock:
+            found = [
+                p.body
+                for p in alertmanager_webhook.posts
+                if p.body.get("groupLabels", {}).get("alertname") == name and p.body.get("status") == status
+            ]
+        return found[0] if found else None
 
-        firing = wait_until(lambda: posted("firing"), "Alertmanager's firing webhook", api)
-        httpx.post(
-            f"{alertmanager_url}/api/v2/alerts", json=[{**alert, "endsAt": _iso(-1)}], timeout=10
-        ).raise_for_status()
-        resolved = wait_until(lambda: posted("resolved"), "Alertmanager's resolved webhook", api)
-    finally:
-        server.stop()
+    firing = wait_until(lambda: posted("firing"), "Alertmanager's firing webhook", api)
+    httpx.post(
+        f"{alertmanager_url}/api/v2/alerts", json=[{**alert, "endsAt": _iso(-1)}], timeout=10
+    ).raise_for_status()
+    resolved = wait_until(lambda: posted("resolved"), "Alertmanager's resolved webhook", api)
 
     assert api.request("POST", "/webhook/proxy", firing)[1] == {"received": 1, "inserted": 1}
     assert api.request("POST", "/webhook/proxy", firing)[1] == {"received": 1, "inserted": 0}
