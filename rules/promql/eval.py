@@ -778,7 +778,8 @@ def _result_metric(lhs: Labels, rhs: Labels, matching: ast.VectorMatching, drop_
 
 
 def _select_k(members: list[Sample], k: int, *, top: bool) -> list[Sample]:
-    """topk/bottomk as Prometheus' heap does it (so ties and NaNs pick the same series)."""
+    """topk/bottomk with Prometheus' heap. Among equal values the first in input order wins; Prometheus'
+    input order is its storage's (not sorted), so which of two tied series it keeps can differ."""
 
     def less(a: Sample, b: Sample) -> bool:  # vectorByValueHeap / vectorByReverseValueHeap
         if math.isnan(a.value):

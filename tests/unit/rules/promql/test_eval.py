@@ -409,6 +409,13 @@ def test_matching_errors_name_the_problem() -> None:
         run('-{__name__=~"a|b"}', 0, two_names)
     with pytest.raises(PromqlEvalError, match="same labelset"):
         run('{__name__=~"a|b"} * 2', 0, two_names)
+    with pytest.raises(PromqlEvalError, match="same labelset"):
+        run('sum_over_time({__name__=~"a|b"}[1m])', 0, two_names)
+    # last_over_time keeps the name, so the two series stay apart
+    assert run('last_over_time({__name__=~"a|b"}[1m])', 0, two_names) == {
+        lbl("a", i="1"): 1.0,
+        lbl("b", i="1"): 2.0,
+    }
     assert run('{__name__=~"a|b"} > 0', 0, two_names) == {lbl("a", i="1"): 1.0, lbl("b", i="1"): 2.0}
 
 
