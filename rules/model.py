@@ -285,7 +285,8 @@ class AlertEvent:
             "fired_at": iso(self.fired_at) if self.fired_at is not None else None,
             "resolved_at": iso(self.resolved_at) if self.resolved_at is not None else None,
             "value": self.value if math.isfinite(self.value) else None,  # JSON has no NaN or Infinity
-            "threshold": self.threshold,
+            # a Prometheus alert's threshold is the number of a top-level comparison, else NaN
+            "threshold": self.threshold if math.isfinite(self.threshold) else None,
             "severity": self.severity.value,
             "labels": dict(self.labels),
             "annotations": dict(self.annotations),
@@ -317,7 +318,7 @@ class AlertEvent:
                 fired_at=None if record.get("fired_at") is None else _epoch(record["fired_at"]),
                 resolved_at=None if record.get("resolved_at") is None else _epoch(record["resolved_at"]),
                 value=math.nan if value is None else float(value),  # type: ignore[arg-type]
-                threshold=float(record["threshold"]),  # type: ignore[arg-type]
+                threshold=math.nan if record.get("threshold") is None else float(record["threshold"]),  # type: ignore[arg-type]
                 severity=Severity(record["severity"]),
                 labels=tuple(sorted((str(k), str(v)) for k, v in dict(record["labels"]).items())),  # type: ignore[call-overload]
                 annotations=tuple(

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from rules.model import AlertState, NotifyReason, Severity
+from rules.model import AlertEvent, AlertState, NotifyReason, Severity
 from rules.payload import (
     CONTEXT_KEYS,
     REQUIRED_KEYS,
@@ -208,6 +208,11 @@ def test_alert_records_are_strict_json_whatever_the_value() -> None:
         record = alert_event(value=value).to_record()
         assert record["value"] is None
         json.dumps(record, allow_nan=False)  # a consumer's strict parser accepts it
+    # a PromQL alert without a top-level comparison has no threshold (NaN): null, and back
+    record = alert_event(threshold=math.nan).to_record()
+    assert record["threshold"] is None
+    json.dumps(record, allow_nan=False)
+    assert math.isnan(AlertEvent.from_record(record).threshold)
 
 
 def test_trace_context_stays_out_of_the_notification_body() -> None:
