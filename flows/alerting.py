@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +32,12 @@ from flows.common import (
     WallClock,
     alert_message,
     evaluate,
+    evaluate_groups,
     lazy_flow,
     poison_line,
     poison_to_dlq,
     print_notification,
+    recorded_message,
     settings_decoder,
     settings_source,
     wall_clock,
@@ -50,9 +52,11 @@ from flows.notify import (
     routed_sink,
 )
 from rules.control.events import AckEvent
-from rules.loader import RuleFileError, load_rules
+from rules.loader import RuleFileError, load_rules, prometheus_files
+from rules.metric import Metric, iso
 from rules.model import AlertEvent, RuleSet
 from rules.payload import notification_payload
+from rules.promql.rulefile import RuleGroup, load_prometheus_rules
 from rules.routing.config import RoutingConfig
 from rules.routing.types import GroupNotification
 
@@ -77,6 +81,9 @@ class Outputs:
     group_fn: Callable[[GroupNotification], Any] = lambda n: n
     # routed inline delivery: the acks on the control topic at start (the routes' escalation)
     acks_at_start: Mapping[str, AckEvent] | None = None
+    # recording rules' output of Prometheus rule groups (RECORDED_TOPIC); None: dropped
+    recorded: Sink[Any] | None = None
+    recorded_fn: Callable[[Metric], Any] = lambda m: m
 
 
 def build_flow(
@@ -93,12 +100,21 @@ def build_flow(
     control_source: Source[Any] | None = None,
     rules_watch: Source[Any] | None = None,
     rules_version: str = "",
+    groups: Sequence[RuleGroup] = (),
+    skip_topics: Collection[str] = (),
 ) -> Dataflow:
     """`control_source` (`connectors.control.source`: silences; the engine holds its ticks until
     it caught up) and `rules_watch` (`connectors.control.watch`: rule sets loaded while running,
-    `rules_version` being the start-up set's content hash) are the control plane's inputs."""
+    `rules_version` being the start-up set's content hash) are the control plane's inputs.
+
+    `groups` (Prometheus rule groups, `flows.common.evaluate_groups`) run beside the seed rules
+    on the same input; their alert events join the engine's (alerts topic, delivery), their
+    recording rules' samples go to `outputs.recorded`. With groups and no seed rule, the engine
+    is left out and the groups' decoder dead-letters bad messages. `skip_topics` (the recorded
+    topic) are not fed back to the groups."""
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
+    engine = bool(ruleset.rules) or not groups
     # the control plane as one stream: what the evaluation broadcasts to its shards (and what
     # inline delivery's routing will read too: acknowledgements)
     control = op.input("control", flow, control_source) if control_source is not None else None
@@ -106,19 +122,41 @@ def build_flow(
     if rules_watch is not None:
         reloads = op.input("rules-watch", flow, rules_watch)
         engine_control = reloads if control is None else op.merge("control-and-rules", control, reloads)
-    events, poison = evaluate(
-        "rules",
-        raw,
-        ruleset,
-        decode,
-        shards=shards,
-        wall=wall,
-        flush_on_eof=flush_on_eof,
-        name=name,
-        control=engine_control,
-        await_control=control is not None,
-        rules_version=rules_version,
-    )
+    streams: list[Stream[AlertEvent]] = []
+    poison: Stream[Poison] | None = None
+    if engine:
+        events, poison = evaluate(
+            "rules",
+            raw,
+            ruleset,
+            decode,
+            shards=shards,
+            wall=wall,
+            flush_on_eof=flush_on_eof,
+            name=name,
+            control=engine_control,
+            await_control=control is not None,
+            rules_version=rules_version,
+        )
+        streams.append(events)
+    if groups:
+        g_events, recorded, g_poison = evaluate_groups(
+            "promql",
+            raw,
+            groups,
+            decode,
+            lateness_s=ruleset.allowed_lateness_s,
+            wall=wall,
+            flush_on_eof=flush_on_eof,
+            name=name,
+            skip_topics=skip_topics,
+            count_input=not engine,
+        )
+        streams.append(g_events)
+        poison = poison if poison is not None else g_poison
+        if outputs.recorded is not None:
+            op.output("recorded", op.map("recorded-record", recorded, outputs.recorded_fn), outputs.recorded)
+    events = streams[0] if len(streams) == 1 else op.merge("seed-and-promql-events", *streams)
     records = op.map("alert-record", events, outputs.alerts_fn)
     ticks = None
     if heartbeat is not None:  # a live pipeline says so on the alerts topic even when all is quiet
@@ -133,6 +171,7 @@ def build_flow(
         op.output("notify", op.map("notify-group", notes, outputs.group_fn), outputs.notify)
     elif outputs.notify is not None:  # inline delivery: the same sub-flow as flows.notify's
         deliver("notify", events, outputs.notify, outputs.notify_fn, ticks if outputs.notify_ticks else None)
+    assert poison is not None  # the engine or the groups decode: one of them always runs
     op.output("dlq", op.map("dlq-record", poison, outputs.dlq_fn), outputs.dlq)
     return flow
 
@@ -150,6 +189,10 @@ def embedded_outputs(routing: RoutingConfig | None = None) -> Outputs:
         dlq_fn=poison_line,
         routing=routing,
         group_fn=print_group,
+        recorded=StdOutSink(),
+        recorded_fn=lambda m: (
+            f"RECORDED {iso(m.ts)} {m.metric_name} {m.instance_id} {dict(m.tags)} {m.value:g}"
+        ),
     )
 
 
@@ -184,6 +227,10 @@ def kafka_outputs(settings: Settings) -> Outputs:
         acks_at_start=acks_at_start(settings)
         if notify is not None and routing is not None and settings.control_topic and settings.kafka_tail
         else None,
+        recorded=InstrumentedSink(
+            kafka_sink(brokers, settings.recorded_topic, extra), "alerting", "recorded"
+        ),
+        recorded_fn=recorded_message,
     )
 
 
@@ -220,6 +267,7 @@ def ruleset_version(settings: Settings) -> str:
 def from_settings(settings: Settings, monitoring: MonitoringSettings | None = None) -> Dataflow:
     version = ruleset_version(settings)  # before the load: a change in between is reloaded
     ruleset = load_rules(settings.rules_paths)
+    groups = load_groups(settings)
     decode = settings_decoder(settings)
     if settings.embedded:
         return build_flow(
@@ -230,6 +278,7 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
             shards=settings.shards,
             wall=None,
             flush_on_eof=True,
+            groups=groups,
         )
     if settings.kafka_tail and ruleset.allowed_lateness_s < MIN_LIVE_LATENESS_S:
         raise ConfigError([
@@ -257,7 +306,15 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
         control_source=control,
         rules_watch=watch,
         rules_version=version,
+        groups=groups,
+        skip_topics=(settings.recorded_topic,),
     )
+
+
+def load_groups(settings: Settings) -> list[RuleGroup]:
+    """The Prometheus rule groups in RULES_PATH (`RuleFileError` with every problem)."""
+    files = prometheus_files(settings.rules_paths)
+    return load_prometheus_rules(files) if files else []
 
 
 def _default_flow() -> Dataflow:
@@ -273,8 +330,15 @@ def _default_flow() -> Dataflow:
     # the rules' problems are listed with the environment's, not after it is fixed
     paths = settings.rules_paths if settings is not None else rules_paths(os.environ)
     if any(p.exists() for p in paths):
+        existing = [p for p in paths if p.exists()]
         try:
-            load_rules([p for p in paths if p.exists()])
+            load_rules(existing)
+        except RuleFileError as exc:
+            problems += [str(p) for p in exc.problems]
+        try:
+            prometheus = prometheus_files(existing)
+            if prometheus:
+                load_prometheus_rules(prometheus)
         except RuleFileError as exc:
             problems += [str(p) for p in exc.problems]
     if problems or settings is None or monitoring is None:
@@ -290,6 +354,8 @@ def _default_flow() -> Dataflow:
             topics["ALERTS_DLQ_TOPIC"] = settings.alerts_dlq_topic
         if settings.kafka_tail and settings.control_topic:  # read for silences, written on reloads
             topics["CONTROL_TOPIC"] = settings.control_topic
+        if prometheus_files(settings.rules_paths):  # recording rules' output
+            topics["RECORDED_TOPIC"] = settings.recorded_topic
         start_live("alerting", settings, monitoring, topics)  # /metrics, /healthz, /readyz for pods
     try:
         flow = from_settings(settings, monitoring)

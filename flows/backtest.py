@@ -55,16 +55,17 @@ from connectors.kafka.replay import (
 from connectors.kafka.replay_span import TopicSpan, topic_span
 from connectors.kafka.serde import Decoder, make_decoder
 from connectors.kafka.source import resolve_topics
-from flows.common import Poison, evaluate
+from flows.common import Poison, evaluate, evaluate_groups
 from rules.backtest import report
 from rules.backtest.chart import InstanceChart
 from rules.check import CaseError, not_a_test_file
 from rules.control.events import EMPTY, ControlEvent, ControlState, fold
 from rules.duration import parse_duration
-from rules.loader import RuleFileError, load_rules
+from rules.loader import RuleFileError, load_rules, prometheus_files
 from rules.metric import iso
 from rules.model import AlertEvent, AlertState, RulesError, RuleSet
 from rules.promql import mapping as promql
+from rules.promql.rulefile import RuleGroup, load_prometheus_rules
 
 NOTIFIED_STATES = (AlertState.FIRING, AlertState.RESOLVED)
 SIDES = ("A", "B")
@@ -85,27 +86,50 @@ def build_replay_flow(
     *,
     shards: int = 64,
     control: ControlState | None = None,
+    groups: Mapping[str, tuple[Sequence[RuleGroup], Decoder]] | None = None,
 ) -> Dataflow:
     """One input, one `evaluate` sub-flow per rule set (step ids prefixed by the side name).
 
     Poison is taken from the first side only (every side decodes the same messages), minus
     the messages the event-time window skipped. `control` (the control topic, folded) gives
-    every side the same silences.
+    every side the same silences. `groups`: a side's Prometheus rule groups and their decoder,
+    evaluated on event time beside its seed rules (`flows.common.evaluate_groups`); a side
+    with groups and no seed rule runs no engine.
     """
     flow = Dataflow("backtest")
     raw = op.input("metrics", flow, source)
     for i, (side, (ruleset, decode)) in enumerate(sides.items()):
-        ev, bad = evaluate(
-            f"rules-{side.lower()}",
-            raw,
-            ruleset,
-            decode,
-            shards=shards,
-            wall=None,
-            flush_on_eof=True,
-            name=f"backtest-{side.lower()}",  # not counted as the live job in /metrics
-            preload=control,
-        )
+        sid = side.lower()
+        prom = (groups or {}).get(side)
+        streams = []
+        bad: Any = None
+        if ruleset.rules or not prom:
+            ev, bad = evaluate(
+                f"rules-{sid}",
+                raw,
+                ruleset,
+                decode,
+                shards=shards,
+                wall=None,
+                flush_on_eof=True,
+                name=f"backtest-{sid}",  # not counted as the live job in /metrics
+                preload=control,
+            )
+            streams.append(ev)
+        if prom:
+            g_ev, _, g_bad = evaluate_groups(
+                f"promql-{sid}",
+                raw,
+                prom[0],
+                prom[1],
+                lateness_s=ruleset.allowed_lateness_s,
+                wall=None,
+                flush_on_eof=True,
+                name=f"backtest-{sid}",
+            )
+            streams.append(g_ev)
+            bad = bad if bad is not None else g_bad
+        ev = streams[0] if len(streams) == 1 else op.merge(f"events-{sid}-both", *streams)
         op.output(f"events-{side.lower()}", ev, TestingSink(events[side]))
         if i == 0:
             kept = op.filter("in-range", bad, lambda p: p.error != OUT_OF_RANGE)
@@ -376,6 +400,7 @@ def replay(
     rulesets: Sequence[tuple[str, RuleSet]],
     inp: ReplayInput,
     *,
+    groups: Mapping[str, Sequence[RuleGroup]] | None = None,
     shards: int = DEFAULT_SHARDS,
     all_states: bool = False,
     control: ControlState | None = None,
@@ -388,6 +413,7 @@ def replay(
     events: dict[str, list[AlertEvent]] = {side: [] for side, _ in rulesets}
     poison: list[Poison] = []
     sides: dict[str, tuple[RuleSet, Decoder]] = {}
+    prom: dict[str, tuple[Sequence[RuleGroup], Decoder]] = {}
     seen: list[Callable[[], Observed]] = []
     spans: list[Callable[[], tuple[float | None, float | None]]] = []
     kept = KeptSamples()
@@ -397,9 +423,12 @@ def replay(
         if keep_samples and not seen:  # one side sees every message the others see
             decode = keeping(decode, {r.metric for _, rs in rulesets for r in rs.rules}, kept)
         sides[side] = (ruleset, decode)
+        if groups and groups.get(side):  # beside an engine: a decoder of their own (counts once)
+            own = windowed_decoder(inp.decode, inp.start, inp.end)[0] if ruleset.rules else decode
+            prom[side] = (groups[side], own)
         seen.append(observed)
         spans.append(span)
-    flow = build_replay_flow(inp.source, sides, events, poison, shards=shards, control=control)
+    flow = build_replay_flow(inp.source, sides, events, poison, shards=shards, control=control, groups=prom)
     started = time.perf_counter()
     run_main(flow)
     seconds = time.perf_counter() - started
@@ -420,6 +449,12 @@ def replay(
         timeline={side: transitions(evs, all_states=True) for side, evs in events.items()},
         kept=kept,
     )
+
+
+def backtest_groups(paths: Sequence[Path]) -> list[RuleGroup]:
+    """The Prometheus rule groups among `paths` (`RuleFileError` with every problem)."""
+    files = prometheus_files(paths)
+    return load_prometheus_rules(files) if files else []
 
 
 def run(
@@ -592,8 +627,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         ap.error("--from must be before --to")
     try:
         rulesets = [("A", load_rules(args.rules))]
+        groups = {"A": backtest_groups(args.rules)}
         if args.compare:
             rulesets.append(("B", load_rules(args.compare)))
+            groups["B"] = backtest_groups(args.compare)
     except RuleFileError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -631,6 +668,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = replay(
             rulesets,
             inp,
+            groups=groups,
             shards=args.shards,
             all_states=args.all_states,
             control=control,

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, NoReturn
@@ -35,7 +35,7 @@ from connectors.control.watch import RulesUpdate
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
-from connectors.kafka.serde import make_decoder
+from connectors.kafka.serde import encode_json, make_decoder
 from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
@@ -46,6 +46,17 @@ from rules.control.events import ControlState
 from rules.engine import ShardEngine
 from rules.metric import Metric
 from rules.model import AlertEvent, RulesError, RuleSet
+from rules.promql.rulefile import RuleGroup
+from rules.promql.stream import (
+    EMPTY_OUTPUT,
+    GroupRunner,
+    Output,
+    RawSample,
+    group_metric_names,
+    partition_key,
+    plan_routes,
+    prom_labels,
+)
 
 Decoder = Callable[[bytes, float], Metric]
 WallClock = Callable[[], float]
@@ -82,6 +93,7 @@ def decode_batch(
     decode: Decoder,
     now: float,
     traces: dict[str, str] | None = None,
+    sources: list[KafkaSourceMessage] | None = None,
 ) -> tuple[list[Metric], list[Poison]]:
     """Decode a batch after routing; what cannot be decoded becomes `Poison` (to the DLQ).
 
@@ -91,7 +103,8 @@ def decode_batch(
 
     With `traces` given, the W3C `traceparent` header of each decoded message that has one is
     recorded there by instance_id (a later message of the batch wins); messages without
-    headers cost one truthiness check.
+    headers cost one truthiness check. With `sources` given, the message of each decoded
+    metric is appended there (same order as the metrics).
     """
     metrics: list[Metric] = []
     poison: list[Poison] = []
@@ -103,6 +116,8 @@ def decode_batch(
         try:
             metric = decode(raw, now)
             metrics.append(metric)
+            if sources is not None:
+                sources.append(msg)
             if traces is not None and msg.headers:
                 tp = traceparent_of(msg.headers)
                 if tp is not None:
@@ -309,6 +324,136 @@ def evaluate(
     return split.trues, split.falses  # type: ignore[return-value]
 
 
+@dataclass(frozen=True, slots=True)
+class GroupInput:
+    """One decoded source batch as a rule group sees it: its samples, the newest event time of
+    every partition in the batch (all messages, so time moves for every group) and the
+    `SourceProgress` markers that came behind them."""
+
+    group: str  # Bytewax's builder is not told its key: the first item names the group
+    samples: list[RawSample]
+    newest: dict[str, float]
+    wall: float
+    progress: tuple[SourceProgress, ...] = ()
+
+
+class GroupLogic(StatefulBatchLogic[GroupInput, "AlertEvent | Metric", "GroupRunner | None"]):
+    """Adapts `rules.promql.stream.GroupRunner` (one Prometheus rule group) to Bytewax."""
+
+    def __init__(
+        self,
+        runner: GroupRunner | None,
+        start: Callable[[str], GroupRunner],
+        flush_on_eof: bool,
+        name: str,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.runner = runner  # None until the first item names the group (or a snapshot's)
+        self.start = start
+        self.flush_on_eof = flush_on_eof
+        self.name = name
+        self.metrics = metrics or METRICS
+
+    def on_batch(self, values: list[GroupInput]) -> tuple[list[AlertEvent | Metric], bool]:
+        runner = self.runner
+        if runner is None:
+            runner = self.runner = self.start(values[0].group)
+        late = runner.stats.late
+        out = EMPTY_OUTPUT
+        for v in values:
+            out = out + runner.ingest(v.samples, v.newest, v.wall)
+            for p in v.progress:  # behind the batch's messages, as they were read
+                out = out + runner.progress(p.part, p.caught_up_at, p.parts)
+        return self._emit(out, runner.stats.late - late), StatefulBatchLogic.RETAIN
+
+    def _emit(self, out: Output, late: int) -> list[AlertEvent | Metric]:
+        if late:
+            self.metrics.record_batch(self.name, 0, 0, late)
+        if out.events:
+            self.metrics.record_events(self.name, out.events)
+        return [*out.recorded, *out.events]
+
+    def on_eof(self) -> tuple[list[AlertEvent | Metric], bool]:
+        if self.flush_on_eof and self.runner is not None:
+            return self._emit(self.runner.flush(), 0), StatefulBatchLogic.RETAIN
+        return [], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> GroupRunner | None:
+        return self.runner
+
+
+def evaluate_groups(
+    step_id: str,
+    raw: Stream[KafkaSourceMessage],
+    groups: Sequence[RuleGroup],
+    decode: Decoder,
+    *,
+    lateness_s: float,
+    wall: WallClock | None,
+    flush_on_eof: bool,
+    name: str = "alerting",
+    metrics: Metrics | None = None,
+    skip_topics: Collection[str] = (),
+    count_input: bool = False,
+) -> tuple[Stream[AlertEvent], Stream[Metric], Stream[Poison]]:
+    """Prometheus rule groups as a sub-flow: raw messages in; alert events, recording-rule
+    samples (seed records, for RECORDED_TOPIC) and poison out (`rules.promql.stream`).
+
+    Messages are decoded where they were read and each group gets one `GroupInput` per source
+    batch (its samples by metric name, every partition's newest event time, the progress
+    markers); one worker evaluates a group (`stateful_batch` keyed by its name), as Prometheus
+    does. `skip_topics` (the recorded topic) are not fed back: a group has its own outputs.
+    `count_input`: this sub-flow is the job's only decoder, so it counts messages and dead
+    letters in `/metrics` (beside the seed engine, that one does).
+    """
+    routes = plan_routes({g.name: group_metric_names(g) for g in groups})
+    by_name = {g.name: g for g in groups}
+    skip = frozenset(skip_topics)
+    counter = metrics or METRICS
+
+    def split(batch: list[Any]) -> list[Any]:
+        now = wall() if wall is not None else math.inf
+        msgs: list[KafkaSourceMessage] = []
+        progress: list[SourceProgress] = []
+        for m in batch:
+            if m.__class__ is KafkaSourceMessage:
+                if m.topic not in skip:
+                    msgs.append(m)
+            elif m.__class__ is SourceProgress:
+                progress.append(m)
+        sources: list[KafkaSourceMessage] = []
+        decoded, poison = decode_batch(msgs, decode, now, sources=sources)
+        samples: dict[str, list[RawSample]] = {g: [] for g in routes.groups}
+        newest: dict[str, float] = {}
+        for metric, msg in zip(decoded, sources, strict=True):
+            part = partition_key(msg.topic, msg.partition)
+            if metric.ts > newest.get(part, -math.inf):
+                newest[part] = metric.ts
+            for g in routes.groups_for(metric.metric_name):
+                samples[g].append((prom_labels(metric), metric.ts, metric.value))
+        if count_input:
+            counter.record_batch(name, len(msgs), len(poison))
+        at = 0.0 if now == math.inf else now
+        marks = tuple(progress)
+        out: list[Any] = list(poison)
+        if decoded or marks:
+            out.extend((g, GroupInput(g, samples[g], newest, at, marks)) for g in routes.groups)
+        return out
+
+    def start(group: str) -> GroupRunner:
+        return GroupRunner(by_name[group], lateness_s=lateness_s)
+
+    def build(resume: GroupRunner | None) -> GroupLogic:
+        return GroupLogic(resume, start, flush_on_eof, name, metrics)
+
+    items = op.flat_map_batch(f"{step_id}-decode", raw, split)
+    parts = op.branch(f"{step_id}-poison", items, lambda x: isinstance(x, Poison))
+    out = op.stateful_batch(f"{step_id}-evaluate", parts.falses, build)
+    values = op.map(f"{step_id}-unkey", out, lambda kv: kv[1])
+    split_out = op.branch(f"{step_id}-split", values, lambda x: isinstance(x, AlertEvent))
+    return split_out.trues, split_out.falses, parts.trues  # type: ignore[return-value]
+
+
 def wall_clock() -> float:
     return time.time()
 
@@ -316,6 +461,11 @@ def wall_clock() -> float:
 def alert_message(event: AlertEvent) -> KafkaSinkMessage[bytes, bytes]:
     """An alert transition for the `alerts` topic, keyed by fingerprint (ordered per alert)."""
     return KafkaSinkMessage(event.fingerprint.encode(), json.dumps(event.to_record()).encode())
+
+
+def recorded_message(m: Metric) -> KafkaSinkMessage[bytes, bytes]:
+    """A recording rule's sample for RECORDED_TOPIC: the seed JSON, keyed by instance_id."""
+    return KafkaSinkMessage(m.instance_id.encode(), encode_json(m))
 
 
 def print_notification(payload: dict[str, Any]) -> str:
