@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import math
 
+from rules.loader import BUNDLED
 from rules.metric import Metric
+from rules.promql.rulefile import load_prometheus_rules
 from rules.promql.stream import (
+    GroupRunner,
     InputClock,
+    RawSample,
     plan_routes,
     progressed,
     prom_labels,
@@ -94,3 +98,57 @@ def test_a_recorded_sample_is_a_seed_message_that_decodes() -> None:
         ("instance_id", "db-2"),
     )
     assert recorded_metric("r", per_instance, 1.0, 60.0, "g") == Metric(60.0, "mysql", "db-2", "r", 1.0, {})
+
+
+def _runner() -> GroupRunner:
+    (group,) = load_prometheus_rules([BUNDLED / "prometheus" / "aggregated.yml"])
+    return GroupRunner(group, lateness_s=L)
+
+
+def _lag(instance: str, ts: float, value: float) -> RawSample:
+    m = Metric(
+        ts, "postgresql", instance, "replication_lag_seconds", value, {"environment": "p", "region": "r"}
+    )
+    return (prom_labels(m), ts, value)
+
+
+def test_a_live_group_evaluates_while_a_silent_partition_is_caught_up_and_fires_by_wall_time() -> None:
+    """Partition 1 spoke once and went quiet (caught up): it never holds the group back, and once
+    partition 0 is quiet too, caught-up wall time carries the ticks (and the `for`) on."""
+    r = _runner()
+    t0 = 1736935200.0
+    out = r.ingest([_lag("a", t0 + 1, 50.0)], {"0-t": t0 + 1, "1-t": t0 + 1}, wall=100.0)
+    out += r.progress("0-t", 90.0, 2) + r.progress("1-t", 101.0, 2)  # 1-t read to its end after
+    for i in range(1, 10):  # partition 0 goes on; partition 1 says nothing more
+        ts = t0 + 1 + 15 * i
+        out += r.ingest([_lag("a", ts, 50.0)], {"0-t": ts}, wall=100.0 + 15 * i)
+    assert r.evaluated_until == t0 + 60  # newest (t0+136) - 30s lateness, on the minute
+    assert [m.value for m in out.recorded] == [50.0]  # the first tick at or after the first sample
+    assert [e.state.value for e in out.events] == ["pending"]  # firing needs `for: 3m`
+    # partition 0 caught up too, then nothing arrives for 5 minutes of wall time
+    quiet = r.progress("0-t", 236.0, 2) + r.progress("0-t", 536.0, 2) + r.progress("1-t", 536.0, 2)
+    assert r.evaluated_until == t0 + 360  # t0+136 - 30 + (536 - 235) of caught-up wall time = t0+407
+    assert [(e.alert_name, e.state.value, e.at) for e in quiet.events] == [
+        ("RegionReplicationLagHigh", "firing", t0 + 240)
+    ]
+
+
+def test_late_samples_are_counted_and_dropped_and_the_store_stays_bounded() -> None:
+    r = _runner()
+    t0 = 1736935200.0
+    for i in range(0, 200):
+        ts = t0 + 15 * i
+        r.ingest([_lag("a", ts, 1.0)], {"0-t": ts}, wall=float(i))
+    assert r.stats.late == 0 and r.evaluated_until > t0 + 2900
+    r.ingest([_lag("a", t0 + 100, 1.0)], {}, wall=300.0)
+    assert r.stats.late == 1
+    assert len(r.store) <= (300 + 60) / 15 + 60 / 60 * 2 + 10  # lookback of samples + recorded
+
+
+def test_a_backtest_group_flushes_every_tick_up_to_the_newest_sample() -> None:
+    r = _runner()
+    t0 = 1736935200.0
+    r.ingest([_lag("a", t0 + 5, 40.0), _lag("a", t0 + 200, 40.0)], {"0-t": t0 + 200}, wall=0.0)
+    assert r.evaluated_until == t0 + 120
+    out = r.flush()
+    assert r.evaluated_until == t0 + 180 and [m.ts for m in out.recorded] == [t0 + 180]
