@@ -577,7 +577,7 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--output", type=Path, help="transition log to write (JSONL)")
     out.add_argument("--summary", type=Path, help="per-rule summary as JSON")
     out.add_argument("--diff", type=Path, help="A/B diff as JSON (needs --compare)")
-    out.add_argument("--html", type=Path, help="self-contained HTML report with an SVG timeline")
+    out.add_argument("--html", type=Path, help="self-contained HTML report: timeline, charts per alert")
     out.add_argument("--all-states", action="store_true", help="also log pending/inactive and repeats")
     out.add_argument("--progress", type=float, default=2.0, help="seconds between progress lines; 0: none")
     ap.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help=argparse.SUPPRESS)

@@ -196,7 +196,7 @@ class Layout:
 def _legend(chart: InstanceChart, color: str) -> list[tuple[str, str]]:
     """(kind, text) of each legend entry, in drawing order."""
     items = [("value", chart.value_label)]
-    if chart.threshold is not None:
+    if chart.threshold is not None and math.isfinite(chart.threshold):
         items.append(
             ("threshold", f"threshold {chart.op or ''} {value_text(chart.threshold)}".replace("  ", " "))
         )
@@ -246,8 +246,9 @@ def chart_svg(chart: InstanceChart, *, ident: str, width: int = 1100, height: in
     lay = Layout(width, total_h, 76, width - 16, 14 + 16 * len(legend), total_h - 40)
 
     finite = [v for _, v in chart.points if math.isfinite(v)]
-    lo_v = min([*finite, *([chart.threshold] if chart.threshold is not None else [])], default=0.0)
-    hi_v = max([*finite, *([chart.threshold] if chart.threshold is not None else [])], default=1.0)
+    limit = [chart.threshold] if chart.threshold is not None and math.isfinite(chart.threshold) else []
+    lo_v = min([*finite, *limit], default=0.0)
+    hi_v = max([*finite, *limit], default=1.0)
     if hi_v <= lo_v:
         pad = abs(hi_v) * 0.1 or 1.0
         lo_v, hi_v = lo_v - pad, hi_v + pad

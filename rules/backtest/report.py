@@ -1,10 +1,11 @@
 """Backtest reports: pure functions over transition records (`AlertEvent.to_record()` dicts).
 
 Firing spans, per-rule summaries, the A/B diff of two rule sets over the same data, and
-their renderings (text tables, JSON-ready dicts, an SVG timeline and a self-contained HTML
-page: no script, no external asset, so a report can be attached to a ticket as is).
-Working from records rather than events means a report can be rebuilt from a saved
-`--output` log without re-running the replay.
+their renderings (text tables, JSON-ready dicts, an SVG timeline, per-instance value charts
+from `rules.backtest.chart` and a self-contained HTML page: no script, no external asset,
+so a report can be attached to a ticket as is). Working from records rather than events
+means a report can be rebuilt from a saved `--output` log without re-running the replay;
+only the value charts need the samples the rules read (`instance_charts`).
 """
 
 from __future__ import annotations
@@ -517,6 +518,11 @@ def chart_range(ps: Sequence[Period], start: float, end: float, interval_s: floa
     return (lo, hi) if hi > lo else (start, max(end, start + interval_s))
 
 
+def _number(v: object) -> float | None:
+    """A number to draw: PromQL alerts without a top-level comparison have no threshold (null/NaN)."""
+    return float(v) if isinstance(v, int | float) and math.isfinite(v) else None
+
+
 def _ticks(lo: float, hi: float, interval_s: float) -> list[float]:
     first = math.ceil(lo / interval_s)
     n = math.floor(hi / interval_s) - first + 1
@@ -598,7 +604,7 @@ def instance_charts(
                         if (str(r["alert_name"]), labels_of(r)) == key
                     ),
                     value_label="value at transitions",
-                    threshold=float(threshold) if isinstance(threshold, int | float) else None,
+                    threshold=_number(threshold),
                     note="value known only at this instance's transitions: its rule's samples were not kept",
                 )
             )
@@ -617,6 +623,7 @@ code, .mono { font-family: monospace; }
 .banner { font-weight: 600; }
 .instance h3 { font-size: 14px; font-weight: 600; margin: 18px 0 4px; font-family: monospace; }
 .instance p { margin: 2px 0 4px; font-size: 12px; color: #555; }
+.instance svg { max-width: 100%; height: auto; }
 """
 
 

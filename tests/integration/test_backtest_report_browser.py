@@ -193,12 +193,16 @@ def test_the_value_is_above_the_threshold_while_firing(page: WebDriver) -> None:
     chart = chart_of(page, "HighCPU")
     firing = box(page, chart.find_element(By.CSS_SELECTOR, "rect.period.firing"))
     threshold = box(page, chart.find_element(By.CSS_SELECTOR, "line.threshold"))
-    svg = box(page, chart.find_element(By.TAG_NAME, "svg"))
+    element = chart.find_element(By.TAG_NAME, "svg")
+    svg = box(page, element)
+    scale = (svg["right"] - svg["left"]) / float(
+        element.get_attribute("width") or 1
+    )  # narrow windows shrink it
     points = []
     for line in chart.find_elements(By.CSS_SELECTOR, "polyline.value"):
         for p in (line.get_attribute("points") or "").split():
             x, y = (float(v) for v in p.split(","))
-            points.append((svg["left"] + x, svg["top"] + y))  # the viewBox is the svg's size in px
+            points.append((svg["left"] + x * scale, svg["top"] + y * scale))
     inside = [y for x, y in points if firing["left"] + 1 < x < firing["right"] - 1]
     assert len(inside) >= 5 and all(y < threshold["top"] for y in inside)  # drawn above the line
     before = [y for x, y in points if x < firing["left"] - 40]

@@ -189,3 +189,9 @@ def test_a_long_legend_wraps_and_the_chart_grows() -> None:
     assert float(long.get("height", 0)) > float(short.get("height", 0))
     ys = {e.find(f"{SVG}text").get("y") for e in long.iter(f"{SVG}g") if e.get("class") == "legend-item"}  # type: ignore[union-attr]
     assert len(ys) >= 2
+
+
+def test_a_threshold_that_is_not_a_number_draws_no_line() -> None:
+    svg = ET.fromstring(chart_svg(chart(threshold=math.nan, op=None), ident="2"))
+    assert not any(e.get("class") == "threshold" for e in svg.iter(f"{SVG}line"))
+    assert "nan" not in " ".join(t.text or "" for t in svg.iter(f"{SVG}text"))
