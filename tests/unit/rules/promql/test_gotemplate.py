@@ -4,6 +4,7 @@ template/template_test.go and Go's fmt), and what is outside the subset is a loa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -12,7 +13,7 @@ from rules.promql.gotemplate import TemplateError, check, compile_template, go_f
 LABELS = {"instance": "db1:9100", "job": "node", "__name__": "up"}
 
 
-def one(fn: str, values: list[object]) -> str:
+def one(fn: str, values: Sequence[object]) -> str:
     """`{{ range . }}{{ fn . }}:{{ end }}` of Prometheus' tests, one value at a time."""
     return "".join(render(f"{{{{ {fn} $value }}}}:", {}, v) for v in values)  # type: ignore[arg-type]
 

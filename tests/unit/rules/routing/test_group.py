@@ -231,7 +231,7 @@ def muted(i: int, at: float, why: Suppression = Suppression.SILENCED) -> AlertEv
 
 def test_an_alert_muted_while_firing_leaves_the_group_until_its_release() -> None:
     run = Run(Timers(group_wait=30.0, group_interval=300.0, repeat_interval=600.0))
-    state, notes = run(
+    _, notes = run(
         [
             (T0, [fire(1, T0), fire(2, T0)]),
             (T0 + 30, []),  # first flush: both firing
