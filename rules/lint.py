@@ -2,41 +2,37 @@
 
 Lists every problem of every file, located (`file:line:col: rule 'X': field: message`, as
 Prometheus' rulefmt prints them), then a closing line; exits 1 when there is any problem,
-0 otherwise, 2 on a usage error. Nothing runs and nothing is written: it is the loader's own
-validation (rules/loader.py, the one the jobs run at start), so a file that lints clean is a
-file the jobs load.
+0 otherwise, 2 on a usage error. Nothing runs and nothing is written: it is the loaders' own
+validation, the one the live job and the backtest run at start, so a file that lints clean is a
+file the jobs load (and one with a problem is one the live job refuses to start with).
 
 - Seed files (`alert_rules:`, or the flat `rules:` / `alerting: {rules:}`) are loaded
-  together, as the jobs would: a rule name used in two files is a problem.
-- Prometheus rule files (`groups:`) are not loaded by the live job yet: the linter says so,
-  points to `python -m flows.backtest --promtool TESTS.yml` (which runs them), and still lists
-  each rule that does not map onto our rule model (rules/promql/mapping.py) with the reason.
+  together by `rules.loader`, as the jobs would: a rule name used in two files is a problem.
+- Prometheus rule files (`groups:`) are loaded together by `rules.promql.rulefile`, as the
+  jobs would: an expression outside the PromQL subset (the construct named, docs/promql.md), a
+  template outside the supported subset, a group name used twice in the rule set, ... Each
+  group that loads is shown with what the job will do with it: its interval, its recording
+  rules (written to RECORDED_TOPIC) and its alerts (`for`, `keep_firing_for`), in order.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from rules.loader import Problem, RuleFileError, load_rules, load_yaml
-from rules.promql.mapping import convert_groups, recorded_names
-
-PROMETHEUS_NOTE = (
-    "a Prometheus rule file: the live job does not load these yet; `python -m flows.backtest "
-    "--promtool TESTS.yml` runs them with their promtool tests. Linted: how its rules map onto ours"
-)
+from rules.loader import Problem, RuleFileError, load_rules, prometheus_files
+from rules.promql.rulefile import AlertingRule, RuleGroup, load_prometheus_rules_lenient
+from rules.promql.stream import DEFAULT_INTERVAL_S
 
 
 @dataclass(frozen=True, slots=True)
 class Report:
     problems: tuple[Problem, ...]
-    notes: tuple[str, ...]  # said, not counted: the Prometheus pointer, lossy mappings
-    rules: int  # rules that load (seed) or map (Prometheus)
+    groups: tuple[RuleGroup, ...]  # the Prometheus groups that load, in rule-set order
+    rules: int  # rules that load: seed rules and the groups' rules
     files: int
 
 
@@ -48,50 +44,55 @@ def expand(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def is_prometheus(doc: object) -> bool:
-    return (
-        isinstance(doc, Mapping)
-        and "groups" in doc
-        and not any(k in doc for k in ("alert_rules", "rules", "alerting"))
-    )
-
-
 def lint(paths: Sequence[Path]) -> Report:
-    """Every problem of `paths`, in file then line order."""
+    """Every problem of `paths`, in file then line order, and the Prometheus groups that load."""
     files = expand(paths)
     problems: list[Problem] = []
-    notes: list[str] = []
-    seed: list[Path] = []
-    prometheus: list[tuple[Path, object]] = []
-    for path in files:
-        try:
-            doc = load_yaml(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError):
-            seed.append(path)  # the loader reports it, located, like any other problem
-            continue
-        if is_prometheus(doc):
-            prometheus.append((path, doc))
-        else:
-            seed.append(path)
     rules = 0
-    if seed:
-        try:
-            rules += len(load_rules(seed).rules)
-        except RuleFileError as exc:
-            problems.extend(exc.problems)
-    recorded = set().union(*(recorded_names(doc) for _, doc in prometheus))
-    for path, doc in prometheus:
-        notes.append(f"{path}: {PROMETHEUS_NOTE}")
-        conv = convert_groups(doc, source=str(path), recorded=recorded)
-        rules += len(conv.rules)
-        for u in conv.unmappable:
-            where = f" (group {u.group})" if u.group else ""
-            expr = f": {u.expr}" if u.expr else ""
-            reason = f"not mappable{where}: {u.reason}{expr}"
-            problems.append(Problem(str(path), u.name, "", reason, u.line, u.column))
-        notes.extend(f"{path}: {n}" for n in conv.notes)
+    if not files:
+        return Report((), (), 0, 0)
+    try:  # seed files; Prometheus files are passed by (and unreadable ones reported) here
+        rules += len(load_rules(files).rules)
+    except RuleFileError as exc:
+        problems.extend(exc.problems)
+    groups: list[RuleGroup] = []
+    prometheus = prometheus_files(files)
+    if prometheus:
+        # not lenient: what the live job loads (a group with a problem is refused, not trimmed)
+        groups, more = load_prometheus_rules_lenient(prometheus, lenient=False)
+        problems.extend(more)
+        rules += sum(len(g.rules) for g in groups)
     problems.sort(key=lambda p: (p.file, p.line or 0, p.column or 0))
-    return Report(tuple(problems), tuple(notes), rules, len(files))
+    return Report(tuple(problems), tuple(groups), rules, len(files))
+
+
+def _seconds(s: float) -> str:
+    for unit, size in (("h", 3600), ("m", 60)):
+        if s >= size and s % size == 0:
+            return f"{s / size:g}{unit}"
+    return f"{s:g}s"
+
+
+def describe(group: RuleGroup) -> list[str]:
+    """What the jobs do with a group: one line for the group, one per rule, in evaluation order."""
+    every = (
+        f"every {_seconds(group.interval_s)}"
+        if group.interval_s
+        else f"every {_seconds(DEFAULT_INTERVAL_S)} (default)"
+    )
+    lines = [f"GROUP {group.source}: {group.name}: {len(group.rules)} rule(s), evaluated {every}"]
+    for r in group.rules:
+        at = f"line {r.line}: " if r.line else ""
+        if isinstance(r, AlertingRule):
+            extra = "".join(
+                f", {k} {_seconds(v)}"
+                for k, v in (("for", r.for_s), ("keep_firing_for", r.keep_firing_for_s))
+                if v
+            )
+            lines.append(f"  {at}alert {r.name}{extra}: {r.expr_text}")
+        else:
+            lines.append(f"  {at}record {r.name} (also to RECORDED_TOPIC): {r.expr_text}")
+    return lines
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -105,13 +106,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not report.files:
         print("rules.lint: no rule files found in " + ", ".join(map(str, args.paths)), file=sys.stderr)
         return 2
-    for note in report.notes:
-        print(f"NOTE {note}")
     for p in report.problems:
         print(p)
     if report.problems:
-        print(f"{len(report.problems)} problem(s) in {report.files} file(s)")
+        print(
+            f"{len(report.problems)} problem(s) in {report.files} file(s): the jobs refuse to start with them"
+        )
         return 1
+    for g in report.groups:
+        print("\n".join(describe(g)))
     print(f"ok: {report.rules} rule(s) in {report.files} file(s)")
     return 0
 

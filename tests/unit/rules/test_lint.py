@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.lint import lint, main
+from rules.lint import describe, lint, main
 from rules.loader import BUNDLED
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,29 +51,77 @@ def test_every_problem_is_listed_with_file_and_line(
         f"{bad}:12:19: rule 'Disk': annotations.summary: unsupported template expression {{{{ $foo }}}}",
     ]
     assert out[5].startswith(f"{other}:2:5: rule 'Disk': name: duplicate rule name")
-    assert out[-1] == "6 problem(s) in 2 file(s)"
+    assert out[-1] == "6 problem(s) in 2 file(s): the jobs refuse to start with them"
 
 
-def test_a_prometheus_file_is_pointed_to_promtool_and_its_mapping_linted(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    assert main([str(PROM)]) == 1
+def test_a_prometheus_file_is_shown_as_the_live_job_loads_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(PROM)]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith(f"NOTE {PROM}: a Prometheus rule file: the live job does not load these yet")
-    assert "flows.backtest --promtool" in out[0]
-    assert out[1].startswith(f"{PROM}:39:9: rule 'LoadPerCPU': not mappable (group database): ")
-    assert out[2].startswith(
-        f"{PROM}:44:9: rule 'instance:cpu:avg5m': not mappable (group database): recording"
+    assert out[0] == f"GROUP {PROM}: database: 7 rule(s), evaluated every 1m"
+    assert out[1] == (
+        '  line 7: alert HighCPU, for 5m: avg_over_time(cpu_usage_percent{environment="production"}[5m]) > 80'
     )
-    assert lint([PROM]).rules == 5
+    assert "  line 32: alert DiskFull, keep_firing_for 10m: 90 < disk_usage_percent" in out
+    # arithmetic across series and recording rules are evaluated now, not skipped
+    assert any(line.startswith("  line 39: alert LoadPerCPU: node_load1 / on(instance)") for line in out)
+    assert "  line 44: record instance:cpu:avg5m (also to RECORDED_TOPIC): " in "\n".join(out)
+    assert out[-1] == "ok: 7 rule(s) in 1 file(s)"
+    report = lint([PROM])
+    assert [g.name for g in report.groups] == ["database"] and report.rules == 7
 
 
-def test_a_prometheus_file_that_maps_lints_clean_with_the_pointer(tmp_path: Path) -> None:
+PROM_BAD = """groups:
+  - name: g
+    rules:
+      - alert: WillFill
+        expr: predict_linear(disk_free[1h], 3600) < 0
+      - record: lagged
+        expr: cpu offset 5m
+  - name: h
+    interval: 30s
+    rules:
+      - alert: Later
+        expr: x:rate > 1
+      - record: x:rate
+        expr: rate(x[5m])
+  - name: ok
+    rules:
+      - alert: Fine
+        expr: up == 0
+"""
+
+
+def test_prometheus_problems_are_located_and_name_the_construct(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.yml"
+    bad.write_text(PROM_BAD)
+    other = tmp_path / "other.yml"  # a group name of bad.yml again, in another file
+    other.write_text("groups:\n  - name: ok\n    rules:\n      - {alert: Down, expr: up == 0}\n")
+    seed = tmp_path / "seed.yml"  # seed and Prometheus files lint together, as RULES_PATH loads them
+    seed.write_text(BAD)
+    assert main([str(tmp_path)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    mine = [line for line in out if line.startswith(str(bad))]
+    assert mine[0].startswith(f"{bad}:5:9: rule 'WillFill': expr: function predict_linear is not supported")
+    assert mine[1].startswith(f"{bad}:7:9: rule 'lagged': expr: offset is not supported")
+    assert mine[2].startswith(f"{bad}:12:9: rule 'Later': expr: reads 'x:rate', which rule #2 (line 13)")
+    assert len(mine) == 3
+    assert any(line.startswith(f"{other}:1:1: name: group name 'ok' is also in {bad}") for line in out)
+    assert sum(line.startswith(str(seed)) for line in out) == 5
+    assert out[-1] == "9 problem(s) in 3 file(s): the jobs refuse to start with them"
+    assert not any(line.startswith("GROUP") for line in out)  # nothing is said to load
+
+
+def test_a_group_without_interval_is_shown_with_the_default(tmp_path: Path) -> None:
     path = tmp_path / "ok.yml"
-    path.write_text("groups:\n  - name: g\n    rules:\n      - {alert: Down, expr: up == 0}\n")
+    path.write_text("groups:\n  - name: g\n    rules:\n      - {alert: Down, expr: up == 0, for: 90s}\n")
     report = lint([path])
     assert report.problems == () and report.rules == 1
-    assert "--promtool" in report.notes[0]
+    assert describe(report.groups[0]) == [
+        f"GROUP {path}: g: 1 rule(s), evaluated every 1m (default)",
+        "  line 4: alert Down, for 90s: up == 0",
+    ]
 
 
 def test_yaml_errors_and_missing_files_are_problems_not_crashes(tmp_path: Path) -> None:
