@@ -34,43 +34,24 @@ from typing import Any, Final
 
 from rules import snapshot as snap
 from rules.aggregate import aggregator
-from rules.alert import (
-    INACTIVE,
-    AlertInstance,
-    Change,
-    ChangeKind,
-    Policy,
-    announce,
-    is_active,
-    mute,
-    step,
-    unannounced,
-)
+from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, is_active, step
 from rules.control.events import EMPTY, ControlEvent, ControlState, SilenceEvent, fold
 from rules.model import (
     Aggregation,
     AlertEvent,
     AlertState,
-    Matcher,
     Metric,
     NotifyReason,
     Rule,
     RulesError,
     RuleSet,
-    Suppression,
     series_labels,
 )
+from rules.suppress import STATE_OF, Silences, after_step, decide, event_id, message_id, mute_id, silences_of
 from rules.template import render
 
-_STATE_OF = {
-    ChangeKind.PENDING: AlertState.PENDING,
-    ChangeKind.FIRING: AlertState.FIRING,
-    ChangeKind.RESOLVED: AlertState.RESOLVED,
-    ChangeKind.DROPPED: AlertState.INACTIVE,
-    ChangeKind.REPEAT: AlertState.FIRING,
-    ChangeKind.UNSUPPRESSED: AlertState.FIRING,
-    ChangeKind.MUTED: AlertState.FIRING,
-}
+__all__ = ["ShardEngine", "fingerprint", "message_id", "mute_id"]  # the ids stay importable from here
+
 SNAPSHOT_VERSION: Final = 1
 """`snapshot`'s format: `(1, {instance: ...})`; version 0 is the bare dict of older jobs."""
 # A series with no sample for this long and no active alert is forgotten (memory bound).
@@ -82,24 +63,6 @@ def fingerprint(rule_name: str, labels: tuple[tuple[str, str], ...]) -> str:
     """Deterministic across processes and restarts (never Python's salted `hash`)."""
     text = rule_name + "\x00" + "\x00".join(f"{k}={v}" for k, v in labels)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def message_id(fp: str, active_at: float, state: AlertState, repeat_seq: int = 0) -> str:
-    """Same transition, same id: a replay or a restart can never post a new one."""
-    text = f"{fp}|{active_at!r}|{state.value}|{repeat_seq}"
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def mute_id(fp: str, active_at: float, at: float) -> str:
-    """The record that shows an announced alert muted: its own id (the alert history is
-    idempotent on message_id), the same in every replay."""
-    text = f"{fp}|{active_at!r}|muted|{at!r}"
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-Mute = tuple[float, float, tuple[Matcher, ...], Suppression]
-"""A silence as the engine checks it: [starts, ends), matchers, what it shows (silenced or
-maintenance)."""
 
 
 def alert_labels(rule: Rule, metric: Metric) -> tuple[tuple[str, str], ...]:
@@ -210,19 +173,7 @@ class ShardEngine:
         self._set_silences()
 
     def _set_silences(self) -> None:
-        """Rule-file silences first, then the control plane's by (starts_at, id): the same
-        order in every process, so the suppression shown never depends on arrival order."""
-        mutes: list[Mute] = [
-            (s.starts, s.ends, s.matchers, Suppression.SILENCED) for s in self.ruleset.silences
-        ]
-        for sil in sorted(self.control.silences.values(), key=lambda e: (e.starts_at, e.id)):
-            why = Suppression.MAINTENANCE if sil.maintenance else Suppression.SILENCED
-            mutes.append((sil.starts_at, sil.ends_at, sil.matchers, why))
-        self.silences: tuple[Mute, ...] = tuple(mutes)
-        # ticks outside [first start, last end) need no check at all
-        self.silence_span = (
-            (min(m[0] for m in mutes), max(m[1] for m in mutes)) if mutes else (math.inf, -math.inf)
-        )
+        self.silences: Silences = silences_of(self.ruleset.silences, self.control)
 
     # -- control plane ----------------------------------------------------------------
     def apply_control(self, event: ControlEvent) -> None:
@@ -462,8 +413,7 @@ class ShardEngine:
     def _evaluate(self, inst: Instance, tick: float, out: list[AlertEvent]) -> None:
         self.stats.evaluations += 1
         staleness = self.ruleset.staleness_s
-        # does any silence cover this tick? (none at all: no check on any binding)
-        silenced = self.silence_span[0] <= tick < self.silence_span[1]
+        silences, policy = self.silences, self.policy
         produced: list[tuple[Binding, Change, AlertInstance, float]] = []
         for s in inst.series.values():
             if s is None:
@@ -499,25 +449,12 @@ class ShardEngine:
                     nxt, changes = step(
                         prev, holds, value, tick, rule, self.policy, stale=stale and fn is not None
                     )
-                    b.inst = nxt
-                    why = None
-                    firing = nxt.state is AlertState.FIRING
-                    if firing and nxt.announced and (silenced or nxt.muted is not None):
-                        # announced and firing: a silence that starts to match it mutes it now (its
-                        # repeats are then recorded as suppressed, by `_suppression`)
-                        why = self._silenced(b.labels_map, tick) if silenced else None
-                        if why is not None and nxt.muted is None:
-                            b.inst, c = mute(nxt, tick, why)
+                    if nxt.state is AlertState.FIRING or changes:
+                        # silences mute an announced alert, or let a held-back one go (rules.suppress)
+                        nxt, shown = after_step(nxt, changes, tick, b.labels_map, silences, policy)
+                        for c in shown:
                             produced.append((b, c, prev, value))
-                    for c in changes:
-                        produced.append((b, c, prev, value))
-                    held = firing and (not nxt.announced or nxt.muted is not None)
-                    if held and not changes and why is None:
-                        # held back so far (silence, inhibition, flapping), or muted since it was
-                        # announced: announce (again) once that ends
-                        cand = unannounced(nxt, tick, self.policy)
-                        if cand is not None:
-                            produced.append((b, cand, prev, value))
+                    b.inst = nxt
         if produced:
             self._emit(inst, produced, out)
 
@@ -535,22 +472,16 @@ class ShardEngine:
             if b.inst.state is AlertState.FIRING
         ]
         emitted_before = len(out)
+        sources = [f.labels_map for f in firing]
         for b, c, prev, value in produced:
             rule = b.rule
-            if c.kind is ChangeKind.RESOLVED:
-                # once announced, an incident's resolution is always announced; never announced,
-                # its resolution closes nothing for a receiver
-                suppressed = None if prev.announced else Suppression.NOT_ANNOUNCED
-            elif c.notify is not None:
-                suppressed = self._suppression(b, c, firing)
-                if suppressed is None:
-                    b.inst = announce(b.inst, c)
-                elif c.kind is ChangeKind.UNSUPPRESSED:
-                    continue  # still held back: nothing happened worth a record
-            else:
-                suppressed = c.muted  # MUTED: why; PENDING, DROPPED: None
+            b.inst, suppressed, record = decide(
+                c, prev, b.inst, b.labels_map, self.silences, self.ruleset.inhibit_rules, sources
+            )
+            if not record:
+                continue
             cur = b.inst
-            state = _STATE_OF[c.kind]
+            state = STATE_OF[c.kind]
             active_at = prev.active_at if c.kind is ChangeKind.DROPPED else cur.active_at
             shown = cur.value if math.isnan(value) and not c.stale else value
             annotations = tuple(
@@ -573,16 +504,7 @@ class ShardEngine:
                     runbook_url=render(rule.runbook_url, b.labels_map, shown, rule.threshold),
                     dashboard_url=render(rule.dashboard_url, b.labels_map, shown, rule.threshold),
                     fire_count=cur.fire_count,
-                    message_id=mute_id(b.fp, active_at, c.at)
-                    if c.kind is ChangeKind.MUTED
-                    else message_id(
-                        b.fp,
-                        active_at,
-                        state,
-                        cur.repeat_seq
-                        if c.kind is ChangeKind.REPEAT or c.kind is ChangeKind.UNSUPPRESSED
-                        else 0,
-                    ),
+                    message_id=event_id(b.fp, c, active_at, cur),
                     notify=c.notify,
                     suppressed=suppressed,
                     stale=c.stale,
@@ -590,30 +512,6 @@ class ShardEngine:
                 )
             )
         self.stats.events += len(out) - emitted_before
-
-    def _silenced(self, labels: Mapping[str, str], at: float) -> Suppression | None:
-        """What mutes an alert with `labels` at tick `at`: the first silence that matches."""
-        for starts, ends, matchers, why in self.silences:
-            if starts <= at < ends and all(m.matches(labels) for m in matchers):
-                return why
-        return None
-
-    def _suppression(self, b: Binding, c: Change, firing: list[Binding]) -> Suppression | None:
-        if self.silence_span[0] <= c.at < self.silence_span[1]:
-            why = self._silenced(b.labels_map, c.at)
-            if why is not None:
-                return why
-        for ih in self.ruleset.inhibit_rules:
-            if not all(m.matches(b.labels_map) for m in ih.target):
-                continue
-            for src in firing:
-                if src is b or not all(m.matches(src.labels_map) for m in ih.source):
-                    continue
-                if all(src.labels_map.get(k) == b.labels_map.get(k) for k in ih.equal):
-                    return Suppression.INHIBITED
-        if c.flapping:
-            return Suppression.FLAPPING
-        return None
 
     def _prune(self, iid: str, inst: Instance, tick: float) -> None:
         dead = []
