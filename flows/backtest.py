@@ -2,7 +2,7 @@
 
     python -m flows.backtest --rules PATH --input FILE.jsonl|FILE.avro --output FILE.jsonl
     python -m flows.backtest --rules PATH --topic PATTERN --from -7d [--to now] [--full-scan] [--compare PATH]
-    python -m flows.backtest --promtool TESTS.yml
+    python -m flows.backtest --promtool TESTS.yml      (the same as python -m rules.check TESTS.yml)
 
 Runs the alerting job's own evaluation sub-flow (flows.common.evaluate) over recorded metric
 messages on event time only: no wall clock, no notifications, no writes anywhere but the
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-import yaml
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.testing import TestingSink, run_main
@@ -58,13 +57,12 @@ from connectors.kafka.source import resolve_topics
 from flows.common import Poison, evaluate, evaluate_groups
 from rules.backtest import report
 from rules.backtest.chart import InstanceChart
-from rules.check import CaseError, not_a_test_file
+from rules.check import main as check_main
 from rules.control.events import EMPTY, ControlEvent, ControlState, fold
 from rules.duration import parse_duration
 from rules.loader import RuleFileError, load_rules, prometheus_files
 from rules.metric import iso
-from rules.model import AlertEvent, AlertState, RulesError, RuleSet
-from rules.promql import mapping as promql
+from rules.model import AlertEvent, AlertState, RuleSet
 from rules.promql.rulefile import RuleGroup, load_prometheus_rules
 
 NOTIFIED_STATES = (AlertState.FIRING, AlertState.RESOLVED)
@@ -468,40 +466,11 @@ def run(
 # --------------------------------------------------------------------------- promtool
 
 
-def run_promtool(path: Path) -> promql.SuiteResult:
-    """Read a promtool test file and its rule files (relative to it, globs allowed) and run it."""
-    suite = yaml.safe_load(path.read_text(encoding="utf-8"))
-    if not isinstance(suite, dict) or not isinstance(suite.get("tests"), list):
-        raise CaseError(not_a_test_file(path, suite))
-    docs: list[tuple[str, object]] = []
-    for pattern in suite.get("rule_files") or []:
-        matches = sorted(path.parent.glob(str(pattern))) if any(c in str(pattern) for c in "*?[") else []
-        for f in matches or [path.parent / str(pattern)]:
-            docs.append((str(f), yaml.safe_load(f.read_text(encoding="utf-8"))))
-    return promql.run_suite(suite, docs, str(path))
-
-
 def promtool_main(paths: Sequence[Path]) -> int:
-    """Pass/fail per check, unmappable rules named, then `N passed, N failed`; 1 unless all passed."""
-    passed = failed = skipped = 0
-    for path in paths:
-        try:
-            result = run_promtool(path)
-        except (OSError, yaml.YAMLError, RulesError, KeyError, ValueError) as exc:
-            print(f"ERROR {path}: {exc}", file=sys.stderr)
-            return 2
-        print(f"{path}: {len(result.conversion.rules)} rule(s) mapped")
-        for u in result.conversion.unmappable:
-            print(f"SKIP {u}")
-        for note in (*result.conversion.notes, *result.problems):
-            print(f"NOTE {note}")
-        for o in result.outcomes:
-            print(o)
-        passed, failed, skipped = passed + result.passed, failed + result.failed, skipped + result.skipped
-    if skipped:
-        print(f"{skipped} check(s) skipped: their rules are not mappable")
-    print(f"{passed} passed, {failed} failed")
-    return 0 if failed == 0 and skipped == 0 else 1
+    """`--promtool`: the test files run by `rules.check`, the one runner (Prometheus rule files
+    load through `rules.promql.rulefile` and run through the group evaluator, as in the live job);
+    its output and exit codes."""
+    return check_main([str(p) for p in paths])
 
 
 # --------------------------------------------------------------------------- CLI
@@ -581,7 +550,12 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--all-states", action="store_true", help="also log pending/inactive and repeats")
     out.add_argument("--progress", type=float, default=2.0, help="seconds between progress lines; 0: none")
     ap.add_argument("--shards", type=int, default=DEFAULT_SHARDS, help=argparse.SUPPRESS)
-    ap.add_argument("--promtool", action="append", type=Path, help="run a promtool test file (repeatable)")
+    ap.add_argument(
+        "--promtool",
+        action="append",
+        type=Path,
+        help="run a promtool test file, as `python -m rules.check FILE` (repeatable)",
+    )
     return ap
 
 
