@@ -8,7 +8,9 @@ import pytest
 
 from rules.duration import parse_duration
 from rules.loader import load_rules
-from rules.promql.mapping import NotMappableError, promql_duration
+from rules.promql import ast
+from rules.promql.parse import PromqlError, parse_expr
+from rules.promql.rulefile import AlertingRule, load_prometheus_rules
 
 
 @pytest.mark.parametrize(
@@ -42,17 +44,28 @@ def test_what_prometheus_refuses_is_refused(text: object) -> None:
         parse_duration(text)
 
 
-@pytest.mark.parametrize("text", ["2w", "1y", "1d12h", "90s", "1.5m"])
+@pytest.mark.parametrize("text", ["2w", "1y", "1d12h", "90s", "1m30s"])
 def test_rule_files_and_promql_read_the_same_durations(tmp_path: Path, text: str) -> None:
-    path = tmp_path / "r.yml"
-    path.write_text(
+    seed = tmp_path / "seed.yml"
+    seed.write_text(
         "alert_rules:\n  - name: A\n    metric: m\n"
         f"    condition: {{operator: '>', threshold: 1, duration: {text}}}\n"
     )
-    (rule,) = load_rules([path]).rules
-    assert rule.for_s == promql_duration(text) == parse_duration(text)
+    (rule,) = load_rules([seed]).rules
+    prom = tmp_path / "prom.yml"
+    prom.write_text(
+        f"groups:\n  - name: g\n    rules:\n      - {{alert: A, expr: 'rate(m[{text}]) > 1', for: {text}}}\n"
+    )
+    ((alert,),) = [g.rules for g in load_prometheus_rules([prom])]
+    assert isinstance(alert, AlertingRule)
+    call = parse_expr(f"rate(m[{text}])")
+    assert isinstance(call, ast.Call) and isinstance(call.args[0], ast.MatrixSelector)
+    window = call.args[0].range_s
+    assert rule.for_s == alert.for_s == window == parse_duration(text)
 
 
-def test_promql_refuses_a_duration_out_of_unit_order() -> None:
-    with pytest.raises(NotMappableError, match="not a duration"):
-        promql_duration("30s5m")
+@pytest.mark.parametrize("text", ["30s5m", "1.5m", "5 minutes"])
+def test_promql_refuses_what_prometheus_refuses_in_a_range(text: str) -> None:
+    # the parser's own grammar: no fractions, units in order (rule-file fields accept fractions)
+    with pytest.raises(PromqlError, match=r"invalid PromQL .*(not a valid duration|inside brackets)"):
+        parse_expr(f"rate(m[{text}])")
