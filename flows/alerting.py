@@ -111,7 +111,9 @@ def build_flow(
     on the same input; their alert events join the engine's (alerts topic, delivery), their
     recording rules' samples go to `outputs.recorded`. With groups and no seed rule, the engine
     is left out and the groups' decoder dead-letters bad messages. `skip_topics` (the recorded
-    topic) are not fed back to the groups."""
+    topic) are not fed back to the groups. The groups follow the control plane as the engine
+    does: the rule files' silences and inhibit rules, live silences, reloads (a group added,
+    changed or removed), ticks held until the control topic caught up."""
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
     engine = bool(ruleset.rules) or not groups
@@ -151,6 +153,10 @@ def build_flow(
             name=name,
             skip_topics=skip_topics,
             count_input=not engine,
+            ruleset=ruleset,
+            control=engine_control,
+            await_control=control is not None,
+            rules_version=rules_version,
         )
         streams.append(g_events)
         poison = poison if poison is not None else g_poison
@@ -254,7 +260,8 @@ def control_inputs(settings: Settings, ruleset: RuleSet) -> tuple[Source[Any] | 
             publisher[0].publish(event)
 
     install_sighup()
-    loader = RuleLoader(settings.rules_paths, ruleset, job="alerting", publish=publish)
+    prometheus = bool(prometheus_files(settings.rules_paths))  # the groups' sub-flow is wired
+    loader = RuleLoader(settings.rules_paths, ruleset, job="alerting", publish=publish, prometheus=prometheus)
     return control, RuleWatch(loader, ruleset_version(settings), settings.rules_reload_s)
 
 

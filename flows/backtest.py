@@ -90,9 +90,9 @@ def build_replay_flow(
 
     Poison is taken from the first side only (every side decodes the same messages), minus
     the messages the event-time window skipped. `control` (the control topic, folded) gives
-    every side the same silences. `groups`: a side's Prometheus rule groups and their decoder,
-    evaluated on event time beside its seed rules (`flows.common.evaluate_groups`); a side
-    with groups and no seed rule runs no engine.
+    every side the same silences, its Prometheus rule groups' alerts included. `groups`: a
+    side's Prometheus rule groups and their decoder, evaluated on event time beside its seed
+    rules (`flows.common.evaluate_groups`); a side with groups and no seed rule runs no engine.
     """
     flow = Dataflow("backtest")
     raw = op.input("metrics", flow, source)
@@ -124,6 +124,8 @@ def build_replay_flow(
                 wall=None,
                 flush_on_eof=True,
                 name=f"backtest-{sid}",
+                ruleset=ruleset,
+                preload=control,
             )
             streams.append(g_ev)
             bad = bad if bad is not None else g_bad

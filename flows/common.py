@@ -42,7 +42,7 @@ from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
 from connectors.ops.server import await_dependency, start
 from connectors.ops.trace import traceparent_of
-from rules.control.events import ControlState
+from rules.control.events import EMPTY, ControlState, SilenceEvent, fold
 from rules.engine import ShardEngine
 from rules.metric import Metric
 from rules.model import AlertEvent, RulesError, RuleSet
@@ -52,6 +52,7 @@ from rules.promql.stream import (
     GroupRunner,
     Output,
     RawSample,
+    Routes,
     group_metric_names,
     partition_key,
     plan_routes,
@@ -337,34 +338,130 @@ class GroupInput:
     progress: tuple[SourceProgress, ...] = ()
 
 
-class GroupLogic(StatefulBatchLogic[GroupInput, "AlertEvent | Metric", "GroupRunner | None"]):
-    """Adapts `rules.promql.stream.GroupRunner` (one Prometheus rule group) to Bytewax."""
+@dataclass(frozen=True, slots=True)
+class GroupControl:
+    """A control-plane item (`ControlEvent`, `ControlCaughtUp`, `RulesUpdate`) for one group."""
+
+    group: str
+    item: Any
+
+
+class GroupSet:
+    """Process-wide: the newest Prometheus rule groups (routing follows them, and a group's
+    runner is built from them) and the control plane this process has read, replayed to a
+    group that a reload adds (it did not exist when those items were broadcast)."""
+
+    def __init__(self, groups: Sequence[RuleGroup], version: str = "") -> None:
+        self._lock = threading.Lock()
+        self.version, self.loaded_at = version, -math.inf
+        self._set(groups)
+        self.control: ControlState = EMPTY
+        self.caught_up: list[ControlCaughtUp] = []
+
+    def _set(self, groups: Sequence[RuleGroup]) -> None:
+        self.by_name = {g.name: g for g in groups}
+        self.routes: Routes = plan_routes({g.name: group_metric_names(g) for g in groups})
+
+    def offer(self, update: RulesUpdate) -> tuple[list[str], list[str]]:
+        """Take a newer set; (every group the update concerns: the new ones and the removed
+        ones, the groups that are new)."""
+        with self._lock:
+            before = list(self.by_name)
+            if update.loaded_at > self.loaded_at and update.version != self.version:
+                self.version, self.loaded_at = update.version, update.loaded_at
+                self._set(update.groups)
+            added = [g for g in self.by_name if g not in before]
+            return [*before, *added], added
+
+    def observe(self, item: Any) -> None:
+        with self._lock:
+            if item.__class__ is ControlCaughtUp:
+                self.caught_up.append(item)
+            elif isinstance(item, SilenceEvent):
+                self.control = fold(self.control, item)
+
+    def replay(self) -> list[Any]:
+        """What a group added now must be told: the silences and markers read so far."""
+        with self._lock:
+            return [*self.control.silences.values(), *self.caught_up]
+
+    def names(self) -> list[str]:
+        with self._lock:
+            return list(self.by_name)
+
+    def group(self, name: str) -> RuleGroup | None:
+        with self._lock:
+            return self.by_name.get(name)
+
+
+class GroupLogic(
+    StatefulBatchLogic["GroupInput | GroupControl", "AlertEvent | Metric", "GroupRunner | None"]
+):
+    """Adapts `rules.promql.stream.GroupRunner` (one Prometheus rule group) to Bytewax.
+
+    Control items are applied in arrival order before the batch's samples (a silence that came
+    with them applies to their ticks); a `RulesUpdate` is applied once per version, newest load
+    time wins: the group's new version, or, when it is gone, its firing alerts resolved and its
+    state discarded."""
 
     def __init__(
         self,
         runner: GroupRunner | None,
-        start: Callable[[str], GroupRunner],
+        start: Callable[[str], GroupRunner | None],
         flush_on_eof: bool,
         name: str,
         metrics: Metrics | None = None,
+        *,
+        built_with: tuple[str, float] = ("", -math.inf),
+        pending: Output = EMPTY_OUTPUT,
     ) -> None:
         self.runner = runner  # None until the first item names the group (or a snapshot's)
+        self._pending = pending  # a resumed group's resolutions (its rules changed while down)
         self.start = start
         self.flush_on_eof = flush_on_eof
         self.name = name
         self.metrics = metrics or METRICS
+        self.rules_version, self.rules_loaded_at = built_with
 
-    def on_batch(self, values: list[GroupInput]) -> tuple[list[AlertEvent | Metric], bool]:
+    def on_batch(self, values: list[GroupInput | GroupControl]) -> tuple[list[AlertEvent | Metric], bool]:
         runner = self.runner
         if runner is None:
             runner = self.runner = self.start(values[0].group)
+            if runner is None:  # a group removed by a reload: items still in flight
+                return [], StatefulBatchLogic.DISCARD
         late = runner.stats.late
-        out = EMPTY_OUTPUT
+        out, self._pending = self._pending, EMPTY_OUTPUT
+        inputs: list[GroupInput] = []
         for v in values:
-            out = out + runner.ingest(v.samples, v.newest, v.wall)
-            for p in v.progress:  # behind the batch's messages, as they were read
+            if v.__class__ is GroupInput:
+                inputs.append(v)
+                continue
+            item = v.item  # type: ignore[union-attr]
+            if item.__class__ is ControlCaughtUp:
+                out = out + runner.control_caught_up(item.part, item.parts)
+            elif item.__class__ is RulesUpdate:
+                got = self._reload(runner, item)
+                if got is None:  # the group is gone
+                    self.runner = None
+                    return self._emit(out + runner.retire(), 0), StatefulBatchLogic.DISCARD
+                out = out + got
+            else:
+                runner.apply_control(item)
+        for i in inputs:
+            out = out + runner.ingest(i.samples, i.newest, i.wall)
+            for p in i.progress:  # behind the batch's messages, as they were read
                 out = out + runner.progress(p.part, p.caught_up_at, p.parts)
         return self._emit(out, runner.stats.late - late), StatefulBatchLogic.RETAIN
+
+    def _reload(self, runner: GroupRunner, update: RulesUpdate) -> Output | None:
+        if update.version == self.rules_version or update.loaded_at <= self.rules_loaded_at:
+            return EMPTY_OUTPUT
+        self.rules_version, self.rules_loaded_at = update.version, update.loaded_at
+        new = next((g for g in update.groups if g.name == runner.group.name), None)
+        if new is None:
+            return None
+        runner.set_policy(update.ruleset.silences, update.ruleset.inhibit_rules)
+        return runner.reload(new) if new != runner.group else EMPTY_OUTPUT
 
     def _emit(self, out: Output, late: int) -> list[AlertEvent | Metric]:
         if late:
@@ -395,6 +492,11 @@ def evaluate_groups(
     metrics: Metrics | None = None,
     skip_topics: Collection[str] = (),
     count_input: bool = False,
+    ruleset: RuleSet | None = None,
+    control: Stream[Any] | None = None,
+    await_control: bool = False,
+    preload: ControlState | None = None,
+    rules_version: str = "",
 ) -> tuple[Stream[AlertEvent], Stream[Metric], Stream[Poison]]:
     """Prometheus rule groups as a sub-flow: raw messages in; alert events, recording-rule
     samples (seed records, for RECORDED_TOPIC) and poison out (`rules.promql.stream`).
@@ -405,9 +507,17 @@ def evaluate_groups(
     does. `skip_topics` (the recorded topic) are not fed back: a group has its own outputs.
     `count_input`: this sub-flow is the job's only decoder, so it counts messages and dead
     letters in `/metrics` (beside the seed engine, that one does).
+
+    The control plane as for the seed rules (`evaluate`): `ruleset`'s silences and inhibit rules
+    apply to the groups' alerts, `control` items (silences, `ControlCaughtUp`, `RulesUpdate`) are
+    broadcast to every group (group names are known: routing follows the newest rule set,
+    `GroupSet`), ticks are held until the control topic caught up (`await_control`), `preload`
+    is a backtest's folded control topic. A reload can add a group: samples are routed to its
+    name from then on and it starts with the silences this process has read.
     """
-    routes = plan_routes({g.name: group_metric_names(g) for g in groups})
-    by_name = {g.name: g for g in groups}
+    current = GroupSet(groups, rules_version)
+    file_silences = ruleset.silences if ruleset is not None else ()
+    inhibit = ruleset.inhibit_rules if ruleset is not None else ()
     skip = frozenset(skip_topics)
     counter = metrics or METRICS
 
@@ -423,6 +533,7 @@ def evaluate_groups(
                 progress.append(m)
         sources: list[KafkaSourceMessage] = []
         decoded, poison = decode_batch(msgs, decode, now, sources=sources)
+        routes = current.routes  # the newest rule set's (a reload may add or remove groups)
         samples: dict[str, list[RawSample]] = {g: [] for g in routes.groups}
         newest: dict[str, float] = {}
         for metric, msg in zip(decoded, sources, strict=True):
@@ -440,15 +551,49 @@ def evaluate_groups(
             out.extend((g, GroupInput(g, samples[g], newest, at, marks)) for g in routes.groups)
         return out
 
-    def start(group: str) -> GroupRunner:
-        return GroupRunner(by_name[group], lateness_s=lateness_s)
+    def start(group: str) -> GroupRunner | None:
+        found = current.group(group)
+        if found is None:
+            return None
+        runner = GroupRunner(
+            found, lateness_s=lateness_s, silences=file_silences, inhibit_rules=inhibit,
+            await_control=await_control,
+        )  # fmt: skip
+        for silence in preload.silences.values() if preload is not None else ():
+            runner.apply_control(silence)
+        return runner
 
     def build(resume: GroupRunner | None) -> GroupLogic:
-        return GroupLogic(resume, start, flush_on_eof, name, metrics)
+        pending = EMPTY_OUTPUT
+        if resume is not None:
+            if await_control:
+                resume.rehold()  # the control topic is re-read from its start after a restart
+            found = current.group(resume.group.name)
+            if found is not None and found != resume.group:  # rule files changed while it was down
+                pending = resume.reload(found)
+        built_with = (current.version, current.loaded_at)
+        return GroupLogic(resume, start, flush_on_eof, name, metrics, built_with=built_with, pending=pending)
+
+    def broadcast(batch: list[Any]) -> list[tuple[str, GroupControl]]:
+        out: list[tuple[str, GroupControl]] = []
+        for m in batch:
+            if m.__class__ is RulesUpdate:
+                names, added = current.offer(m)
+                for g in added:  # it missed what was broadcast before it existed
+                    out.extend((g, GroupControl(g, c)) for c in current.replay())
+            else:
+                current.observe(m)
+                names = current.names()
+            out.extend((g, GroupControl(g, m)) for g in names)
+        return out
 
     items = op.flat_map_batch(f"{step_id}-decode", raw, split)
     parts = op.branch(f"{step_id}-poison", items, lambda x: isinstance(x, Poison))
-    out = op.stateful_batch(f"{step_id}-evaluate", parts.falses, build)
+    keyed: Stream[Any] = parts.falses
+    if control is not None:  # rare items: every one to every group
+        ctl = op.flat_map_batch(f"{step_id}-broadcast-control", control, broadcast)
+        keyed = op.merge(f"{step_id}-with-control", keyed, ctl)
+    out = op.stateful_batch(f"{step_id}-evaluate", keyed, build)
     values = op.map(f"{step_id}-unkey", out, lambda kv: kv[1])
     split_out = op.branch(f"{step_id}-split", values, lambda x: isinstance(x, AlertEvent))
     return split_out.trues, split_out.falses, parts.trues  # type: ignore[return-value]

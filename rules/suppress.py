@@ -22,6 +22,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from rules.alert import AlertInstance, Change, ChangeKind, Policy, announce, mute, unannounced
 from rules.control.events import EMPTY, ControlState
@@ -85,6 +86,17 @@ class Silences:
 
 
 NO_SILENCES = Silences()
+
+
+@dataclass(frozen=True, slots=True)
+class Suppressor:
+    """What can hold a notification back: the silences in force and the inhibit rules."""
+
+    silences: Silences = NO_SILENCES
+    inhibit_rules: tuple[InhibitRule, ...] = ()
+
+
+NOTHING: Final = Suppressor()
 
 
 def silences_of(file_silences: Iterable[Silence], control: ControlState = EMPTY) -> Silences:

@@ -7,7 +7,10 @@ loaded with the ordinary loader (rules/loader.py) once per process (`RuleLoader`
 workers), and checked against the settings the job started with: what shapes ticks
 (evaluation_interval, allowed_lateness) cannot change live and is refused with "restart to
 apply". A set with problems is refused with every problem logged at ERROR (file:line, as the
-loader reports them) and the running set keeps running.
+loader reports them) and the running set keeps running. Prometheus rule files in RULES_PATH are
+part of the set (`rules.promql.rulefile.load_prometheus_rules`, their problems listed with the
+seed files'); a job that started without any cannot start evaluating them live ("restart to
+apply": their sub-flow is only wired when there are groups at start).
 
 A loaded set leaves each partition as a `RulesUpdate` (version = content hash, plus its load
 time); the flow broadcasts it to every shard, which applies each version once, newest load time
@@ -35,8 +38,9 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from connectors.ops.metrics import METRICS, Metrics
 from rules.control.events import RuleSetEvent, new_id, stamp
-from rules.loader import Problem, RuleFileError, load_rules, load_yaml, position_of
+from rules.loader import Problem, RuleFileError, load_rules, load_yaml, position_of, prometheus_files
 from rules.model import RuleSet
+from rules.promql.rulefile import RuleGroup, load_prometheus_rules
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class RulesUpdate:
     loaded_at: float  # wall time of the load: of two versions, the newest load wins
     ruleset: RuleSet
     files: tuple[str, ...] = ()
+    groups: tuple[RuleGroup, ...] = ()  # the Prometheus rule groups of the set
 
 
 # --------------------------------------------------------------------------- files
@@ -122,6 +127,7 @@ class Attempt:
     files: tuple[str, ...]
     ruleset: RuleSet | None  # None: refused
     problems: tuple[str, ...] = ()
+    groups: tuple[RuleGroup, ...] = ()
 
 
 def settings_problems(base: RuleSet, new: RuleSet, files: Sequence[str]) -> list[str]:
@@ -168,9 +174,12 @@ class RuleLoader:
         publish: Callable[[RuleSetEvent], None] | None = None,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        prometheus: bool | None = None,
     ) -> None:
         self.paths = list(paths)
         self.base = base
+        # the job evaluates Prometheus rule groups (None: do not check)
+        self.prometheus = prometheus
         self.job = job
         self.host = host or socket.gethostname()
         self.metrics = metrics or METRICS
@@ -188,29 +197,55 @@ class RuleLoader:
             done = self._last
             if done is not None and done.version == version:
                 return done
-            try:
-                ruleset: RuleSet | None = load_rules(self.paths)
-                problems: list[str] = []
-            except RuleFileError as exc:
-                ruleset, problems = None, [str(p) for p in exc.problems]
-            except Exception as exc:  # never let a rule file take the job down
-                ruleset, problems = None, [str(Problem(", ".join(files), "", "", f"cannot load: {exc}"))]
+            ruleset, groups, problems = self._load(files)
             if content_version(self.paths)[0] != version:
                 return None  # changed under us (a ConfigMap swap in progress)
             if ruleset is not None:
                 problems = settings_problems(self.base, ruleset, files)
+                if groups and self.prometheus is False:
+                    where = ", ".join(map(str, prometheus_files(self.paths)))
+                    problems.append(
+                        f"{where}: Prometheus rule groups appeared, but this job started without any"
+                        " (their evaluation is only wired at start): restart to apply"
+                    )
                 if problems:
-                    ruleset = None
-            result = Attempt(version, stamp(self.clock()), files, ruleset, tuple(problems))
+                    ruleset, groups = None, ()
+            result = Attempt(version, stamp(self.clock()), files, ruleset, tuple(problems), groups)
             self._last = result
             self._report(result)
             return result
+
+    def _load(self, files: tuple[str, ...]) -> tuple[RuleSet | None, tuple[RuleGroup, ...], list[str]]:
+        """The seed rules and the Prometheus groups, and every problem of both."""
+        ruleset: RuleSet | None = None
+        groups: tuple[RuleGroup, ...] = ()
+        problems: list[str] = []
+        try:
+            ruleset = load_rules(self.paths)
+        except RuleFileError as exc:
+            problems += [str(p) for p in exc.problems]
+        except Exception as exc:  # never let a rule file take the job down
+            problems.append(str(Problem(", ".join(files), "", "", f"cannot load: {exc}")))
+        try:
+            prom = prometheus_files(self.paths)
+            groups = tuple(load_prometheus_rules(prom)) if prom else ()
+        except RuleFileError as exc:
+            problems += [str(p) for p in exc.problems]
+        except Exception as exc:
+            problems.append(str(Problem(", ".join(files), "", "", f"cannot load Prometheus rules: {exc}")))
+        if problems:
+            return None, (), problems
+        return ruleset, groups, problems
 
     def _report(self, a: Attempt) -> None:
         status = "loaded" if a.ruleset is not None else "refused"
         if a.ruleset is not None:
             log.info(
-                "rules %s loaded from %s: %d rule(s)", a.version, ", ".join(a.files), len(a.ruleset.rules)
+                "rules %s loaded from %s: %d rule(s), %d Prometheus rule group(s)",
+                a.version,
+                ", ".join(a.files),
+                len(a.ruleset.rules),
+                len(a.groups),
             )
         else:
             log.error(
@@ -231,7 +266,7 @@ class RuleLoader:
             at=a.at,
             files=a.files,
             problems=a.problems,
-            rules=len(a.ruleset.rules) if a.ruleset is not None else 0,
+            rules=len(a.ruleset.rules) + sum(len(g.rules) for g in a.groups) if a.ruleset is not None else 0,
             id=new_id(),
         )
         if self._pool is None:  # publishing waits for the broker: never on a worker's loop
@@ -278,7 +313,7 @@ class _WatchPartition(StatelessSourcePartition[RulesUpdate]):
         self._version = version
         if result.ruleset is None:
             return []
-        return [RulesUpdate(version, result.at, result.ruleset, files)]
+        return [RulesUpdate(version, result.at, result.ruleset, files, result.groups)]
 
     def next_awake(self) -> datetime | None:
         return self._awake

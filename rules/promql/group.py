@@ -17,8 +17,12 @@ Transitions become `AlertEvent`s exactly as `rules.engine` builds them (fingerpr
 (alertname, labels), message_id of (fingerprint, active_at, state, repeat)), annotations rendered
 with `rules.promql.gotemplate` from the sample's labels and value, so the alerts topic, delivery
 and storage take them unchanged. `threshold` is the number a top-level comparison compares with
-(`x > 80`: 80), NaN when there is none. Not applied here (the seed engine's job): silences,
-inhibition and flap suppression; repeats follow the seed default (4h).
+(`x > 80`: 80), NaN when there is none. Silences and inhibit rules (`suppress`) apply as in the
+seed engine (`rules.suppress`, by the evaluation time): an announced firing alert a silence
+starts to match is recorded once as muted, its repeats suppressed, and it is announced again
+(`unsuppressed`) when the silence ends; inhibition sees the group's alerts firing after this
+evaluation (a group is one worker's: sources in other groups do not inhibit). Flap suppression is
+not applied; repeats follow the seed default (4h).
 
 A rule whose evaluation fails (many-to-many matching, duplicate label sets after its labels are
 applied) leaves its alerts and written series as they were, as in Prometheus, and says why in
@@ -33,12 +37,13 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, announce, step
-from rules.engine import fingerprint, message_id
-from rules.model import AlertEvent, AlertState, Matcher, Op, Rule, Severity, Suppression
+from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, step
+from rules.engine import fingerprint
+from rules.model import AlertEvent, AlertState, Matcher, NotifyReason, Op, Rule, Severity, Suppression
 from rules.promql import ast
 from rules.promql.eval import STALE_NAN, Evaluator, Labels, PromqlEvalError, Sample, SeriesData, Store
 from rules.promql.rulefile import AlertingRule, RecordingRule, RuleGroup
+from rules.suppress import NOTHING, STATE_OF, Suppressor, after_step, decide, event_id
 
 NAME = "__name__"
 RESOLVED_RETENTION_S = 15 * 60.0
@@ -46,13 +51,6 @@ RESOLVED_RETENTION_S = 15 * 60.0
 labels within it continues its fire count."""
 REPEAT_INTERVAL_S = 4 * 3600.0
 _POLICY = Policy()
-_STATE = {
-    ChangeKind.PENDING: AlertState.PENDING,
-    ChangeKind.FIRING: AlertState.FIRING,
-    ChangeKind.RESOLVED: AlertState.RESOLVED,
-    ChangeKind.DROPPED: AlertState.INACTIVE,
-    ChangeKind.REPEAT: AlertState.FIRING,
-}
 
 
 class WritableStore(Store, Protocol):
@@ -193,11 +191,17 @@ def _alert_rule(rule: AlertingRule) -> Rule:
 
 
 def _event(
-    rule: AlertingRule, labels: Labels, a: Alert, prev: AlertInstance, c: Change, threshold: float
+    rule: AlertingRule,
+    labels: Labels,
+    a: Alert,
+    prev: AlertInstance,
+    c: Change,
+    threshold: float,
+    suppressed: Suppression | None,
 ) -> AlertEvent:
     cur = a.inst
     fp = fingerprint(rule.name, labels)
-    state = _STATE[c.kind]
+    state = STATE_OF[c.kind]
     active_at = prev.active_at if c.kind is ChangeKind.DROPPED else cur.active_at
     ann = dict(a.annotations)
     return AlertEvent(
@@ -216,10 +220,16 @@ def _event(
         runbook_url=ann.get("runbook_url", ""),
         dashboard_url=ann.get("dashboard_url", ""),
         fire_count=cur.fire_count,
-        message_id=message_id(fp, active_at, state, cur.repeat_seq if c.kind is ChangeKind.REPEAT else 0),
+        message_id=event_id(fp, c, active_at, cur),
         notify=c.notify,
-        suppressed=None if c.kind is not ChangeKind.RESOLVED or prev.announced else Suppression.NOT_ANNOUNCED,
+        suppressed=suppressed,
     )
+
+
+Produced = tuple[int, Labels, AlertInstance, Change, Alert]
+"""(rule index, alert labels, the instance before this evaluation, a change, the alert after the
+step: a dropped one is no longer in the state, but its event needs it): decided and turned
+into an event once every rule of the group ran (inhibition sees the whole group)."""
 
 
 def _alerting(
@@ -229,7 +239,8 @@ def _alerting(
     t: float,
     alerts: dict[Labels, Alert],
     external_labels: Mapping[str, str],
-) -> tuple[list[AlertEvent], set[Labels]]:
+    suppress: Suppressor,
+) -> list[Produced]:
     """Advance `rule`'s alerts (in `alerts`, changed in place: the caller's copy) to `t`."""
     present: dict[Labels, tuple[Sample, Labels]] = {}
     for s in vec:
@@ -246,8 +257,7 @@ def _alerting(
         )
         present[labels] = (s, annotations)
     shim = _alert_rule(rule)
-    threshold = threshold_of(rule.expr)
-    events: list[AlertEvent] = []
+    produced: list[Produced] = []
     for labels in [*present, *(k for k, a in alerts.items() if a.index == index and k not in present)]:
         old = alerts.get(labels)
         prev = old.inst if old is not None else INACTIVE
@@ -267,15 +277,38 @@ def _alerting(
             s, annotations = hit
             inst, changes = step(prev, True, s.value, t, shim, _POLICY)
             a = Alert(rule.name, index, inst, s.labels, annotations)
-        for c in changes:
-            if c.notify is not None and c.kind is not ChangeKind.RESOLVED:
-                a = replace(a, inst=announce(a.inst, c))  # no silences or inhibition here: delivered
-            events.append(_event(rule, labels, a, prev, c, threshold))
+        if inst.state is AlertState.FIRING or changes:
+            # silences mute an announced alert or let a held-back one go (rules.suppress)
+            inst, shown = after_step(inst, changes, t, dict(labels), suppress.silences, _POLICY)
+            a = replace(a, inst=inst)
+            produced.extend((index, labels, prev, c, a) for c in shown)
         if a.inst.state is AlertState.INACTIVE:
             alerts.pop(labels, None)  # a dropped pending alert is forgotten, as in Prometheus
         else:
             alerts[labels] = a
-    return events, set(present)
+    return produced
+
+
+def _decide(
+    group: RuleGroup, produced: list[Produced], alerts: dict[Labels, Alert], suppress: Suppressor
+) -> list[AlertEvent]:
+    """Events of this evaluation's changes, each suppressed or announced (in `alerts`)."""
+    maps = {labels: dict(labels) for labels, a in alerts.items() if a.inst.state is AlertState.FIRING}
+    firing = list(maps.values())
+    events: list[AlertEvent] = []
+    for index, labels, prev, c, stepped in produced:
+        rule = group.rules[index]
+        assert isinstance(rule, AlertingRule)
+        a = alerts.get(labels, stepped)  # (the state's holds this evaluation's announcements)
+        d = maps.get(labels) or dict(labels)
+        inst, suppressed, record = decide(
+            c, prev, a.inst, d, suppress.silences, suppress.inhibit_rules, firing, flapping=False
+        )
+        if inst is not a.inst and labels in alerts:
+            a = alerts[labels] = replace(a, inst=inst)
+        if record:
+            events.append(_event(rule, labels, a, prev, c, threshold_of(rule.expr), suppressed))
+    return events
 
 
 def _write_alerts(
@@ -307,8 +340,10 @@ def evaluate_group(
     evaluator_factory: EvaluatorFactory,
     *,
     external_labels: Mapping[str, str] | None = None,
+    suppress: Suppressor = NOTHING,
 ) -> tuple[GroupState, list[Sample], list[AlertEvent]]:
-    """Evaluate every rule of `group` at `t`, in order (module docstring).
+    """Evaluate every rule of `group` at `t`, in order (module docstring); `suppress`: the
+    silences and inhibit rules in force.
 
     Returns the new state, the recording rules' samples (also written into `store` at `t`) and
     the alert events of this evaluation.
@@ -318,7 +353,7 @@ def evaluate_group(
     alerts = dict(state.alerts)
     written = dict(state.written)
     recorded: list[Sample] = []
-    events: list[AlertEvent] = []
+    produced: list[Produced] = []
     errors: list[tuple[str, str]] = []
     for i, rule in enumerate(group.rules):
         try:
@@ -328,12 +363,13 @@ def evaluate_group(
                 recorded.extend(out)
             else:
                 trial = dict(alerts)
-                evs, _ = _alerting(i, rule, vec, t, trial, ext)
+                got = _alerting(i, rule, vec, t, trial, ext, suppress)
                 alerts = trial
-                events.extend(evs)
+                produced.extend(got)
                 written[i] = _write_alerts(i, rule, alerts, t, store, state)
         except PromqlEvalError as exc:
             errors.append((rule.name, str(exc)))
+    events = _decide(group, produced, alerts, suppress) if produced else []
     return GroupState(alerts, written, tuple(errors), t), recorded, events
 
 
@@ -345,3 +381,50 @@ def firing(state: GroupState, alertname: str | None = None) -> list[tuple[Labels
         if a.inst.state is AlertState.FIRING and (alertname is None or a.rule == alertname)
     ]
     return sorted(got, key=lambda ka: ka[0])
+
+
+def carry_over(
+    old: RuleGroup, new: RuleGroup | None, state: GroupState, at: float, suppress: Suppressor = NOTHING
+) -> tuple[GroupState, list[AlertEvent]]:
+    """The state of `old` for its reloaded version `new` (None: the group is gone), as
+    `rules.engine.ShardEngine.reload` carries the seed rules' state.
+
+    An alert goes on under the rule of the same name (the k-th of that name, when several share
+    it), so an unchanged firing alert is not notified again and an edited expression or threshold
+    applies from the next evaluation; if its labels change with the rule, the old label set is
+    absent there and resolves as any alert whose condition stopped holding. The firing alerts of a
+    rule that is gone are resolved at `at` (the last evaluated tick), announced when their FIRING
+    was; its pending alerts are dropped. Series written by a kept recording rule keep their
+    staleness bookkeeping.
+    """
+
+    def slots(group: RuleGroup | None) -> dict[tuple[str, int], int]:
+        seen: dict[str, int] = {}
+        out: dict[tuple[str, int], int] = {}
+        for i, r in enumerate(group.rules if group is not None else ()):
+            k = seen[r.name] = seen.get(r.name, -1) + 1
+            out[(r.name, k)] = i
+        return out
+
+    old_slots, new_slots = slots(old), slots(new)
+    moved = {i: new_slots.get(key) for key, i in old_slots.items()}
+    alerts: dict[Labels, Alert] = {}
+    events: list[AlertEvent] = []
+    for labels, a in state.alerts.items():
+        j = moved.get(a.index)
+        if j is not None and new is not None and isinstance(new.rules[j], AlertingRule):
+            alerts[labels] = replace(a, index=j)
+            continue
+        prev = a.inst
+        if prev.state is not AlertState.FIRING:
+            continue  # pending: dropped; resolved: nothing left to say
+        rule = old.rules[a.index]
+        assert isinstance(rule, AlertingRule)
+        done = replace(prev, state=AlertState.RESOLVED, resolved_at=at, keep_since=None, muted=None)
+        c = Change(ChangeKind.RESOLVED, at, NotifyReason.RESOLVED)
+        _, suppressed, _ = decide(c, prev, done, dict(labels), suppress.silences, (), ())
+        events.append(
+            _event(rule, labels, replace(a, inst=done), prev, c, threshold_of(rule.expr), suppressed)
+        )
+    written = {j: w for i, w in state.written.items() if (j := moved.get(i)) is not None}
+    return GroupState(alerts, written, state.errors, state.last_t), events

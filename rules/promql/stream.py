@@ -32,6 +32,13 @@ carry their count) it holds, as it cannot know what an unheard partition carries
 
 Backtests have no wall time and no markers: the watermark is the minimum over the partitions
 seen, and the end of the input evaluates every tick up to the newest sample (`flush`).
+
+Control plane. Silences (rule-file and control-topic, `apply_control`) and inhibit rules apply to
+a group's alerts as to the seed rules' (`rules.suppress`, by tick time). With `await_control` a
+group buffers samples but evaluates no tick until every control partition caught up
+(`control_caught_up`), so a restart never notifies what a silence mutes. `reload` switches to a
+new version of the group keeping the alert state of the rules that stayed
+(`rules.promql.group.carry_over`); `retire` resolves a removed group's firing alerts.
 """
 
 from __future__ import annotations
@@ -42,12 +49,14 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Final
 
+from rules.control.events import EMPTY, ControlEvent, ControlState, SilenceEvent, fold
 from rules.metric import Metric
-from rules.model import AlertEvent
+from rules.model import AlertEvent, InhibitRule, Silence
 from rules.promql.ast import max_range_s, metric_names
 from rules.promql.eval import Evaluator, Store
-from rules.promql.group import GroupState, MemoryStore, evaluate_group
+from rules.promql.group import GroupState, MemoryStore, carry_over, evaluate_group
 from rules.promql.rulefile import RecordingRule, RuleGroup
+from rules.suppress import Suppressor, silences_of
 
 Labels = tuple[tuple[str, str], ...]
 """Sorted (name, value) pairs, `__name__` included: rules.promql.eval's label set."""
@@ -258,12 +267,15 @@ class GroupRunner:
         default_interval_s: float = DEFAULT_INTERVAL_S,
         lookback_s: float = LOOKBACK_S,
         left_open: bool = True,
+        silences: Sequence[Silence] = (),
+        inhibit_rules: Sequence[InhibitRule] = (),
+        control: ControlState = EMPTY,
+        await_control: bool = False,
     ) -> None:
-        self.group = group
-        self.interval = group.interval_s or default_interval_s
+        self.default_interval = default_interval_s
+        self.lookback = lookback_s
+        self._set_group(group)
         self.lateness = lateness_s
-        # the oldest sample a future tick can read: its longest range or the lookback
-        self.retention = max([lookback_s, *(max_range_s(r.expr) for r in group.rules)])
         self._factory: Callable[[Store], Evaluator] = partial(
             Evaluator, lookback_s=lookback_s, left_open=left_open
         )
@@ -274,6 +286,73 @@ class GroupRunner:
         self.earliest = math.inf  # the oldest sample kept before the first tick
         self.newest = -math.inf  # the newest sample seen (`flush` evaluates up to it)
         self.stats = GroupStats()
+        # the control plane: silences in force, held until every control partition caught up
+        self.file_silences = tuple(silences)
+        self.inhibit_rules = tuple(inhibit_rules)
+        self.control = control
+        self.suppress = Suppressor(silences_of(self.file_silences, control), self.inhibit_rules)
+        self.holding = await_control
+        self._control_parts: set[str] = set()
+        self._control_total = 0
+
+    def _set_group(self, group: RuleGroup) -> None:
+        self.group = group
+        self.interval = group.interval_s or self.default_interval
+        # the oldest sample a future tick can read: its longest range or the lookback
+        self.retention = max([self.lookback, *(max_range_s(r.expr) for r in group.rules)])
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        """A runner pickled before the control plane reached groups: nothing silenced it."""
+        self.__dict__.update(state)
+        if "suppress" not in state:
+            self.file_silences, self.inhibit_rules, self.control = (), (), EMPTY
+            self.suppress = Suppressor()
+            self.holding, self._control_parts, self._control_total = False, set(), 0
+
+    def rehold(self) -> None:
+        """After a restart: hold again until the control topic, re-read, caught up."""
+        self.holding, self._control_parts, self._control_total = True, set(), 0
+        self.control = EMPTY
+        self.suppress = Suppressor(silences_of(self.file_silences, EMPTY), self.inhibit_rules)
+
+    # -- control plane ------------------------------------------------------------------
+    def apply_control(self, event: ControlEvent) -> None:
+        """Fold a control event; a silence applies from the next tick on, by event time."""
+        if not isinstance(event, SilenceEvent):
+            return
+        state = fold(self.control, event)
+        if state is not self.control:
+            self.control = state
+            self.suppress = Suppressor(silences_of(self.file_silences, state), self.inhibit_rules)
+
+    def set_policy(self, silences: Sequence[Silence], inhibit_rules: Sequence[InhibitRule]) -> None:
+        """The rule files' silences and inhibit rules changed (a reload of the seed rule set)."""
+        self.file_silences, self.inhibit_rules = tuple(silences), tuple(inhibit_rules)
+        self.suppress = Suppressor(silences_of(self.file_silences, self.control), self.inhibit_rules)
+
+    def control_caught_up(self, part: str, parts: int) -> Output:
+        """Control partition `part` (of `parts`) caught up; once all did, the held ticks run."""
+        self._control_parts.add(part)
+        self._control_total = max(self._control_total, parts)
+        if not self.holding or len(self._control_parts) < self._control_total:
+            return EMPTY_OUTPUT
+        self.holding = False
+        return self.advance(watermark(self.clock, self.lateness))
+
+    def reload(self, group: RuleGroup) -> Output:
+        """Switch to a new version of this group (same name), keeping the state of the rules
+        that stayed (`carry_over`); resolutions of the rules that are gone are returned."""
+        at = self.evaluated_until
+        state, events = carry_over(self.group, group, self.state, at, self.suppress)
+        self.state = state
+        self._set_group(group)
+        return Output((), tuple(events))
+
+    def retire(self) -> Output:
+        """The group was removed from the rule files: its firing alerts resolve now."""
+        state, events = carry_over(self.group, None, self.state, self.evaluated_until, self.suppress)
+        self.state = state
+        return Output((), tuple(events))
 
     def ingest(self, samples: Sequence[RawSample], newest: Mapping[str, float], wall: float) -> Output:
         """A decoded batch: the group's samples and, per source partition, the newest event
@@ -306,10 +385,13 @@ class GroupRunner:
 
     def flush(self) -> Output:
         """End of a bounded input: every tick up to the newest sample."""
+        self.holding = False
         return self.advance(self.newest)
 
     def advance(self, wm: float) -> Output:
         """Evaluate every tick up to event time `wm`, in order."""
+        if self.holding:
+            return EMPTY_OUTPUT  # the control plane is not known yet (module docstring)
         if self.earliest == math.inf and self.evaluated_until == -math.inf:
             return EMPTY_OUTPUT  # no sample yet: nothing to start the ticks from
         after = self.evaluated_until
@@ -322,7 +404,9 @@ class GroupRunner:
         events: list[AlertEvent] = []
         name = self.group.name
         for t in due:
-            self.state, out, evs = evaluate_group(self.group, self.state, t, self.store, self._factory)
+            self.state, out, evs = evaluate_group(
+                self.group, self.state, t, self.store, self._factory, suppress=self.suppress
+            )
             # a staleness marker (a series that vanished) or a NaN result has no seed form (JSON)
             recorded.extend(
                 recorded_metric(name_of(s.labels), s.labels, s.value, t, name)
