@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rules.model import Matcher
 from rules.promql import ast
-from rules.promql.parse import SUBSET, PromqlError, parse_expr
+from rules.promql.parse import (
+    AGGREGATIONS,
+    FUNCTIONS,
+    SUBSET,
+    PromqlError,
+    main,
+    markdown_table,
+    parse_expr,
+)
+
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_selector_with_matchers_and_name_normalised() -> None:
@@ -115,5 +127,41 @@ def test_outside_the_subset_is_refused_by_name(text: str, construct: str) -> Non
 
 
 def test_subset_table_lists_supported_and_refused() -> None:
-    assert any(ok for _, ok, _ in SUBSET) and any(not ok for _, ok, _ in SUBSET)
-    assert any("subquery" in c for c, ok, _ in SUBSET if not ok)
+    assert any(c.supported for c in SUBSET) and any(not c.supported for c in SUBSET)
+    assert any("subquery" in c.construct for c in SUBSET if not c.supported)
+
+
+@pytest.mark.parametrize(
+    ("construct", "supported", "example"),
+    [(c.construct, c.supported, e) for c in SUBSET for e in c.examples],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_every_example_of_the_table_is_what_the_parser_does(
+    construct: str, supported: bool, example: str
+) -> None:
+    """docs/promql.md cannot claim what the parser does not do: a supported row's examples load,
+    a refused row's examples are refused (by name, or as syntax the parser does not know)."""
+    if supported:
+        parse_expr(example)
+    else:
+        with pytest.raises(PromqlError):
+            parse_expr(example)
+
+
+def test_every_function_and_aggregation_of_the_subset_has_a_row() -> None:
+    text = markdown_table()
+    rows = [c.construct for c in SUBSET if c.supported]
+    for name in sorted(FUNCTIONS | AGGREGATIONS):
+        assert any(f"`{name}" in r or f" `{name}`" in r or f", `{name}" in r for r in rows), name
+    assert text.count("\n") == len(SUBSET) + 2 and all(c.examples for c in SUBSET)
+
+
+def test_the_doc_table_is_the_generated_one(capsys: pytest.CaptureFixture[str]) -> None:
+    lines = (ROOT / "docs/promql.md").read_text(encoding="utf-8").splitlines()
+    start = lines.index("| construct | supported | note | example |")
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    assert "\n".join(lines[start:end]) + "\n" == markdown_table(), (
+        "docs/promql.md's table is stale: paste `python -m rules.promql.parse --markdown` over it"
+    )
+    assert main(["--markdown"]) == 0 and capsys.readouterr().out == markdown_table()
+    assert main([]) == 2
