@@ -4,6 +4,7 @@ reloaded group keeping the state of the rules that stayed."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def hot(tmp_path: Path, threshold: float = 80) -> RuleGroup:
     return load(tmp_path, HOT.format(threshold=threshold))
 
 
-def fill(store: MemoryStore, name: str, values: list[float], instance: str = "db1") -> None:
+def fill(store: MemoryStore, name: str, values: Sequence[float], instance: str = "db1") -> None:
     for i, v in enumerate(values):
         m = Metric(T0 + i * MIN, "postgresql", instance, name, v, {"env": "prod"})
         store.append(prom_labels(m), m.ts, v)
@@ -166,7 +167,7 @@ def _seed(tmp_path: Path, threshold: float = 80) -> Path:
 
 
 def test_a_group_and_the_seed_engine_make_the_same_decisions(tmp_path: Path) -> None:
-    values = [95] * 8 + [10] * 3
+    values: list[float] = [95] * 8 + [10] * 3
     sils = (silence(T0 + 2 * MIN, T0 + 5 * MIN), silence(T0 + 7 * MIN, T0 + 30 * MIN, id="s2"))
     store = MemoryStore()
     fill(store, "cpu", values)
