@@ -167,7 +167,7 @@ def _seed(tmp_path: Path, threshold: float = 80) -> Path:
 
 
 def test_a_group_and_the_seed_engine_make_the_same_decisions(tmp_path: Path) -> None:
-    values: list[float] = [95] * 8 + [10] * 3
+    values: list[float] = [95.0] * 8 + [10.0] * 3
     sils = (silence(T0 + 2 * MIN, T0 + 5 * MIN), silence(T0 + 7 * MIN, T0 + 30 * MIN, id="s2"))
     store = MemoryStore()
     fill(store, "cpu", values)
