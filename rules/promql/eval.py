@@ -380,10 +380,11 @@ class Evaluator:
         f, args = call.func, call.args
         if f == "abs":
             return abs
+        # Go's math.Ceil/Floor keep the sign of a zero result: ceil(-0.3) is -0, as promtool prints it
         if f == "ceil":
-            return lambda v: float(math.ceil(v)) if math.isfinite(v) else v
+            return lambda v: math.copysign(float(math.ceil(v)), v) if math.isfinite(v) else v
         if f == "floor":
-            return lambda v: float(math.floor(v)) if math.isfinite(v) else v
+            return lambda v: math.copysign(float(math.floor(v)), v) if math.isfinite(v) else v
         if f == "round":
             inverse = 1.0 / (self._scalar(args[1], t) if len(args) > 1 else 1.0)
             # math.Floor(f*inverse+0.5)/inverse: ties round up

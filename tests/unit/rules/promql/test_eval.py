@@ -241,6 +241,14 @@ def test_math_functions_drop_the_name() -> None:
     assert run("clamp(x, 2, 1)", 0, series) == {}
 
 
+def test_ceil_and_floor_keep_the_sign_of_a_zero_as_go_does() -> None:
+    # promtool renders ceil(-0.3) as -0: an alert's $value must read the same here
+    series = {lbl("x", i="a"): [(0, -0.3)], lbl("x", i="b"): [(0, -0.0)]}
+    got = run("ceil(x)", 0, series)
+    assert all(v == 0 and math.copysign(1.0, v) == -1.0 for v in got.values())
+    assert math.copysign(1.0, run("floor(x)", 0, series)[lbl(i="b")]) == -1.0
+
+
 def test_label_replace() -> None:
     series = {lbl("up", i="pg-1"): [(0, 1.0)], lbl("up", i="redis"): [(0, 1.0)]}
     assert run('label_replace(up, "host", "h$1", "i", "pg-(.*)")', 0, series) == {
