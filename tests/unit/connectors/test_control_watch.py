@@ -17,6 +17,7 @@ from connectors.control.watch import RuleLoader, RulesUpdate, RuleWatch, content
 from connectors.ops.metrics import Metrics
 from rules.control.events import RuleSetEvent
 from rules.loader import load_rules
+from rules.promql.group import threshold_of
 
 RULES = """
 settings: {evaluation_interval: 1m, allowed_lateness: 30s}
@@ -139,6 +140,43 @@ def test_a_settings_change_is_refused_restart_to_apply(tmp_path: Path) -> None:
     (problem,) = result.problems
     assert problem.startswith(f"{tmp_path / 'rules.yml'}:2:")
     assert "evaluation_interval" in problem and "restart to apply" in problem
+
+
+PROM = """\
+groups:
+  - name: db
+    rules:
+      - alert: HotCPU
+        expr: cpu > 80
+"""
+
+
+def test_prometheus_files_are_part_of_the_set_and_their_problems_refuse_it(tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "prom.yml").write_text(PROM)
+    ld, _, _ = loader(tmp_path)
+    (tmp_path / "prom.yml").write_text(PROM.replace("80", "90"))
+    ok = ld.attempt(*content_version([tmp_path]))
+    assert ok is not None and ok.ruleset is not None
+    assert [(g.name, len(g.rules)) for g in ok.groups] == [("db", 1)]
+    assert threshold_of(ok.groups[0].rules[0].expr) == 90  # the edited file, loaded
+    (tmp_path / "prom.yml").write_text(PROM.replace("cpu > 80", "cpu offset 5m > 80"))
+    bad = ld.attempt(*content_version([tmp_path]))
+    drain(ld)
+    assert bad is not None and bad.ruleset is None and bad.groups == ()
+    (problem,) = bad.problems
+    assert problem.startswith(f"{tmp_path / 'prom.yml'}:5:") and "offset" in problem  # located, named
+
+
+def test_groups_appearing_in_a_job_started_without_any_are_refused_restart_to_apply(tmp_path: Path) -> None:
+    (tmp_path / "rules.yml").write_text(RULES)
+    base = load_rules([tmp_path])
+    ld = RuleLoader([tmp_path], base, host="pod-0", prometheus=False, metrics=Metrics(CollectorRegistry()))
+    (tmp_path / "prom.yml").write_text(PROM)
+    result = ld.attempt(*content_version([tmp_path]))
+    assert result is not None and result.ruleset is None
+    (problem,) = result.problems
+    assert problem.startswith(str(tmp_path / "prom.yml")) and "restart to apply" in problem
 
 
 def test_a_reverted_version_is_loaded_again_and_wins(tmp_path: Path) -> None:
