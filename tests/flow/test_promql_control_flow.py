@@ -159,3 +159,31 @@ def test_group_set_routes_to_the_newest_groups_and_replays_the_control_plane_to_
     assert current.routes.groups_for("up") == ("up2",) and current.group("up") is None
     assert [type(x).__name__ for x in current.replay()] == ["SilenceEvent", "ControlCaughtUp"]
     assert current.offer(RulesUpdate("v1", 1.0, NO_SEED, (), tuple(v1))) == (["cpu", "up2"], [])  # older
+
+
+def test_a_backtest_applies_the_control_topics_silences_to_groups_as_the_live_flow(tmp_path: Path) -> None:
+    from flows import backtest
+    from flows.sample.generate import rows
+    from tests.support.data import write_jsonl
+
+    data = tmp_path / "sample.jsonl"
+    write_jsonl(data, rows())
+    gs = groups(tmp_path)
+    window = silence("m1", T0 + 18 * MIN, T0 + 21 * MIN, maintenance=True)
+
+    def replay(control: list[SilenceEvent]) -> list[dict[str, object]]:
+        result = backtest.replay(
+            [("A", NO_SEED)],
+            backtest.file_input([data], progress_s=0),
+            groups={"A": gs},
+            all_states=True,
+            control=backtest.fold_control(control),
+        )
+        return [r for r in result.records["A"] if r["alert_name"] == "HighCPUUsage"]
+
+    silenced, plain = replay([window]), replay([])
+    live = run_flow(gs, [window, ControlCaughtUp("0-gds.control", 1)], workers=1)
+    want = sorted(e.message_id for e in live.alerts if e.alert_name == "HighCPUUsage")
+    assert sorted(str(r["message_id"]) for r in silenced) == want
+    assert [r["suppressed"] for r in silenced].count("maintenance") == 1
+    assert not any(r["suppressed"] for r in plain)
