@@ -67,6 +67,21 @@ def alertmanager_webhook() -> Iterator:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Debian's promtool 2.42 (deploy/local/prometheus.sh installs it; `make test` already did)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    if shutil.which("promtool") is None:
+        script = Path(__file__).resolve().parents[1] / "deploy" / "local" / "prometheus.sh"
+        subprocess.run([str(script), "install"], check=True)
+    path = shutil.which("promtool")
+    assert path, "promtool missing after deploy/local/prometheus.sh install"
+    return path
+
+
 @pytest.fixture()
 def topic_factory(kafka_bootstrap: str) -> Iterator:
     """Create fresh, uniquely named topics on the real broker; delete them afterwards."""

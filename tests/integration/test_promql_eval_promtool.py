@@ -9,7 +9,6 @@ out: promtool's choice among equal values follows its unsorted storage order.
 from __future__ import annotations
 
 import math
-import shutil
 import subprocess
 from collections.abc import Iterable
 from pathlib import Path
@@ -119,15 +118,6 @@ def _expected(expr: str, t: float) -> list[dict[str, object]] | None:
         text = name + "{" + ",".join(f'{k}="{v}"' for k, v in sorted(d.items())) + "}"
         samples.append({"labels": text, "value": s.value})
     return samples
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    if shutil.which("promtool") is None:
-        subprocess.run([str(ROOT / "deploy" / "local" / "prometheus.sh"), "install"], check=True)
-    path = shutil.which("promtool")
-    assert path, "promtool missing after deploy/local/prometheus.sh install"
-    return path
 
 
 def test_every_construct_has_prometheus_values(promtool: str, tmp_path: Path) -> None:

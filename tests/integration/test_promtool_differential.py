@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from collections import Counter
@@ -54,15 +53,6 @@ MUST_FIRE = {
     "vector == scalar", "vector != scalar", "bool", "and", "or", "unless", "ignoring()", "group_left",
     "group_right", "vector CMP vector", "recorded series", "for", "keep_firing_for",
 }  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    if shutil.which("promtool") is None:
-        subprocess.run([str(ROOT / "deploy" / "local" / "prometheus.sh"), "install"], check=True)
-    path = shutil.which("promtool")
-    assert path, "promtool missing after deploy/local/prometheus.sh install"
-    return path
 
 
 @pytest.fixture(scope="module")

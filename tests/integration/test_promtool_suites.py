@@ -10,7 +10,6 @@ so a check it could not evaluate fails instead of being skipped.
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -42,15 +41,6 @@ def promtool_suites() -> list[Path]:
 
 
 SUITES = promtool_suites()
-
-
-@pytest.fixture(scope="module")
-def promtool() -> str:
-    if shutil.which("promtool") is None:
-        subprocess.run([str(ROOT / "deploy" / "local" / "prometheus.sh"), "install"], check=True)
-    path = shutil.which("promtool")
-    assert path, "promtool missing after deploy/local/prometheus.sh install"
-    return path
 
 
 def test_the_repo_has_promtool_suites() -> None:
