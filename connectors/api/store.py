@@ -15,9 +15,8 @@ from typing import Any, Final
 import asyncpg
 
 from connectors.api.query import AuditFilter, HistoryFilter, audit_sql, history_sql
-from connectors.api.webhook import WebhookRow
 from connectors.errors import ConnectorError
-from connectors.storage.timescale import _sql, qident
+from connectors.storage.timescale import AlertRow, _sql, qident
 from rules.control.events import AckEvent, ControlEvent, SilenceEvent, encode, to_json
 
 MAX_CURRENT: Final = 5000  # firing alerts listed at most (GET /api/v2/alerts)
@@ -181,15 +180,16 @@ class Store:
         )
         return [dict(r) for r in reversed(events)], [dict(r) for r in reversed(audit)]
 
-    async def insert_webhook(self, rows: Sequence[WebhookRow]) -> int:
+    async def insert_webhook(self, rows: Sequence[AlertRow]) -> int:
         """The rows not stored yet (by message_id); how many were new."""
         async with self.pool.acquire() as conn, conn.transaction():
             inserted = 0
             for row in rows:
                 status = await conn.execute(
                     f"INSERT INTO {self.s}.alert_events (message_id, fingerprint, alert_name, state, at,"
-                    " active_at, labels, annotations, severity)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7::text::jsonb, $8::text::jsonb, $9)"
+                    " active_at, value, threshold, labels, annotations, severity, fire_count, suppressed)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::text::jsonb, $10::text::jsonb,"
+                    " $11, $12, $13)"
                     " ON CONFLICT (message_id) DO NOTHING",
                     *row.as_tuple(),
                 )

@@ -6,10 +6,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
+from connectors.storage.timescale import AlertRow
 from rules.control.events import LABEL_NAME, ControlError, parse_time
 
 MAX_ALERTS: Final = 1000
@@ -20,34 +20,6 @@ GO_ZERO_TIME: Final = "0001-01-01T00:00:00Z"  # Alertmanager's "no endsAt"
 
 class WebhookError(ControlError):
     """A payload that is not an Alertmanager webhook; the message says what is wrong."""
-
-
-@dataclass(frozen=True, slots=True)
-class WebhookRow:
-    """One `alert_events` row (columns message_id .. suppressed) from a webhook alert."""
-
-    message_id: str
-    fingerprint: str
-    alert_name: str
-    state: str
-    at: datetime
-    active_at: datetime
-    labels: str  # JSON
-    annotations: str  # JSON
-    severity: str
-
-    def as_tuple(self) -> tuple[Any, ...]:
-        return (
-            self.message_id,
-            self.fingerprint,
-            self.alert_name,
-            self.state,
-            self.at,
-            self.active_at,
-            self.labels,
-            self.annotations,
-            self.severity,
-        )
 
 
 def _strings(obj: object, where: str, *, names: bool) -> dict[str, str]:
@@ -85,7 +57,7 @@ def _time(raw: object, where: str) -> datetime:
         raise WebhookError(str(exc)) from None
 
 
-def rows_from_payload(payload: object) -> list[WebhookRow]:
+def rows_from_payload(payload: object) -> list[AlertRow]:
     """Every alert of one webhook payload as a row (firing: at = startsAt; resolved: at = endsAt)."""
     if not isinstance(payload, Mapping):
         raise WebhookError("expected a JSON object (an Alertmanager webhook payload)")
@@ -122,16 +94,20 @@ def rows_from_payload(payload: object) -> list[WebhookRow]:
         if not isinstance(fp, str) or len(fp) > 128:
             raise WebhookError(f"{where}.fingerprint: expected a string of at most 128 characters")
         rows.append(
-            WebhookRow(
+            AlertRow(  # the storage flow's row: what Alertmanager does not say stays NULL
                 message_id=message_id(fp, status, str(starts_raw)),
                 fingerprint=fp,
                 alert_name=name,
                 state=status,
                 at=at,
                 active_at=starts,
+                value=None,
+                threshold=None,
                 labels=json.dumps(labels, ensure_ascii=False, sort_keys=True),
                 annotations=json.dumps(annotations, ensure_ascii=False, sort_keys=True),
                 severity=labels.get("severity", "none"),
+                fire_count=None,
+                suppressed=None,
             )
         )
     return rows
