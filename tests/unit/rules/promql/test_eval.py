@@ -244,9 +244,10 @@ def test_math_functions_drop_the_name() -> None:
 def test_ceil_and_floor_keep_the_sign_of_a_zero_as_go_does() -> None:
     # promtool renders ceil(-0.3) as -0: an alert's $value must read the same here
     series = {lbl("x", i="a"): [(0, -0.3)], lbl("x", i="b"): [(0, -0.0)]}
-    got = run("ceil(x)", 0, series)
-    assert all(v == 0 and math.copysign(1.0, v) == -1.0 for v in got.values())
-    assert math.copysign(1.0, run("floor(x)", 0, series)[lbl(i="b")]) == -1.0
+    ceil, floor = run("ceil(x)", 0, series), run("floor(x)", 0, series)
+    assert isinstance(ceil, dict) and isinstance(floor, dict)
+    assert all(v == 0 and math.copysign(1.0, v) == -1.0 for v in ceil.values())
+    assert math.copysign(1.0, floor[lbl(i="b")]) == -1.0
 
 
 def test_label_replace() -> None:
