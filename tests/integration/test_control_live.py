@@ -11,8 +11,6 @@ same transitions and suppressions the live job made.
 from __future__ import annotations
 
 import json
-import math
-import os
 import subprocess
 import sys
 import time
@@ -28,7 +26,16 @@ from rules.metric import iso
 from rules.model import Matcher
 from tests.support.http_receiver import Recorder, RecordingServer
 from tests.support.jobs import stop
-from tests.support.live_job import ROOT, AlertsTail, LiveMetrics, start_job, wait_until
+from tests.support.live_job import (
+    ROOT,
+    AlertsTail,
+    LiveMetrics,
+    epoch,
+    first_tick_from,
+    live_env,
+    start_job,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -50,30 +57,7 @@ alert_rules:
 def env(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
-    yield {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "METRIC_TOPICS": topic_factory("metrics", partitions=2),
-        "ALERTS_TOPIC": topic_factory("alerts", partitions=2),
-        "DLQ_TOPIC": topic_factory("dlq"),
-        "ALERTS_DLQ_TOPIC": topic_factory("alertsdlq"),
-        "CONTROL_TOPIC": topic_factory("control"),
-        "RULES_PATH": str(rules),
-        "METRICS_PORT": "0",
-        "HEARTBEAT_INTERVAL_S": "60",
-        "HEALTH_STALE_S": "900",
-        "NOTIFY_TIMEOUT_S": "3",
-    }
-
-
-def first_tick_from(t: float) -> float:
-    return math.ceil(t / INTERVAL_S) * INTERVAL_S
-
-
-def epoch(iso: Any) -> float:
-    from datetime import datetime
-
-    return datetime.fromisoformat(str(iso)).timestamp()
+    yield live_env(kafka_bootstrap, topic_factory, rules)
 
 
 def key(r: dict[str, Any]) -> tuple[str, ...]:
@@ -104,7 +88,7 @@ def test_a_silence_mutes_a_delivered_alert_within_a_tick_and_its_expiry_notifies
         publisher.publish(sil)
         muted = tail.wait_for(lambda r: r["suppressed"] == "silenced", job, log)
         # deterministic by event time: the first tick inside the silence, on the same incident
-        assert epoch(muted["at"]) == first_tick_from(sil.starts_at)
+        assert epoch(muted["at"]) == first_tick_from(sil.starts_at, INTERVAL_S)
         assert (muted["state"], muted["notify"], muted["fingerprint"]) == (
             "firing",
             None,
@@ -118,7 +102,7 @@ def test_a_silence_mutes_a_delivered_alert_within_a_tick_and_its_expiry_notifies
         ends = stamp(time.time())
         publisher.publish(sil.expired(ends))
         again = tail.wait_for(lambda r: r["notify"] == "unsuppressed", job, log)
-        assert epoch(again["at"]) == first_tick_from(ends) and again["suppressed"] is None
+        assert epoch(again["at"]) == first_tick_from(ends, INTERVAL_S) and again["suppressed"] is None
         assert again["fingerprint"] == fired["fingerprint"] and again["active_at"] == fired["active_at"]
         wait_until(lambda: again["message_id"] in rec.ok_ids(), job, log)
         time.sleep(3 * INTERVAL_S)

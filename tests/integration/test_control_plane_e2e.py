@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 from tests.support.api_server import Api, amtool, running_api
 from tests.support.http_receiver import Recorder, RecordingServer
 from tests.support.jobs import stop
-from tests.support.live_job import AlertsTail, LiveMetrics, start_job, wait_until
+from tests.support.live_job import AlertsTail, LiveMetrics, live_env, start_job, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -45,19 +44,7 @@ def setup(
     rules = tmp_path / "rules.yml"
     rules.write_text(RULES)
     control = topic_factory("control")
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "METRIC_TOPICS": topic_factory("metrics", partitions=2),
-        "ALERTS_TOPIC": topic_factory("alerts", partitions=2),
-        "DLQ_TOPIC": topic_factory("dlq"),
-        "ALERTS_DLQ_TOPIC": topic_factory("alertsdlq"),
-        "CONTROL_TOPIC": control,
-        "RULES_PATH": str(rules),
-        "METRICS_PORT": "0",
-        "HEARTBEAT_INTERVAL_S": "60",
-        "NOTIFY_TIMEOUT_S": "3",
-    }
+    env = live_env(kafka_bootstrap, topic_factory, rules, CONTROL_TOPIC=control)
     with running_api(kafka_bootstrap, pg_dsn, control, tmp_path) as api:
         yield env, api
 

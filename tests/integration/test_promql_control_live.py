@@ -6,11 +6,8 @@ the alert resolves and its resolution is delivered."""
 
 from __future__ import annotations
 
-import math
-import os
 import time
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +18,16 @@ from rules.control.events import SilenceEvent, new_id, stamp
 from rules.model import Matcher
 from tests.support.http_receiver import Recorder, RecordingServer
 from tests.support.jobs import stop
-from tests.support.live_job import AlertsTail, LiveMetrics, start_job, wait_until
+from tests.support.live_job import (
+    AlertsTail,
+    LiveMetrics,
+    epoch,
+    first_tick_from,
+    live_env,
+    start_job,
+    wait_until,
+    write_atomically,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,43 +49,15 @@ WARM = """      - alert: WarmCPU
 """
 
 
-def write(path: Path, text: str) -> None:
-    """As an editor or a ConfigMap update does: a new file moved into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @pytest.fixture()
 def env(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "settings.yml").write_text(SETTINGS)
     (rules / "prometheus.yml").write_text(GROUP.format(threshold=80))
-    yield {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "METRIC_TOPICS": topic_factory("metrics", partitions=2),
-        "ALERTS_TOPIC": topic_factory("alerts", partitions=2),
-        "DLQ_TOPIC": topic_factory("dlq"),
-        "ALERTS_DLQ_TOPIC": topic_factory("alertsdlq"),
-        "RECORDED_TOPIC": topic_factory("recorded"),
-        "CONTROL_TOPIC": topic_factory("control"),
-        "RULES_PATH": str(rules),
-        "RULES_RELOAD_S": "1",
-        "METRICS_PORT": "0",
-        "HEARTBEAT_INTERVAL_S": "60",
-        "HEALTH_STALE_S": "900",
-        "NOTIFY_TIMEOUT_S": "3",
-    }
-
-
-def first_tick_from(t: float) -> float:
-    return math.ceil(t / INTERVAL_S) * INTERVAL_S
-
-
-def epoch(text: Any) -> float:
-    return datetime.fromisoformat(str(text)).timestamp()
+    yield live_env(
+        kafka_bootstrap, topic_factory, rules, RECORDED_TOPIC=topic_factory("recorded"), RULES_RELOAD_S="1"
+    )
 
 
 def test_a_group_alert_is_muted_released_and_its_edited_rule_applied_without_restart(
@@ -104,7 +82,7 @@ def test_a_group_alert_is_muted_released_and_its_edited_rule_applied_without_res
         publisher.publish(sil)
         muted = tail.wait_for(lambda r: r["suppressed"] == "silenced", job, log)
         # by event time: the first tick inside the silence, recorded once, on the same incident
-        assert epoch(muted["at"]) == first_tick_from(sil.starts_at)
+        assert epoch(muted["at"]) == first_tick_from(sil.starts_at, INTERVAL_S)
         assert (muted["state"], muted["notify"], muted["fingerprint"]) == (
             "firing",
             None,
@@ -115,7 +93,7 @@ def test_a_group_alert_is_muted_released_and_its_edited_rule_applied_without_res
         ends = stamp(time.time())
         publisher.publish(sil.expired(ends))
         again = tail.wait_for(lambda r: r["notify"] == "unsuppressed", job, log)
-        assert epoch(again["at"]) == first_tick_from(ends) and again["suppressed"] is None
+        assert epoch(again["at"]) == first_tick_from(ends, INTERVAL_S) and again["suppressed"] is None
         assert again["fingerprint"] == fired["fingerprint"] and again["active_at"] == fired["active_at"]
         wait_until(lambda: again["message_id"] in rec.ok_ids(), job, log)
         # while muted nothing was delivered: the receiver saw the first notification, then the release
@@ -125,7 +103,7 @@ def test_a_group_alert_is_muted_released_and_its_edited_rule_applied_without_res
 
         # the threshold edited to above the samples and a rule added: applied live, the alert
         # resolves (delivered) and the new rule fires
-        write(Path(env["RULES_PATH"]) / "prometheus.yml", GROUP.format(threshold=99) + WARM)
+        write_atomically(Path(env["RULES_PATH"]) / "prometheus.yml", GROUP.format(threshold=99) + WARM)
         resolved = tail.wait_for(
             lambda r: r["fingerprint"] == fired["fingerprint"] and r["state"] == "resolved", job, log
         )

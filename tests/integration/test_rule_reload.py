@@ -11,7 +11,6 @@ job look at the files at once, and does not stop it.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import time
@@ -25,7 +24,7 @@ from connectors.control.reader import read_all
 from rules.control.events import RuleSetEvent
 from tests.support.http_receiver import Recorder, RecordingServer
 from tests.support.jobs import stop
-from tests.support.live_job import AlertsTail, LiveMetrics, start_job, wait_until
+from tests.support.live_job import AlertsTail, LiveMetrics, live_env, start_job, wait_until, write_atomically
 
 pytestmark = pytest.mark.integration
 
@@ -59,33 +58,12 @@ EDITED = (
 BROKEN = EDITED.replace('operator: ">", threshold: 50', 'operator: "~>", threshold: 50')
 
 
-def write(path: Path, text: str) -> None:
-    """As an editor or a ConfigMap update does: a new file moved into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 @pytest.fixture()
 def env(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path) -> Iterator[dict[str, str]]:
     rules = tmp_path / "rules"
     rules.mkdir()
     (rules / "cpu.yml").write_text(RULES)
-    yield {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "METRIC_TOPICS": topic_factory("metrics", partitions=2),
-        "ALERTS_TOPIC": topic_factory("alerts", partitions=2),
-        "DLQ_TOPIC": topic_factory("dlq"),
-        "ALERTS_DLQ_TOPIC": topic_factory("alertsdlq"),
-        "CONTROL_TOPIC": topic_factory("control"),
-        "RULES_PATH": str(rules),
-        "RULES_RELOAD_S": "1",
-        "METRICS_PORT": "0",
-        "HEARTBEAT_INTERVAL_S": "60",
-        "HEALTH_STALE_S": "900",
-        "NOTIFY_TIMEOUT_S": "3",
-    }
+    yield live_env(kafka_bootstrap, topic_factory, rules, RULES_RELOAD_S="1")
 
 
 def test_an_edited_rule_file_is_applied_without_restart_or_renotification(
@@ -118,7 +96,7 @@ def test_an_edited_rule_file_is_applied_without_restart_or_renotification(
         hot_cpu = tail.wait_for(firing("HotCPU"), job, log)
         wait_until(lambda: hot_cpu["message_id"] in rec.ok_ids(), job, log)
 
-        write(rules_file, EDITED)  # HighMemory's threshold 90 -> 60, WarmCPU added
+        write_atomically(rules_file, EDITED)  # HighMemory's threshold 90 -> 60, WarmCPU added
         memory = tail.wait_for(firing("HighMemory"), job, log)
         warm = tail.wait_for(firing("WarmCPU"), job, log)
         wait_until(lambda: {memory["message_id"], warm["message_id"]} <= set(rec.ok_ids()), job, log)
@@ -127,7 +105,7 @@ def test_an_edited_rule_file_is_applied_without_restart_or_renotification(
         assert hot_ids == [hot_cpu["message_id"]]  # the unchanged firing alert: not notified again
         assert [r for r in tail.poll() if r["alert_name"] == "HotCPU" and r["notify"]] == [hot_cpu]
 
-        write(rules_file, BROKEN)
+        write_atomically(rules_file, BROKEN)
         wait_until(lambda: "refused" in log.read_text(errors="replace"), job, log)
         time.sleep(1.5)
         text = log.read_text(errors="replace")

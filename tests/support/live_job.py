@@ -142,3 +142,48 @@ def wait_until(cond: Callable[[], bool], job: subprocess.Popen[Any], log: Path, 
         assert job.poll() is None, log.read_text(errors="replace")[-4000:]
         assert time.time() < deadline, "timed out; job log:\n" + log.read_text(errors="replace")[-4000:]
         time.sleep(0.2)
+
+
+def live_env(bootstrap: str, topic_factory: Any, rules_path: Path, **extra: str) -> dict[str, str]:
+    """The environment of an alerting job on private topics (metrics and alerts with 2 partitions,
+    its own control topic), reading `rules_path`; `extra` adds or overrides variables."""
+    import os
+
+    return {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "METRIC_TOPICS": topic_factory("metrics", partitions=2),
+        "ALERTS_TOPIC": topic_factory("alerts", partitions=2),
+        "DLQ_TOPIC": topic_factory("dlq"),
+        "ALERTS_DLQ_TOPIC": topic_factory("alertsdlq"),
+        "CONTROL_TOPIC": topic_factory("control"),
+        "RULES_PATH": str(rules_path),
+        "METRICS_PORT": "0",
+        "HEARTBEAT_INTERVAL_S": "60",
+        "HEALTH_STALE_S": "900",
+        "NOTIFY_TIMEOUT_S": "3",
+        **extra,
+    }
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """As an editor or a ConfigMap update does: a new file moved into place."""
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def first_tick_from(t: float, interval_s: float) -> float:
+    """The first evaluation tick at or after `t` (ticks are aligned to the interval)."""
+    import math
+
+    return math.ceil(t / interval_s) * interval_s
+
+
+def epoch(text: Any) -> float:
+    """An alert record's ISO 8601 time as Unix seconds."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(str(text)).timestamp()
