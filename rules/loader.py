@@ -472,7 +472,9 @@ _SETTINGS = {
 }
 
 
-def _expand(paths: Iterable[str | Path]) -> list[Path]:
+def expand_paths(paths: Iterable[str | Path]) -> list[Path]:
+    """RULES_PATH as every loader reads it: files as given, directories' *.yml and *.yaml sorted
+    (a ConfigMap volume's `..data` entries are neither)."""
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
@@ -496,7 +498,7 @@ def prometheus_files(paths: Iterable[str | Path]) -> list[Path]:
     them): `load_rules` passes them by, `rules.promql.rulefile.load_prometheus_rules` loads
     them. A file that cannot be read or parsed is left to `load_rules` to report."""
     out: list[Path] = []
-    for path in _expand(paths):
+    for path in expand_paths(paths):
         try:
             doc = load_yaml(path.read_text(encoding="utf-8"))
         except (OSError, yaml.YAMLError):
@@ -517,7 +519,7 @@ def load_rules(paths: Iterable[str | Path]) -> RuleSet:
     inhibits: list[InhibitRule] | None = None
     settings: dict[str, Any] = {}
     seen: dict[str, str] = {}
-    files = _expand(paths)
+    files = expand_paths(paths)
     if not files:
         raise RuleFileError([Problem(str(list(paths)), "", "", "no rule files found")])
     for path in files:

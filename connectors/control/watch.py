@@ -38,7 +38,15 @@ from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
 from connectors.ops.metrics import METRICS, Metrics
 from rules.control.events import RuleSetEvent, new_id, stamp
-from rules.loader import Problem, RuleFileError, load_rules, load_yaml, position_of, prometheus_files
+from rules.loader import (
+    Problem,
+    RuleFileError,
+    expand_paths,
+    load_rules,
+    load_yaml,
+    position_of,
+    prometheus_files,
+)
 from rules.model import RuleSet
 from rules.promql.rulefile import RuleGroup, load_prometheus_rules
 
@@ -68,23 +76,12 @@ class RulesUpdate:
 # --------------------------------------------------------------------------- files
 
 
-def rule_files(paths: Iterable[str | Path]) -> list[Path]:
-    """RULES_PATH as the loader reads it: files as given, directories' *.yml and *.yaml sorted."""
-    files: list[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            files.extend(sorted([*p.glob("*.yml"), *p.glob("*.yaml")]))
-        else:
-            files.append(p)
-    return files
-
-
 def content_version(paths: Iterable[str | Path]) -> tuple[str, tuple[str, ...]]:
     """(hash of every rule file's name and contents, the files): what identifies a rule set.
 
     An unreadable file hashes as such, so it is a version too (refused when loaded)."""
     h = hashlib.sha256()
-    files = rule_files(paths)
+    files = expand_paths(paths)
     for f in files:
         h.update(str(f).encode() + b"\x00")
         try:

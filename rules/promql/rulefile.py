@@ -40,7 +40,15 @@ from typing import Any
 import yaml
 
 from rules.duration import parse_duration
-from rules.loader import Position, Problem, RuleFileError, item_position, load_yaml, position_of
+from rules.loader import (
+    Position,
+    Problem,
+    RuleFileError,
+    expand_paths,
+    item_position,
+    load_yaml,
+    position_of,
+)
 from rules.promql import ast
 from rules.promql.gotemplate import Template, TemplateError, compile_template
 from rules.promql.parse import PromqlError, parse_expr
@@ -338,13 +346,6 @@ def _group(f: _File, raw: object, at: Position | None, lenient: bool = False) ->
     return RuleGroup(gname, interval, tuple(kept), f.path)
 
 
-def _expand(paths: Iterable[str | Path]) -> list[Path]:
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted([*p.glob("*.yml"), *p.glob("*.yaml")]) if p.is_dir() else [p])
-    return files
-
-
 def parse_rule_doc(doc: object, path: str, *, lenient: bool = False) -> tuple[list[RuleGroup], list[Problem]]:
     """One file's document (read with `rules.loader.load_yaml` for positions) -> groups, problems.
 
@@ -396,7 +397,7 @@ def load_prometheus_rules_lenient(
     groups: list[RuleGroup] = []
     where: dict[str, str] = {}
     given = list(paths)
-    files = _expand(given)
+    files = expand_paths(given)
     if not files:
         raise RuleFileError([Problem(str([str(p) for p in given]), "", "", "no rule files found")])
     for path in files:
