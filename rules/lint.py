@@ -13,6 +13,9 @@ file the jobs load (and one with a problem is one the live job refuses to start 
   template outside the supported subset, a group name used twice in the rule set, ... Each
   group that loads is shown with what the job will do with it: its interval, its recording
   rules (written to RECORDED_TOPIC) and its alerts (`for`, `keep_firing_for`), in order.
+- Seed rules that load are shown with their PromQL, from the rule set's execution plan
+  (`rules.promql.plan`): the executor that runs them (the per-instance engine) and where its
+  semantics differ from that PromQL.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rules.loader import Problem, RuleFileError, load_rules, prometheus_files
+from rules.model import RuleSet
+from rules.promql.plan import plan
 from rules.promql.rulefile import AlertingRule, RuleGroup, load_prometheus_rules_lenient
 from rules.promql.stream import DEFAULT_INTERVAL_S
 
@@ -34,6 +39,7 @@ class Report:
     groups: tuple[RuleGroup, ...]  # the Prometheus groups that load, in rule-set order
     rules: int  # rules that load: seed rules and the groups' rules
     files: int
+    seed: RuleSet | None = None  # the seed rules that load (None: none, or a problem)
 
 
 def expand(paths: Sequence[Path]) -> list[Path]:
@@ -51,8 +57,10 @@ def lint(paths: Sequence[Path]) -> Report:
     rules = 0
     if not files:
         return Report((), (), 0, 0)
+    seed: RuleSet | None = None
     try:  # seed files; Prometheus files are passed by (and unreadable ones reported) here
-        rules += len(load_rules(files).rules)
+        seed = load_rules(files)
+        rules += len(seed.rules)
     except RuleFileError as exc:
         problems.extend(exc.problems)
     groups: list[RuleGroup] = []
@@ -63,7 +71,7 @@ def lint(paths: Sequence[Path]) -> Report:
         problems.extend(more)
         rules += sum(len(g.rules) for g in groups)
     problems.sort(key=lambda p: (p.file, p.line or 0, p.column or 0))
-    return Report(tuple(problems), tuple(groups), rules, len(files))
+    return Report(tuple(problems), tuple(groups), rules, len(files), seed if seed and seed.rules else None)
 
 
 def _seconds(s: float) -> str:
@@ -95,6 +103,29 @@ def describe(group: RuleGroup) -> list[str]:
     return lines
 
 
+def describe_seed(ruleset: RuleSet) -> list[str]:
+    """Each seed rule with its PromQL (the plan) and how the engine that runs it differs; the
+    empty-window difference, which every rule with a condition has, is said once."""
+    by_name = {r.name: r for r in ruleset.rules}
+    every = _seconds(ruleset.eval_interval_s)
+    lines = [
+        f"SEED rules: {len(ruleset.rules)} rule(s) on the per-instance engine, evaluated every {every}; "
+        f"as PromQL (rules.promql.plan), which differs on an empty window: the engine keeps the alert "
+        f"as it was until the series is stale ({_seconds(ruleset.staleness_s)}), PromQL drops a pending "
+        f"alert and resolves a firing one"
+    ]
+    for p in plan(ruleset).rules:
+        r = by_name[p.name]
+        extra = "".join(
+            f", {k} {_seconds(v)}"
+            for k, v in (("for", r.for_s), ("keep_firing_for", r.keep_firing_for_s))
+            if v
+        )
+        lines.append(f"  alert {p.name}{extra}: {p.promql or '(no PromQL form)'}")
+        lines.extend(f"    differs: {d}" for d in p.differences if not d.startswith("empty "))
+    return lines
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m rules.lint",
@@ -113,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{len(report.problems)} problem(s) in {report.files} file(s): the jobs refuse to start with them"
         )
         return 1
+    if report.seed is not None:
+        print("\n".join(describe_seed(report.seed)))
     for g in report.groups:
         print("\n".join(describe(g)))
     print(f"ok: {report.rules} rule(s) in {report.files} file(s)")

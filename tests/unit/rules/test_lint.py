@@ -29,7 +29,28 @@ BAD = """alert_rules:
 
 def test_bundled_rules_lint_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(BUNDLED)]) == 0
-    assert capsys.readouterr().out.startswith("ok: ")
+    assert capsys.readouterr().out.splitlines()[-1].startswith("ok: ")
+
+
+def test_each_seed_rule_is_shown_with_its_promql(capsys: pytest.CaptureFixture[str]) -> None:
+    """The execution plan (rules.promql.plan): the engine runs it, this is what it computes."""
+    assert main([str(BUNDLED / "alert-rules.yml"), str(ROOT / "tests/rules/seed_flat_rules.yml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith(
+        "SEED rules: 19 rule(s) on the per-instance engine, evaluated every 1m; as PromQL"
+    )
+    assert "  alert HighCPUUsage, for 5m: avg_over_time(cpu_usage_percent[1m]) > 80" in out
+    assert (
+        "  alert ReplicationLagHigh, for 3m: "
+        'quantile_over_time(0.95, replication_lag_seconds{database_type=~"postgresql|mysql"}[2m]) > 30'
+    ) in out
+    i = out.index("  alert CommitRateHigh, for 2m: rate(xact_commit_total[2m]) > 3")
+    assert out[i + 1].startswith("    differs: rate: the engine's is the exact slope")
+    assert out[i + 2] == (
+        "    differs: repeats every 30m on the engine (cooldown/repeat_interval), "
+        "every 4h on the group evaluator"
+    )
+    assert "  alert MetricsAbsent, for 5m: count_over_time(up[1d]) * 0 unless count_over_time(up[2m])" in out
 
 
 def test_every_problem_is_listed_with_file_and_line(
