@@ -38,6 +38,9 @@ from rules.control.events import ControlError
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 1024 * 1024
+DRAIN_LIMIT: Final = 16 * MAX_BODY
+"""A body over MAX_BODY up to this size is read to its end before the 413 (the client then sees the
+answer, not a broken pipe); a larger one is cut off."""
 REALM: Final = 'Bearer realm="gds"'
 READ, WRITE = TokenScope.READ, TokenScope.WRITE
 
@@ -71,13 +74,22 @@ class Auth:
 async def read_json(request: Request) -> Any:
     """The body as JSON, at most MAX_BODY bytes; ControlError (400) or 413 otherwise."""
     length = request.headers.get("content-length")
-    if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-        raise HTTPException(413, f"body larger than {MAX_BODY} bytes")
+    too_large = HTTPException(413, f"body larger than {MAX_BODY} bytes")
+    if length is not None and (not length.isdigit() or int(length) > DRAIN_LIMIT):
+        raise too_large  # not worth reading: the connection is closed under the sender
     body = bytearray()
+    drained = 0
     async for chunk in request.stream():
+        if drained or len(body) + len(chunk) > MAX_BODY:
+            # read (and drop) the rest, so the client is sending no more when the 413 comes:
+            # an answer before the end of its upload reaches it as a broken pipe instead
+            drained += len(chunk)
+            if drained > DRAIN_LIMIT:
+                raise too_large
+            continue
         body += chunk
-        if len(body) > MAX_BODY:
-            raise HTTPException(413, f"body larger than {MAX_BODY} bytes")
+    if drained:
+        raise too_large
     if not body:
         return {}
     try:

@@ -121,15 +121,48 @@ HISTORY_COLUMNS: Final = (
 )
 
 
+class _Query:
+    """WHERE clauses whose values are all `$n` parameters (nothing built from input as SQL text),
+    newest first and keyset paged on (at, `key`)."""
+
+    def __init__(self) -> None:
+        self.where: list[str] = []
+        self.args: list[Any] = []
+
+    def arg(self, value: Any) -> str:
+        self.args.append(value)
+        return f"${len(self.args)}"
+
+    def page(
+        self,
+        columns: str,
+        table: str,
+        key: str,
+        since: datetime | None,
+        until: datetime | None,
+        cursor: tuple[datetime, Any] | None,
+        limit: int,
+    ) -> tuple[str, list[Any]]:
+        """The SELECT with the time range and the page after `cursor`; limit + 1 rows are fetched
+        to know if there is more."""
+        if since is not None:
+            self.where.append(f"at >= {self.arg(since)}")
+        if until is not None:
+            self.where.append(f"at < {self.arg(until)}")
+        if cursor is not None:
+            at_arg = self.arg(cursor[0])
+            self.where.append(f"(at, {key}) < ({at_arg}, {self.arg(cursor[1])})")
+        sql = f"SELECT {columns} FROM {table}"
+        if self.where:
+            sql += " WHERE " + " AND ".join(self.where)
+        sql += f" ORDER BY at DESC, {key} DESC LIMIT {self.arg(limit + 1)}"
+        return sql, self.args
+
+
 def history_sql(schema_ident: str, f: HistoryFilter) -> tuple[str, list[Any]]:
-    """Newest first, keyset paged on (at, message_id); fetches limit + 1 to know if there is more."""
-    where: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    """Newest first, keyset paged on (at, message_id)."""
+    q = _Query()
+    where, arg = q.where, q.arg
     if f.alertname is not None:
         where.append(f"alert_name = {arg(f.alertname)}")
     if f.instance is not None:
@@ -142,18 +175,8 @@ def history_sql(schema_ident: str, f: HistoryFilter) -> tuple[str, list[Any]]:
         where.append(_matcher_sql(m, arg(value), None if m.name == "alertname" else arg(m.name)))
     if f.states:
         where.append(f"state = ANY({arg(list(f.states))}::text[])")
-    if f.since is not None:
-        where.append(f"at >= {arg(f.since)}")
-    if f.until is not None:
-        where.append(f"at < {arg(f.until)}")
-    if f.cursor is not None:
-        at_arg = arg(f.cursor[0])
-        where.append(f"(at, message_id) < ({at_arg}, {arg(f.cursor[1])})")
-    sql = f"SELECT {HISTORY_COLUMNS} FROM {schema_ident}.alert_events"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY at DESC, message_id DESC LIMIT {arg(f.limit + 1)}"
-    return sql, args
+    table = f"{schema_ident}.alert_events"
+    return q.page(HISTORY_COLUMNS, table, "message_id", f.since, f.until, f.cursor, f.limit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,29 +213,14 @@ AUDIT_COLUMNS: Final = "id, at, actor, action, target, fingerprint, detail, sour
 
 
 def audit_sql(schema_ident: str, f: AuditFilter) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    args: list[Any] = []
-
-    def arg(value: Any) -> str:
-        args.append(value)
-        return f"${len(args)}"
-
+    """Newest first, keyset paged on (at, id)."""
+    q = _Query()
     if f.actor is not None:
-        where.append(f"actor = {arg(f.actor)}")
+        q.where.append(f"actor = {q.arg(f.actor)}")
     if f.action is not None:
-        a = arg(f.action)
-        where.append(f"(action = {a} OR starts_with(action, {a} || '.'))")
+        a = q.arg(f.action)
+        q.where.append(f"(action = {a} OR starts_with(action, {a} || '.'))")
     if f.fingerprint is not None:
-        where.append(f"fingerprint = {arg(f.fingerprint)}")
-    if f.since is not None:
-        where.append(f"at >= {arg(f.since)}")
-    if f.until is not None:
-        where.append(f"at < {arg(f.until)}")
-    if f.cursor is not None:
-        at_arg = arg(f.cursor[0])
-        where.append(f"(at, id) < ({at_arg}, {arg(f.cursor[1])})")
-    sql = f"SELECT {AUDIT_COLUMNS} FROM {schema_ident}.control_audit"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += f" ORDER BY at DESC, id DESC LIMIT {arg(f.limit + 1)}"
-    return sql, args
+        q.where.append(f"fingerprint = {q.arg(f.fingerprint)}")
+    table = f"{schema_ident}.control_audit"
+    return q.page(AUDIT_COLUMNS, table, "id", f.since, f.until, f.cursor, f.limit)
