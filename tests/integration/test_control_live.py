@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 
 from connectors.control.publish import ControlPublisher
-from rules.control.events import SilenceEvent, new_id, stamp
 from rules.metric import iso
 from rules.model import Matcher
 from tests.support.http_receiver import Recorder, RecordingServer
@@ -31,8 +30,8 @@ from tests.support.live_job import (
     AlertsTail,
     LiveMetrics,
     epoch,
-    first_tick_from,
     live_env,
+    mute_and_release,
     start_job,
     wait_until,
 )
@@ -81,30 +80,9 @@ def test_a_silence_mutes_a_delivered_alert_within_a_tick_and_its_expiry_notifies
         fired = tail.wait_for(lambda r: r["state"] == "firing" and r["notify"] == "first", job, log)
         wait_until(lambda: fired["message_id"] in rec.ok_ids(), job, log)
 
-        now = stamp(time.time())
-        sil = SilenceEvent(
-            new_id(), (Matcher("instance_id", "db-0"),), now, now + 3600, "alice", "CHG-9", now
+        _, again = mute_and_release(
+            tail, job, log, publisher.publish, rec.ok_ids, fired, Matcher("instance_id", "db-0"), INTERVAL_S
         )
-        publisher.publish(sil)
-        muted = tail.wait_for(lambda r: r["suppressed"] == "silenced", job, log)
-        # deterministic by event time: the first tick inside the silence, on the same incident
-        assert epoch(muted["at"]) == first_tick_from(sil.starts_at, INTERVAL_S)
-        assert (muted["state"], muted["notify"], muted["fingerprint"]) == (
-            "firing",
-            None,
-            fired["fingerprint"],
-        )
-        assert muted["active_at"] == fired["active_at"] and muted["message_id"] != fired["message_id"]
-        delivered = list(rec.ok_ids())
-        time.sleep(4 * INTERVAL_S + LATENESS_S)
-        assert rec.ok_ids() == delivered == [fired["message_id"]]  # nothing more while muted
-
-        ends = stamp(time.time())
-        publisher.publish(sil.expired(ends))
-        again = tail.wait_for(lambda r: r["notify"] == "unsuppressed", job, log)
-        assert epoch(again["at"]) == first_tick_from(ends, INTERVAL_S) and again["suppressed"] is None
-        assert again["fingerprint"] == fired["fingerprint"] and again["active_at"] == fired["active_at"]
-        wait_until(lambda: again["message_id"] in rec.ok_ids(), job, log)
         time.sleep(3 * INTERVAL_S)
         assert rec.ok_ids() == [fired["message_id"], again["message_id"]]  # once more, once
     finally:

@@ -6,7 +6,6 @@ the alert resolves and its resolution is delivered."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,16 +13,14 @@ from typing import Any
 import pytest
 
 from connectors.control.publish import ControlPublisher
-from rules.control.events import SilenceEvent, new_id, stamp
 from rules.model import Matcher
 from tests.support.http_receiver import Recorder, RecordingServer
 from tests.support.jobs import stop
 from tests.support.live_job import (
     AlertsTail,
     LiveMetrics,
-    epoch,
-    first_tick_from,
     live_env,
+    mute_and_release,
     start_job,
     wait_until,
     write_atomically,
@@ -77,25 +74,9 @@ def test_a_group_alert_is_muted_released_and_its_edited_rule_applied_without_res
         assert fired["suppressed"] is None and fired["labels"]["instance"] == "db-0"
         wait_until(lambda: fired["message_id"] in rec.ok_ids(), job, log)
 
-        now = stamp(time.time())
-        sil = SilenceEvent(new_id(), (Matcher("instance", "db-0"),), now, now + 3600, "alice", "CHG-9", now)
-        publisher.publish(sil)
-        muted = tail.wait_for(lambda r: r["suppressed"] == "silenced", job, log)
-        # by event time: the first tick inside the silence, recorded once, on the same incident
-        assert epoch(muted["at"]) == first_tick_from(sil.starts_at, INTERVAL_S)
-        assert (muted["state"], muted["notify"], muted["fingerprint"]) == (
-            "firing",
-            None,
-            fired["fingerprint"],
+        muted, again = mute_and_release(
+            tail, job, log, publisher.publish, rec.ok_ids, fired, Matcher("instance", "db-0"), INTERVAL_S
         )
-        assert muted["active_at"] == fired["active_at"] and muted["message_id"] != fired["message_id"]
-
-        ends = stamp(time.time())
-        publisher.publish(sil.expired(ends))
-        again = tail.wait_for(lambda r: r["notify"] == "unsuppressed", job, log)
-        assert epoch(again["at"]) == first_tick_from(ends, INTERVAL_S) and again["suppressed"] is None
-        assert again["fingerprint"] == fired["fingerprint"] and again["active_at"] == fired["active_at"]
-        wait_until(lambda: again["message_id"] in rec.ok_ids(), job, log)
         # while muted nothing was delivered: the receiver saw the first notification, then the release
         assert rec.ok_ids()[:2] == [fired["message_id"], again["message_id"]]
         muted_records = [r for r in tail.records if r["suppressed"] == "silenced"]

@@ -187,3 +187,42 @@ def epoch(text: Any) -> float:
     from datetime import datetime
 
     return datetime.fromisoformat(str(text)).timestamp()
+
+
+def mute_and_release(
+    tail: AlertsTail,
+    job: subprocess.Popen[Any],
+    log: Path,
+    publish: Callable[[Any], None],
+    delivered: Callable[[], list[str]],
+    fired: dict[str, Any],
+    matcher: Any,
+    interval_s: float,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Silence the delivered alert `fired` (a control-topic silence on `matcher`), then expire it.
+
+    Checks what issue 13 asks: the alert is recorded muted at the first tick inside the silence,
+    as the same incident with its own id; the expiry releases it at the first tick after, notified
+    (`unsuppressed`) and delivered. Returns (the muted record, the release)."""
+    from rules.control.events import SilenceEvent, new_id, stamp
+
+    now = stamp(time.time())
+    sil = SilenceEvent(new_id(), (matcher,), now, now + 3600, "alice", "CHG-9", now)
+    publish(sil)
+    muted = tail.wait_for(lambda r: r["suppressed"] == "silenced", job, log)
+    assert epoch(muted["at"]) == first_tick_from(sil.starts_at, interval_s)  # by event time
+    assert (muted["state"], muted["notify"], muted["fingerprint"], muted["active_at"]) == (
+        "firing",
+        None,
+        fired["fingerprint"],
+        fired["active_at"],
+    )
+    assert muted["message_id"] != fired["message_id"]
+
+    ends = stamp(time.time())
+    publish(sil.expired(ends))
+    again = tail.wait_for(lambda r: r["notify"] == "unsuppressed", job, log)
+    assert epoch(again["at"]) == first_tick_from(ends, interval_s) and again["suppressed"] is None
+    assert (again["fingerprint"], again["active_at"]) == (fired["fingerprint"], fired["active_at"])
+    wait_until(lambda: again["message_id"] in delivered(), job, log)
+    return muted, again
