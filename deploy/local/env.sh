@@ -10,6 +10,9 @@ export REDIS_PORT="${REDIS_PORT:-16379}"
 export ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19094}"
 # Where the local Alertmanager sends its webhooks: a port the integration tests listen on.
 export ALERTMANAGER_WEBHOOK_PORT="${ALERTMANAGER_WEBHOOK_PORT:-19095}"
+# Apicurio Registry (deploy/local/apicurio.sh): its HTTP API and its management port (health, metrics).
+export APICURIO_PORT="${APICURIO_PORT:-18081}"
+export APICURIO_MANAGEMENT_PORT="${APICURIO_MANAGEMENT_PORT:-19001}"
 # Outside the repo on purpose: postgres runs as the `postgres` user, which cannot enter /root (mode 700).
 export GDS_STATE_DIR="${GDS_STATE_DIR:-/tmp/gds-local}"
 
@@ -17,3 +20,5 @@ export KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:${KAFKA_PORT}"
 export PG_DSN="postgresql://gds@127.0.0.1:${PG_PORT}/gds"
 export REDIS_URL="redis://127.0.0.1:${REDIS_PORT}/0"
 export ALERTMANAGER_URL="http://127.0.0.1:${ALERTMANAGER_PORT}"
+# Apicurio's Confluent-compatible API: what confluent-kafka's SchemaRegistryClient talks to.
+export SCHEMA_REGISTRY_URL="http://127.0.0.1:${APICURIO_PORT}/apis/ccompat/v7"

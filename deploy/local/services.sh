@@ -4,7 +4,7 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-SERVICES=(kafka postgres redis alertmanager)
+SERVICES=(kafka postgres redis alertmanager apicurio)
 
 case "${1:-}" in
   up)
