@@ -10,6 +10,10 @@ export REDIS_PORT="${REDIS_PORT:-16379}"
 export ALERTMANAGER_PORT="${ALERTMANAGER_PORT:-19094}"
 # Where the local Alertmanager sends its webhooks: a port the integration tests listen on.
 export ALERTMANAGER_WEBHOOK_PORT="${ALERTMANAGER_WEBHOOK_PORT:-19095}"
+# Prometheus in agent mode (deploy/local/prometheus.sh) and the exporters it scrapes (exporters.sh).
+export PROMETHEUS_PORT="${PROMETHEUS_PORT:-19090}"
+export NODE_EXPORTER_PORT="${NODE_EXPORTER_PORT:-19100}"
+export PG_EXPORTER_PORT="${PG_EXPORTER_PORT:-19187}"
 # Apicurio Registry (deploy/local/apicurio.sh): its HTTP API and its management port (health, metrics).
 export APICURIO_PORT="${APICURIO_PORT:-18081}"
 export APICURIO_MANAGEMENT_PORT="${APICURIO_MANAGEMENT_PORT:-19001}"

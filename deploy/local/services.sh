@@ -5,6 +5,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SERVICES=(kafka postgres redis alertmanager apicurio)
+# The exporters watch the local PostgreSQL and the host; Prometheus (agent) scrapes them and
+# remote-writes to the gateway, which the tests start on GATEWAY_PORT (until then it retries).
+SERVICES+=(exporters prometheus)
 
 case "${1:-}" in
   up)
