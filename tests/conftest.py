@@ -68,6 +68,12 @@ def alertmanager_webhook() -> Iterator:
 
 
 @pytest.fixture(scope="session")
+def schema_registry_url() -> str:
+    """The local Apicurio Registry's Confluent-compatible API (deploy/local/apicurio.sh)."""
+    return _need("SCHEMA_REGISTRY_URL")
+
+
+@pytest.fixture(scope="session")
 def promtool() -> str:
     """Debian's promtool 2.42 (deploy/local/prometheus.sh installs it; `make test` already did)."""
     import shutil
