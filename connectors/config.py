@@ -1,10 +1,11 @@
 """The settings of every job: one typed model, read from environment variables, checked once at start.
 
 Sections (one class each, one default and one description per variable): `kafka`, `rules`,
-`notify`, `storage`, `monitoring`, `collect`, `api`. A job composes the sections it reads: `Settings`
-(alerting, storage and rollup jobs: kafka + rules + notify + storage), `MonitoringSettings`
+`notify`, `storage`, `monitoring`, `collect`, `api`, `gateway`. A job composes the sections it
+reads: `Settings` (alerting, storage and rollup jobs: kafka + rules + notify + storage), `MonitoringSettings`
 (every live job, beside it), `CollectJobSettings` (the collector: kafka + collect) and
-`ApiJobSettings` (the control-plane API: kafka + storage + api).
+`ApiJobSettings` (the control-plane API: kafka + storage + api) and `GatewayJobSettings`
+(the metrics gateway: kafka + gateway).
 
 Every problem is reported, one line each, before anything connects: a pod with three typos
 fails once with three lines, not three times in a crash loop. The README's configuration table
@@ -702,6 +703,56 @@ class ApiSettings(Section):
     )
 
 
+class GatewaySettings(Section):
+    section = "gateway"
+
+    gateway_host: Annotated[str, BeforeValidator(_host)] = _env(
+        "GATEWAY_HOST", "127.0.0.1", "Address the metrics gateway binds to (`0.0.0.0` in pods)."
+    )
+    gateway_port: Annotated[int, _number(1, integer=True, high=65535)] = _env(
+        "GATEWAY_PORT", 9201, "Port of the metrics gateway (seed `/metrics`, remote_write, OTLP)."
+    )
+    gateway_tokens: str = _env(
+        "GATEWAY_TOKENS",
+        "",
+        "Bearer tokens of the gateway's writers, comma separated `name:token`; unset: no auth "
+        "(bind to 127.0.0.1 or put it behind a network policy).",
+    )
+    gateway_max_body_bytes: Annotated[int, _number(1024, integer=True)] = _env(
+        "GATEWAY_MAX_BODY_BYTES",
+        8 * 1024 * 1024,
+        "Largest request body (after decompression for remote_write); larger ones get a 413.",
+    )
+    gateway_output_format: Annotated[
+        str, _choice("json", "avro", lower=True), AfterValidator(_avro_needs_registry)
+    ] = _env(
+        "GATEWAY_OUTPUT_FORMAT",
+        "json",
+        "What the gateway produces: `json` (seed format) or `avro` (Confluent).",
+    )
+    gateway_default_environment: Annotated[str, BeforeValidator(_identifier)] = _env(
+        "GATEWAY_DEFAULT_ENVIRONMENT",
+        "production",
+        "Environment (topic part and `environment` tag) of samples whose labels have none.",
+    )
+    gateway_default_database_type: Annotated[str, BeforeValidator(_identifier)] = _env(
+        "GATEWAY_DEFAULT_DATABASE_TYPE",
+        "os",
+        "database_type (topic part) of samples whose labels have no `database_type`.",
+    )
+    gateway_ack_timeout_s: Annotated[float, _number(0.1)] = _env(
+        "GATEWAY_ACK_TIMEOUT_S",
+        10.0,
+        "How long a request waits for Kafka to confirm all its records; then 503 with Retry-After.",
+    )
+    gateway_create_topics: Annotated[bool, BeforeValidator(_flag)] = _env(
+        "GATEWAY_CREATE_TOPICS",
+        True,
+        "Create a missing `gds.metrics.{database_type}.{environment}` topic on first use "
+        "(the local broker does not auto-create).",
+    )
+
+
 SECTIONS: tuple[type[Section], ...] = (
     KafkaSettings,
     RulesSettings,
@@ -710,6 +761,7 @@ SECTIONS: tuple[type[Section], ...] = (
     MonitoringSettings,
     CollectSettings,
     ApiSettings,
+    GatewaySettings,
 )
 
 
@@ -733,6 +785,12 @@ class ApiJobSettings(ApiSettings, StorageSettings, KafkaSettings):
     """The control-plane API's settings (connectors/api): kafka + storage (PG_DSN) + api."""
 
     section = "kafka+storage+api"
+
+
+class GatewayJobSettings(GatewaySettings, KafkaSettings):
+    """The metrics gateway's settings (connectors/gateway): kafka + gateway."""
+
+    section = "kafka+gateway"
 
 
 def parse(env: Mapping[str, str]) -> Settings:

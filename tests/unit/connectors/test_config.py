@@ -228,6 +228,7 @@ def test_sections_compose_into_the_jobs_settings() -> None:
         "monitoring",
         "collect",
         "api",
+        "gateway",
     }
     names = [set(ENV_VARS) & set(env_vars((s,))) for s in SECTIONS]
     assert sum(len(n) for n in names) == len(ENV_VARS)  # each variable in exactly one section

@@ -1,0 +1,1 @@
+"""The metrics gateway: seed JSON, Prometheus remote_write and OTLP over HTTP -> metric topics."""

@@ -1,0 +1,40 @@
+"""The gateway's own Prometheus registry (served on its GET /metrics)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class GatewayMetrics:
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.requests = Counter(
+            "gds_gateway_requests",
+            "HTTP requests by route, method and status.",
+            ["route", "method", "status"],
+            registry=r,
+        )
+        self.latency = Histogram(
+            "gds_gateway_request_seconds", "HTTP request latency by route.", ["route"], registry=r
+        )
+        self.accepted = Counter(
+            "gds_gateway_samples_accepted",
+            "Samples confirmed by Kafka, by endpoint.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.rejected = Counter(
+            "gds_gateway_samples_rejected", "Samples refused with a per-item error.", ["endpoint"], registry=r
+        )
+        self.skipped = Counter(
+            "gds_gateway_samples_skipped",
+            "Prometheus staleness markers (not samples).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.unavailable = Counter(
+            "gds_gateway_kafka_unavailable",
+            "Requests answered 503 because Kafka did not confirm their records.",
+            ["endpoint"],
+            registry=r,
+        )
