@@ -189,8 +189,10 @@ def test_collector_produces_to_kafka_and_a_down_target_reports_up_zero(
     assert not any(b"hunter22" in (msg.value or b"") for msg, _ in metrics)
 
 
-def test_avro_output_decodes_with_the_registry(kafka_bootstrap: str, pg_dsn: str, prefix: str) -> None:
-    registry = SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"})
+def test_avro_output_decodes_with_the_registry(
+    kafka_bootstrap: str, pg_dsn: str, prefix: str, schema_registry_url: str
+) -> None:
+    registry = SchemaRegistryClient.new_client({"url": schema_registry_url})
     codec = AvroCodec(registry)
     only_pg = targets(pg_dsn)[:1]
     sink = kafka_sink(kafka_bootstrap, None)

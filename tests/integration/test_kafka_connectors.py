@@ -103,11 +103,12 @@ def decode_or_dead_letter(decode: Callable[[bytes, float], Metric]) -> Callable[
 
 
 def test_flow_routes_poison_to_the_dlq_and_passes_good_metrics(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
+    kafka_bootstrap: str, topic_factory: Callable[..., str], schema_registry_url: str
 ) -> None:
     metrics_topic = topic_factory("metrics", 2)
     dlq_topic = topic_factory("dlq", 1)
-    codec = AvroCodec(SchemaRegistryClient.new_client({"url": f"mock://{uuid.uuid4().hex}"}))
+    client = SchemaRegistryClient.new_client({"url": schema_registry_url})
+    codec = AvroCodec(client)
 
     good = [
         Metric(
@@ -119,13 +120,17 @@ def test_flow_routes_poison_to_the_dlq_and_passes_good_metrics(
     for i, m in enumerate(good):  # a topic mid-migration: JSON and Avro side by side
         value = codec.encode(m, f"{metrics_topic}-value") if i % 5 == 0 else encode_json(m)
         items.append((m.instance_id.encode(), value))
+    # an id the registry never gave out: well above the one it gave the subject just now
+    given = client.get_latest_version(f"{metrics_topic}-value").schema_id
+    assert given is not None
+    unknown = given + 100_000
     nan = json.loads(encode_json(good[0]))
     nan["value"] = float("nan")
     poison: list[tuple[bytes | None, bytes | None, str]] = [
         (b"prod-db-00", b"not json at all", "invalid JSON"),
         (b"prod-db-01", json.dumps(nan).encode(), "NaN/Infinity"),
         (b"prod-db-02", encode_json(good[0]._replace(ts=NOW + 86400)), "in the future"),
-        (b"prod-db-00", b"\x00\x00\x00\x03\xe7\x01\x02", "unknown schema id 999"),
+        (b"prod-db-00", b"\x00" + unknown.to_bytes(4, "big") + b"\x01\x02", f"unknown schema id {unknown}"),
         (None, b'{"timestamp": "2025-01-15T10:30:00Z"}', "missing field(s): database_type"),
         (b"prod-db-01", None, "empty message"),
     ]
