@@ -115,8 +115,11 @@ def test_one_statefulset_service_and_pdb_per_flow() -> None:
     names = {f"gds-{f}" for f in FLOWS}
     assert set(statefulsets()) == names
     # plus the control-plane API's Deployment (api.yaml): its checks are the test_api_* below
-    assert {s["metadata"]["name"] for s in of_kind("Service")} == names | {"gds-api"}
-    assert {p["metadata"]["name"] for p in of_kind("PodDisruptionBudget")} == names | {"gds-api"}
+    assert {s["metadata"]["name"] for s in of_kind("Service")} == names | {"gds-api", "gds-gateway"}
+    assert {p["metadata"]["name"] for p in of_kind("PodDisruptionBudget")} == names | {
+        "gds-api",
+        "gds-gateway",
+    }
     assert [n["metadata"]["name"] for n in of_kind("Namespace")] == [kustomization()["namespace"]]
 
 
@@ -575,3 +578,42 @@ def test_api_tokens_come_from_a_mounted_secret_and_the_pod_environment_passes_va
     assert "API_TOKENS" not in env and "API_TOKENS" not in config_env()  # never a token in git
     settings = ApiJobSettings.from_env({**config_env(), **secret_example(), **env})
     assert settings.pg_dsn and settings.bootstrap and settings.control_topic
+
+
+# -- the metrics gateway (gateway.yaml) -------------------------------------------------------
+
+
+def test_gateway_deployment_has_a_service_probes_on_its_port_an_hpa_and_optional_tokens() -> None:
+    from connectors.config import GatewaySettings
+
+    (dep,) = [d for d in of_kind("Deployment") if d["metadata"]["name"] == "gds-gateway"]
+    (c,) = dep["spec"]["template"]["spec"]["containers"]
+    assert c["command"] == ["python", "-m", "connectors.gateway"]
+    assert set(c["resources"]["requests"]) == set(c["resources"]["limits"]) == {"cpu", "memory"}
+    env = env_of(c)
+    settings = GatewaySettings.from_env(env)  # the pod's environment passes validation
+    assert settings.gateway_host == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": settings.gateway_port}
+    assert (
+        c["livenessProbe"]["httpGet"] == c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    )
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    (tokens,) = [e for e in c["env"] if e["name"] == "GATEWAY_TOKENS"]
+    assert tokens["valueFrom"]["secretKeyRef"] == {
+        "name": "gds-gateway-tokens",
+        "key": "tokens",
+        "optional": True,
+    }
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"] == labels
+    (svc,) = [s for s in of_kind("Service") if s["metadata"]["name"] == "gds-gateway"]
+    assert svc["spec"]["selector"] == labels
+    assert [(p["port"], p["targetPort"]) for p in svc["spec"]["ports"]] == [(settings.gateway_port, "http")]
+    (hpa,) = [h for h in of_kind("HorizontalPodAutoscaler") if h["metadata"]["name"] == "gds-gateway"]
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "gds-gateway",
+    }
+    assert hpa["spec"]["minReplicas"] == dep["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    assert c["resources"]["requests"]["cpu"]  # the HPA's utilisation is relative to it
