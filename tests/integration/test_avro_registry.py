@@ -250,3 +250,79 @@ def test_collector_avro_output_is_stored_by_the_storage_flow(
     assert {"connection_usage_percent", "up", "database_size_bytes"} <= names
     assert [r["value"] for r in rows if r["metric_name"] == "up"] == [1.0]
     assert all(math.isfinite(r["value"]) for r in rows)
+
+
+def test_gateway_avro_output_fires_an_alert_in_the_alerting_job(
+    kafka_bootstrap: str, schema_registry_url: str, topic_factory: Any, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+    import urllib.request
+
+    from tests.integration.test_collect import free_port
+
+    environment = f"avro{uuid.uuid4().hex[:8]}"
+    topic = f"gds.metrics.postgresql.{environment}"  # the gateway's topic for these samples
+    ensure_topics(kafka_bootstrap, [TopicSpec(topic, partitions=1, retention_ms=3_600_000)])
+    rules = tmp_path / "rules.yml"
+    rules.write_text(RULES)
+    env = live_env(
+        kafka_bootstrap, topic_factory, rules, INPUT_FORMAT="avro", SCHEMA_REGISTRY_URL=schema_registry_url
+    )
+    env["METRIC_TOPICS"] = topic
+    port = free_port()
+    gw_env = {**env, "GATEWAY_PORT": str(port), "GATEWAY_OUTPUT_FORMAT": "avro", "GATEWAY_TOKENS": ""}
+    gw_log, log = tmp_path / "gateway.log", tmp_path / "job.log"
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "connectors.gateway"],
+        env=gw_env,
+        stdout=gw_log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    job = start_job(env, log)
+    stop_sending = threading.Event()
+    accepted: list[int] = []
+
+    def send() -> None:
+        while not stop_sending.is_set():
+            body = [
+                {
+                    "metric_name": "cpu_usage_percent",
+                    "timestamp": time.time(),
+                    "value": 95.0,
+                    "labels": {
+                        "instance": "db-gw",
+                        "database_type": "postgresql",
+                        "environment": environment,
+                    },
+                }
+            ]
+            req = urllib.request.Request(
+                f"http://127.0.0.1:{port}/metrics/batch",
+                json.dumps(body).encode(),
+                {"Content-Type": "application/json"},
+            )
+            # the gateway may still be starting
+            with contextlib.suppress(OSError), urllib.request.urlopen(req, timeout=5) as resp:
+                accepted.append(resp.status)
+            stop_sending.wait(0.5)
+
+    sender = threading.Thread(target=send, daemon=True)
+    tail = AlertsTail(kafka_bootstrap, env["ALERTS_TOPIC"])
+    try:
+        sender.start()
+        fired = tail.wait_for(lambda r: r["state"] == "firing" and r["notify"] == "first", job, log)
+    finally:
+        stop_sending.set()
+        sender.join(10)
+        tail.close()
+        stop(job)
+        stop(gateway)
+        admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
+        for fut in admin.delete_topics([topic]).values():
+            with contextlib.suppress(Exception):  # cleanup is best effort
+                fut.result(timeout=30)
+    assert accepted and set(accepted) <= {200, 202, 204}, gw_log.read_text()[-3000:]
+    assert (fired["alert_name"], fired["labels"]["instance_id"]) == ("HotCPU", "db-gw")
+    assert registry(schema_registry_url).get_versions(f"{topic}-value") == [1]  # the gateway registered v2
+    assert consume_all(kafka_bootstrap, env["DLQ_TOPIC"], 0) == []
