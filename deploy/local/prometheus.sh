@@ -39,6 +39,7 @@ do_install() {
 # Agent mode (--enable-feature=agent): scrape and remote_write only, no local queries or rules (the
 # alerting job evaluates the rules on the Kafka stream). Samples wait in the agent's WAL while the
 # gateway is down or answers 5xx/429, and are re-sent in order, as with any remote_write receiver.
+# A short flush deadline: with no gateway listening, the default 1m made every stop a SIGKILL.
 GATEWAY_PORT="${GATEWAY_PORT:-19201}"
 DIR="$STATE/prometheus"
 DATA="$DIR/agent-data"
@@ -121,6 +122,7 @@ do_start() {
   setsid bash -c 'echo $$ >"$1"; shift; exec "$@"' _ "$PID_FILE" \
     "$PROM_BIN" --enable-feature=agent --config.file="$CONFIG" --storage.agent.path="$DATA" \
     --storage.agent.retention.max-time="$RETENTION" --web.listen-address="$ADDR" \
+    --storage.remote.flush-deadline=5s \
     --web.external-url="http://$ADDR" --log.level=info \
     </dev/null >>"$LOG_FILE" 2>&1 &
   wait_until 5 test -s "$PID_FILE" || die "prometheus did not write its pid file"
