@@ -55,6 +55,7 @@ SAMPLE_PATH = ROOT / "flows" / "sample" / "metrics.jsonl"
 BUNDLED_RULES = ROOT / "rules" / "bundled"
 CHDB_PATH = ROOT / ".local" / "chdb"
 RECOVERY_PATH = ROOT / ".local" / "recovery"
+SPOOL_PATH = ROOT / ".local" / "spool"
 DEFAULT_TARGETS = ROOT / "deploy" / "local" / "targets.yml"
 
 # -- redaction and the error ----------------------------------------------------------------
@@ -446,6 +447,18 @@ class KafkaSettings(Section):
         10.0,
         "Snapshot interval of that default recovery (s); also Bytewax's epoch length.",
     )
+    spool_dir: Path = _env(
+        "SPOOL_DIR",
+        SPOOL_PATH,
+        "Local spool of the collector and the gateway while Kafka is unreachable (`{SPOOL_DIR}/{job}`),"
+        " drained in order when it returns.",
+    )
+    spool_max_bytes: Annotated[int, _number(1 << 20, integer=True)] = _env(
+        "SPOOL_MAX_BYTES",
+        256 << 20,
+        "Most bytes a spool holds (per collector worker); beyond it new samples are refused (gateway: 503)"
+        " or dropped and counted (collector: `gds_spool_dropped_total`), never silently.",
+    )
 
     @property
     def embedded(self) -> bool:
@@ -477,7 +490,7 @@ class RulesSettings(Section):
         "RULES_PATH", (BUNDLED_RULES,), "Rule files or directories, comma separated."
     )
     shards: _Count = _env("ALERT_SHARDS", 64, "Key-space shards of the alert state (>= total workers).")
-    rules_reload_s: _Seconds = _env(
+    rules_reload_s: Annotated[float, _number(0, zero_ok=True)] = _env(
         "RULES_RELOAD_S",
         10.0,
         "How often a tailing job looks for changed rule files and loads them without a restart "

@@ -268,3 +268,9 @@ def test_cross_section_checks_are_listed_with_the_other_problems() -> None:
         "INPUT_FORMAT=avro needs SCHEMA_REGISTRY_URL",
         "NOTIFY_TIMEOUT_S='x': not a number",
     ]
+
+
+def test_rules_reload_zero_means_only_on_sighup() -> None:
+    assert Settings.from_env({"RULES_RELOAD_S": "0"}).rules_reload_s == 0
+    with pytest.raises(ConfigError, match="RULES_RELOAD_S"):
+        Settings.from_env({"RULES_RELOAD_S": "-1"})
