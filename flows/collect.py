@@ -7,6 +7,8 @@ instance_id to `gds.metrics.{database_type}.{environment}`, as JSON or Confluent
 
     poll (one partition per target) -> policy per target (stateful: future stamps,
     tag allowlist, cardinality, `up`, health notices) -> log notices -> encode -> Kafka
+                                                                          (or the local spool while
+                                                                          Kafka is unreachable)
 
 Wiring only: collectors and the source are in connectors/collectors/, the policy in
 rules/collect/policy.py. Scale by adding workers/processes: targets spread over them.
@@ -137,11 +139,17 @@ def from_settings(settings: CollectJobSettings, config: CollectConfig) -> Datafl
             return f"{topic} {metric.instance_id} {encode_json(metric).decode()}"
 
         return build_flow(config.targets, StdOutSink(), policy=config.policy, shape=line)
-    from connectors.kafka.sink import kafka_sink
+    from connectors.collectors.sink import SpoolingKafkaSink
 
     if settings.create_topics:
         _ensure_topics(settings, config.targets)
-    sink = kafka_sink(list(settings.bootstrap), None, dict(settings.kafka_extra))
+    # Kafka unreachable: samples wait in the local spool and go out in order when it returns
+    sink = SpoolingKafkaSink(
+        settings.bootstrap,
+        settings.spool_dir / "collect",
+        settings.spool_max_bytes,
+        dict(settings.kafka_extra),
+    )
     return build_flow(config.targets, sink, policy=config.policy, encode=encode)
 
 

@@ -216,7 +216,7 @@ def test_every_default_is_what_the_environment_default_parses_to() -> None:
     assert CollectJobSettings.from_env(with_paths) == CollectJobSettings()
 
 
-PATHS = ("SAMPLE_PATH", "RULES_PATH", "CLICKHOUSE_PATH", "COLLECT_TARGETS")
+PATHS = ("SAMPLE_PATH", "RULES_PATH", "CLICKHOUSE_PATH", "COLLECT_TARGETS", "SPOOL_DIR")
 
 
 def test_sections_compose_into_the_jobs_settings() -> None:
