@@ -13,7 +13,7 @@ machine=$(printf '{"bench": "machine", "cpus": %s, "mem_gib": %s, "cpu": "%s", "
   "$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)" "$(.venv/bin/python -V | cut -d' ' -f2)" \
   "$(date -u +%Y-%m-%dT%H:%M:%SZ)")
 echo "$machine" | tee -a "$out"
-for b in alerting delivery latency state backtest promql; do
+for b in alerting delivery latency state backtest promql gateway; do
   [ -f "bench/$b.py" ] || continue
   echo "==> bench/$b.py" >&2
   .venv/bin/python "bench/$b.py" "$@" | tee -a "$out"
