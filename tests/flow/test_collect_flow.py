@@ -175,3 +175,29 @@ def test_policy_is_applied_in_the_flow() -> None:
         d["tags"]["reason"]: d["value"] for d in rows if d["metric_name"] == "collector_dropped_series"
     }
     assert dropped == {"cardinality": 3.0, "future": 1.0}
+
+
+def test_the_kafka_collector_writes_through_the_spool(tmp_path: Any) -> None:
+    """With Kafka configured, the collector's sink spools while the broker is unreachable
+    (tests/integration/test_collect_spool.py runs it against a stopped broker)."""
+    from connectors.collectors.sink import SpoolingKafkaSink
+    from connectors.collectors.targets import load_targets
+    from connectors.config import CollectJobSettings
+    from flows.collect import from_settings
+
+    env = {
+        "KAFKA_BOOTSTRAP_SERVERS": "127.0.0.1:1",
+        "COLLECT_CREATE_TOPICS": "false",
+        "SPOOL_DIR": str(tmp_path),
+    }
+    settings = CollectJobSettings.from_env(env)
+    flow = from_settings(settings, load_targets(settings.targets_path))
+
+    def steps(parent: Any) -> Any:
+        for step in parent.substeps:
+            yield step
+            yield from steps(step)
+
+    sinks = [s.sink for s in steps(flow) if hasattr(s, "sink")]
+    assert len(sinks) == 1 and isinstance(sinks[0], SpoolingKafkaSink)
+    assert vars(sinks[0])["_spool_dir"] == tmp_path / "collect"
