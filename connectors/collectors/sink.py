@@ -2,7 +2,8 @@
 on disk (connectors/kafka/spool.py) and produced in order when it returns.
 
 Per batch: while the spool holds anything, a drain is tried (at most every `retry_s`, after a cheap
-metadata probe) and the batch goes behind the spooled records; otherwise the batch is produced and
+metadata probe; at most `drain_step` records per batch, so polling goes on during a long drain) and
+the batch goes behind the spooled records; otherwise the batch is produced and
 what the broker did not confirm within librdkafka's `message.timeout.ms` is spooled. A batch that
 does not fit in a full spool is dropped, counted (`gds_spool_dropped_total`) and logged: never
 silently truncated. One spool directory per worker (`{dir}/w{index}`), so each keeps its order.
@@ -88,6 +89,7 @@ class _Partition(StatelessSinkPartition[Message_]):
         clock: Callable[[], float],
         metrics: SpoolMetrics,
         flush_s: float,
+        drain_step: int = 20_000,
     ) -> None:
         self._producer = producer
         self._spool = spool
@@ -97,6 +99,7 @@ class _Partition(StatelessSinkPartition[Message_]):
         self._metrics = metrics
         self._next_drain = 0.0
         self._flush_s = flush_s
+        self._drain_step = drain_step
 
     def _send(self, records: Sequence[SpoolRecord]) -> list[SpoolRecord]:
         """Produce and wait for every outcome; the records the broker did not confirm, in order."""
@@ -136,8 +139,10 @@ class _Partition(StatelessSinkPartition[Message_]):
         self._next_drain = now + self._retry_s
         try:
             self._producer.list_topics(timeout=2.0)  # cheap probe: no 10 s delivery timeouts while down
-            if self._spool.drain(self._produce_all):
+            if self._spool.drain(self._produce_all, max_records=self._drain_step):
                 log.info("Kafka is back: the spool is drained")
+            else:  # more left: the next batch goes on at once (polls keep running meanwhile)
+                self._next_drain = now
         except (KafkaException, ConnectorError) as exc:
             log.warning("Kafka still unreachable, %d records spooled: %s", self._spool.records, exc)
 

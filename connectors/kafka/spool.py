@@ -216,12 +216,14 @@ class Spool:
 
     # -- draining -----------------------------------------------------------------------------
 
-    def drain(self, produce: Produce) -> bool:
+    def drain(self, produce: Produce, *, max_records: int | None = None) -> bool:
         """Produce every spooled record, oldest first, removing them once `produce` returned.
 
         Returns True when the spool is empty. An exception from `produce` propagates and leaves
-        the unconfirmed records in place, in order, for the next drain.
+        the unconfirmed records in place, in order, for the next drain. `max_records` bounds one
+        call (a caller that must keep serving drains in steps; False then says "more left").
         """
+        budget = max_records
         with self._drain_lock:
             while True:
                 with self._lock:
@@ -229,6 +231,8 @@ class Spool:
                     if not pending:
                         self._refused = False
                         return True
+                    if budget is not None and budget <= 0:
+                        return False
                     seg = pending[0]
                     if seg is self._segments[-1]:
                         self._close()  # appends from now on go to a new segment
@@ -239,12 +243,17 @@ class Spool:
                 confirmed = seg.acked
                 for stop, payload in _frames(data, seg.acked):
                     batch.append(SpoolRecord.parse(payload))
-                    if len(batch) == self.chunk or stop == end:
+                    if len(batch) in (self.chunk, budget) or stop == end:
                         produce(batch)
                         self._ack(seg, stop, len(batch))
                         confirmed = stop
+                        if budget is not None:
+                            budget -= len(batch)
+                            if budget <= 0:
+                                break
                         batch = []
-                if confirmed != end or seg.acked != end:  # only if the file changed under us
+                stopped_early = budget is not None and budget <= 0
+                if not stopped_early and (confirmed != end or seg.acked != end):  # the file changed under us
                     raise ConnectorError(f"spool segment {seg.path} is damaged at byte {confirmed}")
 
     def _ack(self, seg: _Segment, offset: int, n: int) -> None:

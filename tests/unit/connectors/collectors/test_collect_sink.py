@@ -61,11 +61,11 @@ class Clock:
 
 
 def partition(
-    tmp_path: Path, max_bytes: int = 1 << 20
+    tmp_path: Path, max_bytes: int = 1 << 20, drain_step: int = 1000
 ) -> tuple[_Partition, FakeProducer, Clock, CollectorRegistry]:
     producer, clock, registry = FakeProducer(), Clock(), CollectorRegistry()
     spool = Spool(tmp_path, max_bytes)
-    part = _Partition(producer, spool, "collect", 5.0, clock, SpoolMetrics(registry), 1.0)  # type: ignore[arg-type]
+    part = _Partition(producer, spool, "collect", 5.0, clock, SpoolMetrics(registry), 1.0, drain_step)  # type: ignore[arg-type]
     return part, producer, clock, registry
 
 
@@ -102,3 +102,18 @@ def test_a_full_spool_drops_counts_and_logs(tmp_path: Path, caplog: pytest.LogCa
     producer.up = True
     part.close()  # the close drains what was kept
     assert producer.topic == [b"1"]
+
+
+def test_a_long_drain_goes_in_steps_between_batches(tmp_path: Path) -> None:
+    part, producer, clock, _registry = partition(tmp_path, drain_step=2)
+    producer.up = False
+    part.write_batch(msgs(1, 2, 3, 4, 5))
+    producer.up = True
+    clock.now = 10.0
+    part.write_batch(msgs(6))  # two drained, the batch queued behind the rest
+    assert producer.topic == [b"1", b"2"]
+    part.write_batch(msgs(7))  # the next step at once, no retry wait
+    assert producer.topic == [b"1", b"2", b"3", b"4"]
+    part.write_batch(msgs(8))
+    part.write_batch(msgs(9))
+    assert producer.topic == [str(v).encode() for v in range(1, 10)]

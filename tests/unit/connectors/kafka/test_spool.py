@@ -148,3 +148,17 @@ def test_appends_during_a_drain_come_after_it(tmp_path: Path) -> None:
 
     assert spool.drain(produce)
     assert got == [rec(1), rec(2), rec(3)]
+
+
+def test_a_bounded_drain_goes_on_where_it_stopped(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 1 << 20, segment_bytes=150, chunk=4)
+    sent = [rec(i) for i in range(11)]
+    spool.append(sent[:5])
+    spool.append(sent[5:])
+    broker = Broker()
+    assert not spool.drain(broker, max_records=3)
+    assert broker.got == sent[:3] and spool.records == 8
+    assert not spool.drain(broker, max_records=6)
+    assert broker.got == sent[:9]
+    assert spool.drain(broker, max_records=6)
+    assert broker.got == sent and spool.empty
