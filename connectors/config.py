@@ -756,7 +756,14 @@ class GatewaySettings(Section):
     gateway_ack_timeout_s: Annotated[float, _number(0.1)] = _env(
         "GATEWAY_ACK_TIMEOUT_S",
         10.0,
-        "How long a request waits for Kafka to confirm all its records; then 503 with Retry-After.",
+        "Produce deadline of a request's records; those Kafka did not confirm by then are spooled "
+        "(GATEWAY_SPOOL), or the request gets 503 with Retry-After.",
+    )
+    gateway_spool: Annotated[bool, BeforeValidator(_flag)] = _env(
+        "GATEWAY_SPOOL",
+        True,
+        "Keep what Kafka does not confirm in the local spool (`{SPOOL_DIR}/gateway`, SPOOL_MAX_BYTES) and "
+        "answer 2xx once it is fsynced there; `false`: answer 503 with Retry-After instead.",
     )
     gateway_create_topics: Annotated[bool, BeforeValidator(_flag)] = _env(
         "GATEWAY_CREATE_TOPICS",

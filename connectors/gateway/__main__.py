@@ -3,8 +3,9 @@ problems are listed at start (exit 2), as the jobs do."""
 
 from __future__ import annotations
 
-import asyncio
+import fcntl
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -12,10 +13,13 @@ from typing import Any, NoReturn
 import uvicorn
 
 from connectors.api.auth import Authenticator, Token, parse_tokens
+from connectors.collectors.sink import SpoolMetrics
 from connectors.config import ConfigError, GatewayJobSettings
 from connectors.gateway.app import create_app
+from connectors.gateway.metrics import GatewayMetrics
 from connectors.gateway.parse import Defaults
-from connectors.gateway.producer import Encode, GatewayProducer
+from connectors.gateway.producer import SPOOL_JOB, Encode, GatewayProducer
+from connectors.kafka.spool import Spool
 
 log = logging.getLogger("connectors.gateway")
 
@@ -52,6 +56,19 @@ def encoder(settings: GatewayJobSettings) -> Encode:
     return lambda metric, _topic: encode_json(metric)
 
 
+def open_spool(settings: GatewayJobSettings) -> Spool:
+    """`{SPOOL_DIR}/gateway`, locked for this process: two gateways sharing a spool would mix
+    their order and drain each other's records."""
+    path = settings.spool_dir / SPOOL_JOB
+    path.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        exit_with([f"SPOOL_DIR: {path} is in use by another gateway; give each gateway its own SPOOL_DIR"])
+    return Spool(path, settings.spool_max_bytes)  # the lock fd stays open for the process' life
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     problems: list[str] = []
@@ -70,19 +87,22 @@ def main() -> None:
         exit_with(problems)
     if not tokens:
         log.warning("no GATEWAY_TOKENS: any client that reaches %s may write", settings.gateway_host)
+    metrics = GatewayMetrics()
     producer = GatewayProducer(
         settings.bootstrap,
         encoder(settings),
         ack_timeout_s=settings.gateway_ack_timeout_s,
         create_topics=settings.gateway_create_topics,
         extra=settings.kafka_extra,
+        spool=open_spool(settings) if settings.gateway_spool else None,
+        spool_metrics=SpoolMetrics(metrics.registry),
     )
 
     async def start() -> None:
         producer.start()
 
     async def stop() -> None:
-        await asyncio.to_thread(producer.close)
+        await producer.aclose()
 
     app = create_app(
         producer,
@@ -92,6 +112,7 @@ def main() -> None:
             settings.max_future_s,
         ),
         max_body_bytes=settings.gateway_max_body_bytes,
+        metrics=metrics,
         authenticator=Authenticator(tokens) if tokens else None,
         readiness=producer.problems,
         on_startup=[start],

@@ -7,7 +7,9 @@
 
 Valid items of a request are produced even when others are bad; the answer lists the bad ones
 (JSON: 207 some / 400 none accepted; remote_write: 400 with the list, after producing the rest;
-OTLP: 200 with `partial_success`). Kafka not confirming -> 503 with Retry-After, nothing accepted.
+OTLP: 200 with `partial_success`). Accepted means durable: confirmed by Kafka, or fsynced in the
+gateway's spool while Kafka is unreachable; a full spool (or no spool) -> 503 with Retry-After,
+nothing of the request accepted.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from connectors.errors import PoisonMessage
 from connectors.gateway import otlp, remote_write
 from connectors.gateway.metrics import GatewayMetrics
 from connectors.gateway.parse import Defaults, Parsed, Record, json_items
-from connectors.gateway.producer import UnavailableError
+from connectors.gateway.producer import SpoolFullUnavailableError, UnavailableError
 from connectors.gateway.remote_write import BadRequestError, TooLargeError
 
 log = logging.getLogger(__name__)
@@ -122,8 +124,10 @@ def create_app(
         """Produce the valid records (all confirmed or `UnavailableError`), and count."""
         try:
             await sender.send(parsed.records)
-        except UnavailableError:
+        except UnavailableError as exc:
             gm.unavailable.labels(endpoint).inc()
+            if isinstance(exc, SpoolFullUnavailableError):
+                gm.spool_full.labels(endpoint).inc()
             raise
         gm.accepted.labels(endpoint).inc(len(parsed.records))
         gm.rejected.labels(endpoint).inc(len(parsed.errors))
@@ -226,10 +230,22 @@ def create_app(
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
+    unavailable_log = {"next": 0.0, "quiet": 0}  # one line per minute in an outage, not per request
+
     async def on_unavailable(request: Request, exc: Exception) -> Response:
-        log.warning("%s %s: 503: %s", request.method, request.url.path, exc)
+        now = time.monotonic()
+        if now >= unavailable_log["next"]:
+            more = (
+                f" ({unavailable_log['quiet']} more 503s since the last line)"
+                if unavailable_log["quiet"]
+                else ""
+            )
+            log.warning("%s %s: 503: %s%s", request.method, request.url.path, exc, more)
+            unavailable_log.update(next=now + 60.0, quiet=0)
+        else:
+            unavailable_log["quiet"] += 1
         return JSONResponse(
-            {"error": f"Kafka is not available, nothing was accepted; retry: {exc}"},
+            {"error": f"Kafka is not available, nothing was accepted; retry later: {exc}"},
             status_code=503,
             headers={"Retry-After": str(RETRY_AFTER_S)},
         )

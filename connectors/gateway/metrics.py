@@ -34,7 +34,13 @@ class GatewayMetrics:
         )
         self.unavailable = Counter(
             "gds_gateway_kafka_unavailable",
-            "Requests answered 503 because Kafka did not confirm their records.",
+            "Requests answered 503 because Kafka did not confirm their records (or the spool was full).",
+            ["endpoint"],
+            registry=r,
+        )
+        self.spool_full = Counter(
+            "gds_gateway_spool_full",
+            "Requests answered 503 because Kafka was unreachable and the spool full.",
             ["endpoint"],
             registry=r,
         )

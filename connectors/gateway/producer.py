@@ -1,27 +1,43 @@
-"""The gateway's Kafka producer: a request is answered 2xx only once the broker confirmed all of it.
+"""The gateway's Kafka producer: a request is answered 2xx only once all of it is durable, in
+Kafka (broker-confirmed) or in the gateway's local spool (fsynced).
 
 One idempotent, acks=all producer (PRODUCER_DEFAULTS) is shared by all requests; a poll thread
 serves the delivery reports, and each request waits on its own batch (one future per request,
-not per sample) with a deadline. Records not confirmed by then make the request fail with
-`UnavailableError` (503 + Retry-After): the sender keeps its data and retries. librdkafka may still
-deliver them later, so a retry can duplicate samples; the storage writes are idempotent on
-(series, time) and the alert state tolerates a repeated sample, losing one would not be.
+not per sample). Every record has librdkafka's produce deadline (`message.timeout.ms` =
+GATEWAY_ACK_TIMEOUT_S), and the request waits a little longer (`ACK_GRACE_S`), so by then each
+record has its outcome: a record reported failed (timed out in the queue) is never sent later, and
+only those are spooled (`Spool`, connectors/kafka/spool.py), in the request's order.
+
+While the spool holds records every new request goes behind them (appended, not produced), and
+one background task drains it, oldest first, once the brokers answer a metadata probe again; the
+spool drops a chunk only after the broker confirmed it. So per series (one sender, one request at
+a time, as Prometheus' shards do) order is kept. A full spool refuses the request whole:
+`SpoolFullUnavailableError`, 503 + Retry-After, the sender retries.
+
+At-least-once where it remains: a record that timed out while in flight (sent, ack lost) may be
+in Kafka although reported failed, and a drain chunk the broker partly wrote before failing is
+sent again: duplicates are possible, loss is not. The storage writes are idempotent on
+(series, time) and the alert state tolerates a repeated sample. Without a spool (GATEWAY_SPOOL
+false) an unconfirmed request gets `UnavailableError` (503) instead.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from connectors.collectors.sink import SpoolMetrics
 from connectors.errors import ConnectorError
 from connectors.gateway.parse import Record
 from connectors.kafka.sink import PRODUCER_DEFAULTS
 from connectors.kafka.source import broker_list
+from connectors.kafka.spool import Spool, SpoolFullError, SpoolRecord
 from connectors.kafka.topics import DAY_MS, TopicSpec, ensure_topics
 from rules.metric import Metric
 
@@ -31,33 +47,76 @@ Encode = Callable[[Metric, str], bytes]
 """`encode(metric, topic) -> value bytes` (JSON, or Confluent Avro for the topic's subject)."""
 
 
+ACK_GRACE_S: Final = 2.0
+"""How much longer than the produce deadline a request waits for its delivery reports."""
+SPOOL_JOB: Final = "gateway"
+"""The `job` label of the gateway's `gds_spool_*` metrics and its directory under SPOOL_DIR."""
+
+
 class UnavailableError(ConnectorError):
-    """Kafka did not confirm every record in time: answer 503 with Retry-After."""
+    """Kafka did not confirm every record in time (and no spool took them): 503 with Retry-After."""
+
+
+class SpoolFullUnavailableError(UnavailableError):
+    """Kafka is unreachable and the spool is full: 503 with Retry-After, nothing of it kept."""
 
 
 class _Batch:
-    """One request's records in flight; the future resolves once all are reported."""
+    """One request's (or drain chunk's) records in flight; done once each has its report."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, n: int) -> None:
-        self.loop, self.remaining, self.errors = loop, n, list[str]()
-        self.done: asyncio.Future[None] = loop.create_future()
+    def __init__(self, n: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop, self.n, self.remaining = loop, n, n
+        self.ok: set[int] = set()
+        self.errors: list[str] = []
+        self.done: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
+        self.event = threading.Event()  # for a waiter that is a thread (the drain)
         self.lock = threading.Lock()
+        if n == 0:
+            self._finished()
 
-    def report(self, err: KafkaError | None, msg: Message) -> None:  # the poll thread
+    def reporter(self, i: int) -> Callable[[KafkaError | None, Message], None]:
+        def report(err: KafkaError | None, msg: Message) -> None:  # the poll thread
+            self.report(i, None if err is None else f"{msg.topic()}: {err.str()}")
+
+        return report
+
+    def report(self, i: int, error: str | None) -> None:
         with self.lock:
-            if err is not None:
-                self.errors.append(f"{msg.topic()}: {err.str()}")
+            if error is None:
+                self.ok.add(i)
+            else:
+                self.errors.append(error)
             self.remaining -= 1
             finished = self.remaining == 0
         if finished:
-            self.loop.call_soon_threadsafe(self._finish)
+            self._finished()
 
-    def _finish(self) -> None:
-        if not self.done.done():
+    def not_queued(self, first: int) -> None:
+        """Records `first`.. never reached the producer: no report will come for them."""
+        with self.lock:
+            self.remaining -= self.n - first
+            finished = self.remaining == 0
+        if finished:
+            self._finished()
+
+    def _finished(self) -> None:
+        self.event.set()
+        if self.loop is not None:
+            self.loop.call_soon_threadsafe(self._resolve)
+
+    def _resolve(self) -> None:
+        if self.done is not None and not self.done.done():
             self.done.set_result(None)
+
+    def unconfirmed(self) -> list[int]:
+        """Indices the broker did not confirm (failed, not queued or not reported yet), in order."""
+        with self.lock:
+            return [i for i in range(self.n) if i not in self.ok]
 
 
 class GatewayProducer:
+    """`spool` None: no spool, an unconfirmed request fails with `UnavailableError` (503)."""
+
     def __init__(
         self,
         bootstrap: Sequence[str] | str,
@@ -66,6 +125,11 @@ class GatewayProducer:
         ack_timeout_s: float = 10.0,
         create_topics: bool = True,
         extra: dict[str, str] | None = None,
+        spool: Spool | None = None,
+        spool_metrics: SpoolMetrics | None = None,
+        retry_s: float = 2.0,
+        drain_step: int = 20_000,
+        producer: Any = None,
     ) -> None:
         self.bootstrap = ",".join(broker_list(bootstrap))
         self.encode = encode
@@ -74,26 +138,52 @@ class GatewayProducer:
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap,
             **PRODUCER_DEFAULTS,
-            # a record not delivered by the request's deadline fails instead of lingering
-            "message.timeout.ms": str(max(1000, int(ack_timeout_s * 1000))),
+            # every record has its outcome by the request's deadline: one reported failed (timed
+            # out in the queue) is never delivered later, so spooling it cannot duplicate it
+            "message.timeout.ms": str(max(100, int(ack_timeout_s * 1000))),
             "linger.ms": "2",
             "error_cb": self._on_error,
             **(extra or {}),
         }
-        self.producer = Producer(config)
+        self.wait_s = int(config["message.timeout.ms"]) / 1000 + ACK_GRACE_S
+        self.producer = producer if producer is not None else Producer(config)
         self.known_topics: set[str] = set()
         self.last_error = ""
+        self.spool = spool
+        self.spool_metrics = spool_metrics
+        self.retry_s = retry_s
+        self.drain_step = drain_step
+        self._drainer: asyncio.Task[None] | None = None
+        self._outage = False  # logged once per outage, not per request
         self._stop = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="gateway-kafka-poll", daemon=True)
 
     def start(self) -> None:
         self._poller.start()
+        if self.spool is not None and not self.spool.empty:
+            log.warning(
+                "%d records spooled by an earlier run in %s: draining them before new samples",
+                self.spool.records,
+                self.spool.path,
+            )
+            self._outage = True
+            self._kick()
+        self._show()
 
     def close(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         if self._poller.is_alive():
             self._poller.join()
         self.producer.flush(timeout_s)
+        if self.spool is not None:
+            self.spool.close()
+
+    async def aclose(self) -> None:
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._drainer
+        await asyncio.to_thread(self.close)
 
     def _poll(self) -> None:
         while not self._stop.is_set():
@@ -124,45 +214,134 @@ class GatewayProducer:
             self.known_topics |= missing
             log.info("created topic(s) %s", ", ".join(sorted(missing)))
 
-    def _produce(self, records: Sequence[Record], batch: _Batch) -> None:
-        self._ensure({r.topic for r in records})
+    def _produce(self, records: Sequence[SpoolRecord], batch: _Batch) -> None:
+        """Queue `records`; those the local queue cannot take get no report (`not_queued`)."""
         for i, r in enumerate(records):
             try:
-                self.producer.produce(
-                    r.topic, self.encode(r.metric, r.topic), r.key, on_delivery=batch.report
-                )
+                self.producer.produce(r.topic, r.value, r.key, on_delivery=batch.reporter(i))
             except BufferError:
                 self.producer.poll(0.05)  # the local queue is full: let deliveries drain it once
                 try:
-                    self.producer.produce(
-                        r.topic, self.encode(r.metric, r.topic), r.key, on_delivery=batch.report
-                    )
-                except BufferError as exc:
-                    unsent = len(records) - i
-                    with batch.lock:
-                        batch.remaining -= unsent
-                    raise UnavailableError(
-                        f"the producer queue is full ({unsent} records not queued)"
-                    ) from exc
+                    self.producer.produce(r.topic, r.value, r.key, on_delivery=batch.reporter(i))
+                except BufferError:
+                    batch.not_queued(i)
+                    return
+
+    def _encoded(self, records: Sequence[Record]) -> list[SpoolRecord]:
+        return [SpoolRecord(r.topic, r.key.encode(), self.encode(r.metric, r.topic)) for r in records]
 
     async def send(self, records: Sequence[Record]) -> None:
-        """Produce `records` and wait until the broker confirmed all; `UnavailableError` otherwise."""
+        """Make `records` durable: broker-confirmed, or spooled (fsynced) behind what is spooled.
+
+        `UnavailableError` (503) when neither: no spool and Kafka did not confirm, or the spool full.
+        """
         if not records:
             return
-        batch = _Batch(asyncio.get_running_loop(), len(records))
-        await asyncio.to_thread(self._produce, records, batch)
+        encoded = await asyncio.to_thread(self._encoded, records)
+        if self.spool is not None and not self.spool.empty:  # keep order: behind the spooled ones
+            await self._keep(encoded, "")
+            return
+        batch = _Batch(len(encoded), asyncio.get_running_loop())
         try:
-            await asyncio.wait_for(asyncio.shield(batch.done), self.ack_timeout_s)
-        except TimeoutError:
+            await asyncio.to_thread(self._ensure, {r.topic for r in encoded})
+        except UnavailableError:
+            if self.spool is None:
+                raise
+            batch.not_queued(0)  # the topic cannot be made now: the drain makes it
+        else:
+            await asyncio.to_thread(self._produce, encoded, batch)
+        assert batch.done is not None
+        # past the produce deadline every record has its report; one without is unconfirmed
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(batch.done), self.wait_s)
+        left = batch.unconfirmed()
+        if not left:
+            return
+        reason = batch.errors[0] if batch.errors else self.last_error or "no error reported yet"
+        if self.spool is None:
             raise UnavailableError(
-                f"Kafka did not confirm {batch.remaining} of {len(records)} records within "
-                f"{self.ack_timeout_s:g}s ({self.last_error or 'no error reported yet'})"
-            ) from None
-        if batch.errors:
-            raise UnavailableError(f"{len(batch.errors)} of {len(records)} records failed: {batch.errors[0]}")
+                f"Kafka did not confirm {len(left)} of {len(records)} records within "
+                f"{self.wait_s:g}s ({reason})"
+            )
+        if batch.remaining > 0:
+            log.warning(
+                "%d records without a delivery report after %gs are spooled; a late delivery "
+                "would duplicate them (at-least-once)",
+                batch.remaining,
+                self.wait_s,
+            )
+        await self._keep([encoded[i] for i in left], reason)
+
+    async def _keep(self, records: list[SpoolRecord], reason: str) -> None:
+        """Append to the spool (durable on return) and make sure a drain is running."""
+        assert self.spool is not None
+        try:
+            await asyncio.to_thread(self.spool.append, records)
+        except SpoolFullError as exc:
+            self._show()
+            raise SpoolFullUnavailableError(str(exc)) from exc
+        if not self._outage:
+            self._outage = True
+            log.warning(
+                "Kafka unreachable (%s): spooling to %s until it answers again",
+                reason or self.last_error or "not confirming",
+                self.spool.path,
+            )
+        if self.spool_metrics is not None:
+            self.spool_metrics.spooled.labels(SPOOL_JOB).inc(len(records))
+        self._show()
+        self._kick()
+
+    def _show(self) -> None:
+        if self.spool is not None and self.spool_metrics is not None:
+            self.spool_metrics.show(SPOOL_JOB, [self.spool])
+
+    # ---------------------------------------------------------------- draining
+
+    def _kick(self) -> None:
+        """Start the drain task unless one runs (one drain at a time)."""
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_loop())
+
+    async def _drain_loop(self) -> None:
+        assert self.spool is not None
+        spool = self.spool
+        while not spool.empty:
+            try:
+                await asyncio.to_thread(self.producer.list_topics, timeout=min(2.0, self.ack_timeout_s))
+                await asyncio.to_thread(spool.drain, self._produce_confirmed, max_records=self.drain_step)
+            except (KafkaException, ConnectorError) as exc:
+                log.debug("spool not drained yet (%d records): %s", spool.records, exc)
+                self._show()
+                await asyncio.sleep(self.retry_s)
+                continue
+            finally:
+                self._show()
+        if self._outage:
+            self._outage = False
+            log.info("Kafka is back: the spool %s is drained", spool.path)
+
+    def _produce_confirmed(self, records: Sequence[SpoolRecord]) -> None:
+        """The spool's `produce`: returns once the broker confirmed all `records`, raises otherwise."""
+        try:
+            self._ensure({r.topic for r in records})
+        except UnavailableError as exc:
+            raise ConnectorError(str(exc)) from exc
+        batch = _Batch(len(records))
+        self._produce(records, batch)
+        if not batch.event.wait(self.wait_s):
+            # a late delivery of this chunk would be repeated by the next drain (at-least-once)
+            raise ConnectorError(f"{batch.remaining} spooled records without a report after {self.wait_s:g}s")
+        if left := batch.unconfirmed():
+            raise ConnectorError(f"{len(left)} spooled records not confirmed: {batch.errors[:1]}")
+        if self.spool_metrics is not None:
+            self.spool_metrics.drained.labels(SPOOL_JOB).inc(len(records))
 
     async def problems(self) -> list[str]:
-        """Readiness: the brokers answer a metadata request."""
+        """Readiness: the brokers answer a metadata request; with a spool, ready while it takes
+        appends (Kafka down is then an outage the spool absorbs, not a reason to shed traffic)."""
+        if self.spool is not None:
+            return [f"spool full: {self.spool.path} ({self.spool.bytes} bytes)"] if self.spool.full else []
         try:
             await asyncio.to_thread(self.producer.list_topics, timeout=3.0)
         except KafkaException as exc:

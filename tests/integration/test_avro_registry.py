@@ -272,6 +272,7 @@ def test_gateway_avro_output_fires_an_alert_in_the_alerting_job(
     env["METRIC_TOPICS"] = topic
     port = free_port()
     gw_env = {**env, "GATEWAY_PORT": str(port), "GATEWAY_OUTPUT_FORMAT": "avro", "GATEWAY_TOKENS": ""}
+    gw_env["SPOOL_DIR"] = str(tmp_path / "spool")  # a gateway locks its spool
     gw_log, log = tmp_path / "gateway.log", tmp_path / "job.log"
     gateway = subprocess.Popen(
         [sys.executable, "-m", "connectors.gateway"],

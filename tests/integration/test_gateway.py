@@ -52,6 +52,7 @@ def gateway(tmp_path: Path, environment: str, **env: str) -> Iterator[str]:
             "GATEWAY_PORT": str(port),
             "GATEWAY_DEFAULT_ENVIRONMENT": environment,
             "GATEWAY_DEFAULT_DATABASE_TYPE": "os",
+            "SPOOL_DIR": str(tmp_path / f"spool-{port}"),  # a gateway locks its spool
             **env,
         },
         stdout=log.open("wb"),
@@ -241,7 +242,8 @@ def test_kafka_stopped_gives_503_with_retry_after_and_the_retry_is_delivered(
     kafka_bootstrap: str, environment: str, tmp_path: Path
 ) -> None:
     body = remote_write_body(({"__name__": "up", "instance": "db-9"}, 1.0))
-    with gateway(tmp_path, environment, GATEWAY_ACK_TIMEOUT_S="2") as url:
+    # without the spool (GATEWAY_SPOOL=false); with it, see test_gateway_spool.py
+    with gateway(tmp_path, environment, GATEWAY_ACK_TIMEOUT_S="2", GATEWAY_SPOOL="false") as url:
         assert httpx.post(f"{url}/api/v1/write", content=body, headers=RW_HEADERS).status_code == 204
         kafka("stop")
         try:

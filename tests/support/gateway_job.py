@@ -35,6 +35,7 @@ def start_gateway(port: int, log: Path, **env: str) -> subprocess.Popen[bytes]:
             "GATEWAY_HOST": "127.0.0.1",
             "GATEWAY_PORT": str(port),
             "METRICS_PORT": "0",
+            "SPOOL_DIR": str(log.parent / f"spool-{port}"),  # a gateway locks its spool
             **env,
         },
         stdout=log.open("ab"),

@@ -1,0 +1,215 @@
+"""The gateway producer's spool logic with a stand-in for librdkafka's Producer: what the broker does
+not confirm is spooled and the request still succeeds; later requests go behind the spooled ones;
+the drain produces them oldest first once the broker answers; a full spool is a 503 error; without
+a spool an unconfirmed request fails."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaException
+from prometheus_client import CollectorRegistry
+
+from connectors.collectors.sink import SpoolMetrics
+from connectors.gateway.parse import Record
+from connectors.gateway.producer import (
+    GatewayProducer,
+    SpoolFullUnavailableError,
+    UnavailableError,
+)
+from connectors.kafka.serde import decode_json, encode_json
+from connectors.kafka.spool import Spool
+from rules.metric import Metric
+
+TOPIC = "gds.metrics.os.unit"
+
+
+class _Err:
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def str(self) -> str:
+        return self.text
+
+
+class _Msg:
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def topic(self) -> str:
+        return self._topic
+
+
+class FakeProducer:
+    """Delivers on `poll` while `up`, reports every queued record timed out while down."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.delivered: list[bytes] = []
+        self.queue: list[tuple[str, bytes, Callable[[Any, Any], None]]] = []
+        self.lock = threading.Lock()
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        with self.lock:
+            self.queue.append((topic, value, on_delivery))
+
+    def poll(self, timeout: float) -> int:
+        with self.lock:
+            queued, self.queue = self.queue, []
+        for topic, value, report in queued:
+            if self.up:
+                self.delivered.append(value)
+                report(None, _Msg(topic))
+            else:
+                report(_Err("Local: Message timed out"), _Msg(topic))
+        time.sleep(min(timeout, 0.01))
+        return len(queued)
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        if not self.up:
+            raise KafkaException("broker down")
+        return SimpleNamespace(topics={TOPIC: None})
+
+    def flush(self, timeout: float = -1) -> int:
+        self.poll(0)
+        return 0
+
+
+def records(*seqs: int) -> list[Record]:
+    return [
+        Record(TOPIC, "i-1", Metric(1.7e9 + s, "os", "i-1", "seq", float(s), {"environment": "unit"}))
+        for s in seqs
+    ]
+
+
+def seqs(values: list[bytes]) -> list[int]:
+    return [int(decode_json(v, 2e9).value) for v in values]
+
+
+def gateway(fake: FakeProducer, spool: Spool | None, metrics: SpoolMetrics | None = None) -> GatewayProducer:
+    return GatewayProducer(
+        "127.0.0.1:1",
+        lambda m, _t: encode_json(m),
+        ack_timeout_s=0.2,
+        create_topics=False,
+        spool=spool,
+        spool_metrics=metrics,
+        retry_s=0.05,
+        producer=fake,
+    )
+
+
+async def until(pred: Callable[[], bool], what: str, bound_s: float = 10) -> None:
+    deadline = time.monotonic() + bound_s
+    while not pred():
+        assert time.monotonic() < deadline, what
+        await asyncio.sleep(0.02)
+
+
+def test_unconfirmed_records_are_spooled_later_ones_go_behind_and_drain_in_order(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    spool = Spool(tmp_path / "gateway", 1 << 20)
+    registry = CollectorRegistry()
+    metrics = SpoolMetrics(registry)
+    gw = gateway(fake, spool, metrics)
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(0, 1))  # broker up: produced
+        assert seqs(fake.delivered) == [0, 1] and spool.empty
+        fake.up = False
+        await gw.send(records(2, 3))  # not confirmed: spooled, and the request succeeds
+        assert spool.records == 2 and seqs(fake.delivered) == [0, 1]
+        await gw.send(records(4))  # behind the spooled ones
+        assert spool.records == 3
+        fake.up = True
+        await gw.send(records(5))  # broker back, but the spool is not drained yet: still behind
+        await until(lambda: spool.empty, "the spool drained")
+        await gw.send(records(6))  # drained: produced directly again
+        await gw.aclose()
+
+    asyncio.run(scenario())
+    assert seqs(fake.delivered) == list(range(7))  # each once, in order
+    job = {"job": "gateway"}
+    assert registry.get_sample_value("gds_spool_spooled_total", job) == 4
+    assert registry.get_sample_value("gds_spool_drained_total", job) == 4
+    assert registry.get_sample_value("gds_spool_records", job) == 0
+
+
+def test_a_full_spool_refuses_the_request_whole(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    fake.up = False
+    spool = Spool(tmp_path / "gateway", 600)  # room for about two records
+    gw = gateway(fake, spool)
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(0))
+        with pytest.raises(SpoolFullUnavailableError, match="full"):
+            await gw.send(records(1, 2, 3, 4, 5))
+        assert spool.records == 1 and spool.full
+        assert await gw.problems() != []  # not ready while it refuses
+        await gw.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_ready_while_spooling(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    fake.up = False
+    gw = gateway(fake, Spool(tmp_path / "gateway", 1 << 20))
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(0))
+        assert await gw.problems() == []
+        await gw.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_without_a_spool_an_unconfirmed_request_fails(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    gw = gateway(fake, None)
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(9))  # the topic is known from now on
+        fake.up = False
+        with pytest.raises(UnavailableError, match="did not confirm 2 of 2"):
+            await gw.send(records(0, 1))
+        await gw.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_records_spooled_by_an_earlier_run_are_drained_before_new_ones(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    fake.up = False
+    first = gateway(fake, Spool(tmp_path / "gateway", 1 << 20))
+
+    async def outage() -> None:
+        first.start()
+        await first.send(records(0, 1))
+        await first.aclose()
+
+    asyncio.run(outage())
+    fake.up = True
+    spool = Spool(tmp_path / "gateway", 1 << 20)
+    second = gateway(fake, spool)
+
+    async def restart() -> None:
+        second.start()
+        await second.send(records(2))
+        await until(lambda: spool.empty, "the earlier run's spool drained")
+        await second.aclose()
+
+    asyncio.run(restart())
+    assert seqs(fake.delivered) == [0, 1, 2]
