@@ -20,11 +20,10 @@ from typing import Any, Final
 from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
 
 from connectors.errors import ConnectorError
 from connectors.kafka.sink import producer_config
-from connectors.kafka.spool import Spool, SpoolFullError, SpoolRecord
+from connectors.kafka.spool import Spool, SpoolFullError, SpoolMetrics, SpoolRecord
 
 log = logging.getLogger("connectors.collectors.sink")
 
@@ -33,33 +32,6 @@ DELIVERY_TIMEOUT_MS: Final = 10_000
 unreachable broker before it is spooled (KAFKA_EXTRA_CONFIG can change it)."""
 
 Message_ = KafkaSinkMessage[bytes | None, bytes | None]
-
-
-class SpoolMetrics:
-    """`gds_spool_*` of one process, labelled by the job (the gateway can share them)."""
-
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
-        r = registry
-        self.bytes = Gauge("gds_spool_bytes", "Bytes held in the local spool.", ("job",), registry=r)
-        self.records = Gauge("gds_spool_records", "Records held in the local spool.", ("job",), registry=r)
-        self.full = Gauge("gds_spool_full", "1 while the spool refuses appends (full).", ("job",), registry=r)
-        self.spooled = Counter(
-            "gds_spool_spooled", "Records written to the spool (Kafka unreachable).", ("job",), registry=r
-        )
-        self.drained = Counter(
-            "gds_spool_drained", "Spooled records confirmed by Kafka after it returned.", ("job",), registry=r
-        )
-        self.dropped = Counter(
-            "gds_spool_dropped",
-            "Records dropped because Kafka was unreachable and the spool was full.",
-            ("job",),
-            registry=r,
-        )
-
-    def show(self, job: str, spools: Sequence[Spool]) -> None:
-        self.bytes.labels(job).set(sum(s.bytes for s in spools))
-        self.records.labels(job).set(sum(s.records for s in spools))
-        self.full.labels(job).set(float(any(s.full for s in spools)))
 
 
 _METRICS: SpoolMetrics | None = None

@@ -13,13 +13,12 @@ from typing import Any, NoReturn
 import uvicorn
 
 from connectors.api.auth import Authenticator, Token, parse_tokens
-from connectors.collectors.sink import SpoolMetrics
 from connectors.config import ConfigError, GatewayJobSettings
 from connectors.gateway.app import create_app
 from connectors.gateway.metrics import GatewayMetrics
 from connectors.gateway.parse import Defaults
 from connectors.gateway.producer import SPOOL_JOB, Encode, GatewayProducer
-from connectors.kafka.spool import Spool
+from connectors.kafka.spool import Spool, SpoolMetrics
 
 log = logging.getLogger("connectors.gateway")
 

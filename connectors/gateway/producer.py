@@ -32,12 +32,11 @@ from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
-from connectors.collectors.sink import SpoolMetrics
 from connectors.errors import ConnectorError
 from connectors.gateway.parse import Record
 from connectors.kafka.sink import PRODUCER_DEFAULTS
 from connectors.kafka.source import broker_list
-from connectors.kafka.spool import Spool, SpoolFullError, SpoolRecord
+from connectors.kafka.spool import Spool, SpoolFullError, SpoolMetrics, SpoolRecord
 from connectors.kafka.topics import DAY_MS, TopicSpec, ensure_topics
 from rules.metric import Metric
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge
+
 from connectors.errors import ConnectorError
 
 _FRAME: Final = struct.Struct(">II")  # payload length, crc32 of the payload
@@ -294,3 +296,30 @@ class Spool:
         acked = min(int(acked_path.read_text() or 0), size) if acked_path.is_file() else 0
         done = sum(1 for end, _ in _frames(data[:acked]))
         return _Segment(path, size, acked, records - done)
+
+
+class SpoolMetrics:
+    """`gds_spool_*` of one process, labelled by the job (the gateway can share them)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        r = registry
+        self.bytes = Gauge("gds_spool_bytes", "Bytes held in the local spool.", ("job",), registry=r)
+        self.records = Gauge("gds_spool_records", "Records held in the local spool.", ("job",), registry=r)
+        self.full = Gauge("gds_spool_full", "1 while the spool refuses appends (full).", ("job",), registry=r)
+        self.spooled = Counter(
+            "gds_spool_spooled", "Records written to the spool (Kafka unreachable).", ("job",), registry=r
+        )
+        self.drained = Counter(
+            "gds_spool_drained", "Spooled records confirmed by Kafka after it returned.", ("job",), registry=r
+        )
+        self.dropped = Counter(
+            "gds_spool_dropped",
+            "Records dropped because Kafka was unreachable and the spool was full.",
+            ("job",),
+            registry=r,
+        )
+
+    def show(self, job: str, spools: Sequence[Spool]) -> None:
+        self.bytes.labels(job).set(sum(s.bytes for s in spools))
+        self.records.labels(job).set(sum(s.records for s in spools))
+        self.full.labels(job).set(float(any(s.full for s in spools)))

@@ -14,8 +14,8 @@ from bytewax.connectors.kafka import KafkaSinkMessage
 from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
-from connectors.collectors.sink import SpoolMetrics, _Partition
-from connectors.kafka.spool import Spool
+from connectors.collectors.sink import _Partition
+from connectors.kafka.spool import Spool, SpoolMetrics
 
 
 class FakeProducer:

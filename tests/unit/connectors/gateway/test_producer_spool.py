@@ -17,7 +17,6 @@ import pytest
 from confluent_kafka import KafkaException
 from prometheus_client import CollectorRegistry
 
-from connectors.collectors.sink import SpoolMetrics
 from connectors.gateway.parse import Record
 from connectors.gateway.producer import (
     GatewayProducer,
@@ -25,7 +24,7 @@ from connectors.gateway.producer import (
     UnavailableError,
 )
 from connectors.kafka.serde import decode_json, encode_json
-from connectors.kafka.spool import Spool
+from connectors.kafka.spool import Spool, SpoolMetrics
 from rules.metric import Metric
 
 TOPIC = "gds.metrics.os.unit"
