@@ -593,6 +593,12 @@ def test_gateway_deployment_has_a_service_probes_on_its_port_an_hpa_and_optional
     env = env_of(c)
     settings = GatewaySettings.from_env(env)  # the pod's environment passes validation
     assert settings.gateway_host == "0.0.0.0"
+    # the root filesystem is read-only: the spool needs a volume of its own, larger than its limit
+    mounts = {m["mountPath"]: m["name"] for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in dep["spec"]["template"]["spec"]["volumes"]}
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    spool = volumes[mounts[env["SPOOL_DIR"]]]["emptyDir"]
+    assert int(env["SPOOL_MAX_BYTES"]) < 2 * 1024**3 and spool["sizeLimit"] == "2Gi"
     assert {p["name"]: p["containerPort"] for p in c["ports"]} == {"http": settings.gateway_port}
     assert (
         c["livenessProbe"]["httpGet"] == c["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
