@@ -25,6 +25,7 @@ from tests.support.console import (
     Api,
     api_process,
     chromium,
+    click_and_load,
     create_schema,
     drop_schema,
     seed,
@@ -108,7 +109,7 @@ def test_silence_ack_and_expire_from_the_browser(
         no_script_ran(driver)
 
         # silence the CPU alert from its row: the form is prefilled with its labels as matchers
-        row(driver, cpu).find_element(By.CSS_SELECTOR, "a.silence").click()
+        click_and_load(driver, row(driver, cpu).find_element(By.CSS_SELECTOR, "a.silence"))
         prefilled = {
             driver.find_element(By.NAME, f"m{i}_name").get_attribute("value"): driver.find_element(
                 By.NAME, f"m{i}_value"
@@ -119,7 +120,7 @@ def test_silence_ack_and_expire_from_the_browser(
         driver.find_element(By.ID, "duration").clear()
         driver.find_element(By.ID, "duration").send_keys("1h")
         driver.find_element(By.ID, "comment").send_keys("kernel upgrade " + XSS_COMMENT)
-        driver.find_element(By.ID, "create-silence").click()
+        click_and_load(driver, driver.find_element(By.ID, "create-silence"))
 
         assert driver.find_element(By.ID, "notice").text == "Silence created."
         cpu_row = row(driver, cpu)
@@ -143,11 +144,11 @@ def test_silence_ack_and_expire_from_the_browser(
         # acknowledge it (with a payload in the comment), then withdraw the acknowledgement
         form = row(driver, cpu).find_element(By.CSS_SELECTOR, "form[action$='/ack']")
         form.find_element(By.NAME, "comment").send_keys("on it " + XSS_COMMENT)
-        form.find_element(By.CSS_SELECTOR, "button.ack").click()
+        click_and_load(driver, form.find_element(By.CSS_SELECTOR, "button.ack"))
         status = row(driver, cpu).find_element(By.CSS_SELECTOR, "td.status").text
         assert "acknowledged by alice" in status and XSS_COMMENT in status
         no_script_ran(driver)
-        row(driver, cpu).find_element(By.CSS_SELECTOR, "button.unack").click()
+        click_and_load(driver, row(driver, cpu).find_element(By.CSS_SELECTOR, "button.unack"))
         assert driver.find_element(By.ID, "notice").text == "Acknowledgement withdrawn."
         assert "acknowledged" not in row(driver, cpu).find_element(By.CSS_SELECTOR, "td.status").text
 
@@ -171,7 +172,9 @@ def test_silence_ack_and_expire_from_the_browser(
         active = driver.find_element(By.ID, "silences-active")
         assert "kernel upgrade " + XSS_COMMENT in active.text
         no_script_ran(driver)
-        active.find_element(By.CSS_SELECTOR, f'tr[data-id="{silence.id}"] button.expire').click()
+        click_and_load(
+            driver, active.find_element(By.CSS_SELECTOR, f'tr[data-id="{silence.id}"] button.expire')
+        )
         assert driver.find_element(By.ID, "notice").text == "Silence expired."
         assert silence.id in driver.find_element(By.ID, "silences-expired").text
         driver.get(f"{server.url}/console/alerts")
@@ -182,7 +185,7 @@ def test_silence_ack_and_expire_from_the_browser(
         assert expired[-1].id == silence.id
 
         # sign out: the pages ask for a token again
-        driver.find_element(By.ID, "signout").click()
+        click_and_load(driver, driver.find_element(By.ID, "signout"))
         driver.get(f"{server.url}/console/alerts")
         assert "/console/signin" in driver.current_url
 

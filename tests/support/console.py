@@ -190,7 +190,19 @@ def sign_in(driver: webdriver.Chrome, base: str, token: str) -> None:
 
     driver.get(f"{base}/console/signin")
     driver.find_element(By.ID, "token").send_keys(token)
-    driver.find_element(By.ID, "signin").click()
+    click_and_load(driver, driver.find_element(By.ID, "signin"))
+
+
+def click_and_load(driver: webdriver.Chrome, element: Any) -> None:
+    """Click a link or a form button and wait for the page it leads to: a click returns before the
+    navigation completes, and the old page's elements would be read (or missed) meanwhile."""
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old = driver.find_element("tag name", "html")
+    element.click()
+    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
+    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
 
 
 def realistic(now: float) -> list[Alert]:
