@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -25,7 +24,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.api import amv2
 from connectors.api.auth import ANONYMOUS, Authenticator, Principal
@@ -33,14 +31,12 @@ from connectors.api.auth import Scope as TokenScope
 from connectors.api.query import parse_audit, parse_history
 from connectors.api.service import ConflictError, ControlService, NotFoundError, UnavailableError
 from connectors.api.store import StoreError
+from connectors.ops.asgi import RequestMetrics, read_body
 from rules.control.events import ControlError
 
 log = logging.getLogger(__name__)
 
 MAX_BODY: Final = 1024 * 1024
-DRAIN_LIMIT: Final = 16 * MAX_BODY
-"""A body over MAX_BODY up to this size is read to its end before the 413 (the client then sees the
-answer, not a broken pipe); a larger one is cut off."""
 REALM: Final = 'Bearer realm="gds"'
 READ, WRITE = TokenScope.READ, TokenScope.WRITE
 
@@ -73,23 +69,7 @@ class Auth:
 
 async def read_json(request: Request) -> Any:
     """The body as JSON, at most MAX_BODY bytes; ControlError (400) or 413 otherwise."""
-    length = request.headers.get("content-length")
-    too_large = HTTPException(413, f"body larger than {MAX_BODY} bytes")
-    if length is not None and (not length.isdigit() or int(length) > DRAIN_LIMIT):
-        raise too_large  # not worth reading: the connection is closed under the sender
-    body = bytearray()
-    drained = 0
-    async for chunk in request.stream():
-        if drained or len(body) + len(chunk) > MAX_BODY:
-            # read (and drop) the rest, so the client is sending no more when the 413 comes:
-            # an answer before the end of its upload reaches it as a broken pipe instead
-            drained += len(chunk)
-            if drained > DRAIN_LIMIT:
-                raise too_large
-            continue
-        body += chunk
-    if drained:
-        raise too_large
+    body = await read_body(request, MAX_BODY)
     if not body:
         return {}
     try:
@@ -109,34 +89,6 @@ def _flag(request: Request, name: str, default: bool) -> bool:
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
-
-
-class _Metrics:
-    """Requests and latency by route (the endpoint's name; 'unmatched' for a 404 of no route)."""
-
-    def __init__(self, app: ASGIApp, service: ControlService) -> None:
-        self.app, self.metrics = app, service.metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            endpoint = scope.get("endpoint")
-            route = getattr(endpoint, "__name__", "unmatched")
-            self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 def create_app(
@@ -330,5 +282,5 @@ def create_app(
             OSError: on_postgres,
         },
     )
-    app.add_middleware(_Metrics, service=service)
+    app.add_middleware(RequestMetrics, requests=service.metrics.requests, latency=service.metrics.latency)
     return app

@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from connectors.api.auth import Authenticator
 from connectors.errors import PoisonMessage
@@ -36,6 +35,7 @@ from connectors.gateway.metrics import GatewayMetrics
 from connectors.gateway.parse import Defaults, Parsed, Record, json_items
 from connectors.gateway.producer import SpoolFullUnavailableError, UnavailableError
 from connectors.gateway.remote_write import BadRequestError, TooLargeError
+from connectors.ops.asgi import RequestMetrics, read_body
 
 log = logging.getLogger(__name__)
 
@@ -46,55 +46,6 @@ MAX_ERRORS_SHOWN: Final = 100
 
 class Sender(Protocol):
     async def send(self, records: Sequence[Record]) -> None: ...
-
-
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, at most `max_bytes`; 413 otherwise (a larger body is read to its end first, up to
-    16x, so the client sees the answer rather than a broken pipe)."""
-    drain_limit = 16 * max_bytes
-    length = request.headers.get("content-length")
-    too_large = HTTPException(413, f"body larger than {max_bytes} bytes (GATEWAY_MAX_BODY_BYTES)")
-    if length is not None and (not length.isdigit() or int(length) > drain_limit):
-        raise too_large
-    body = bytearray()
-    drained = 0
-    async for chunk in request.stream():
-        if drained or len(body) + len(chunk) > max_bytes:
-            drained += len(chunk)
-            if drained > drain_limit:
-                raise too_large
-            continue
-        body += chunk
-    if drained:
-        raise too_large
-    return bytes(body)
-
-
-class _Metrics:
-    """Requests and latency by route."""
-
-    def __init__(self, app: ASGIApp, metrics: GatewayMetrics) -> None:
-        self.app, self.metrics = app, metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def sending(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            route = getattr(scope.get("endpoint"), "__name__", "unmatched")
-            self.metrics.requests.labels(route, scope.get("method", ""), str(status)).inc()
-            self.metrics.latency.labels(route).observe(time.perf_counter() - started)
 
 
 def create_app(
@@ -157,7 +108,7 @@ def create_app(
 
     async def _json(request: Request, batch: bool) -> Response:
         authorize(request)
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, "GATEWAY_MAX_BODY_BYTES")
         try:
             payload: Any = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -183,7 +134,7 @@ def create_app(
 
     async def remote_write_endpoint(request: Request) -> Response:
         authorize(request)
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, "GATEWAY_MAX_BODY_BYTES")
         encoding = request.headers.get("content-encoding", "snappy").lower()
         if encoding != "snappy":
             return PlainTextResponse(
@@ -214,7 +165,7 @@ def create_app(
             return PlainTextResponse(
                 f"Content-Type {content_type!r}: send {otlp.PROTOBUF} or {otlp.JSON}\n", status_code=415
             )
-        body = await read_body(request, max_body_bytes)
+        body = await read_body(request, max_body_bytes, "GATEWAY_MAX_BODY_BYTES")
         if request.headers.get("content-encoding", "").lower() == "gzip":
             body = _gunzip(body, max_body_bytes)
         try:
@@ -276,7 +227,7 @@ def create_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: on_http, UnavailableError: on_unavailable},
     )
-    app.add_middleware(_Metrics, metrics=gm)
+    app.add_middleware(RequestMetrics, requests=gm.requests, latency=gm.latency)
     return app
 
 
