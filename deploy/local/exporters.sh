@@ -40,13 +40,7 @@ do_install() {
   stop_debian_services
 }
 
-# HTTP 200 from /metrics, with bash's /dev/tcp only (a fresh CI machine may have no curl).
-ready() {
-  local status
-  status=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" \
-    && printf 'GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n' >&3 && head -n1 <&3) 2>/dev/null) || return 1
-  [[ "$status" == *" 200 "* ]]
-}
+ready() { http_ok "$1" /metrics; }
 
 # The local PostgreSQL has no TLS; the exporter's driver would otherwise insist on it.
 pg_exporter_dsn() {

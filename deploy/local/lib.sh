@@ -31,6 +31,16 @@ tail_log() {
 # True if something accepts TCP connections on 127.0.0.1:$1 (bash /dev/tcp: no nc needed).
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# True if GET http://127.0.0.1:$1$2 answers 200, with bash's /dev/tcp only (a fresh CI machine
+# may have no curl): the readiness check of the HTTP services.
+http_ok() {
+  local status
+  status=$( (exec 3<>"/dev/tcp/127.0.0.1/$1" \
+    && printf 'GET %s HTTP/1.0\r\nHost: 127.0.0.1:%s\r\n\r\n' "$2" "$1" >&3 && head -n1 <&3) 2>/dev/null) \
+    || return 1
+  [[ "$status" == *" 200 "* ]]
+}
+
 # wait_until TIMEOUT_SECONDS CMD...: poll CMD every 0.2 s; false on timeout.
 wait_until() {
   local deadline=$((SECONDS + $1)); shift

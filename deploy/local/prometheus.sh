@@ -90,13 +90,7 @@ YAML
     || { tail_log "$DIR/check-config.log"; die "promtool check config rejected $CONFIG"; }
 }
 
-# HTTP 200 from /-/ready, with bash's /dev/tcp only (a fresh CI machine may have no curl).
-ready() {
-  local status
-  status=$( (exec 3<>"/dev/tcp/127.0.0.1/$PROMETHEUS_PORT" \
-    && printf 'GET /-/ready HTTP/1.0\r\nHost: %s\r\n\r\n' "$ADDR" >&3 && head -n1 <&3) 2>/dev/null) || return 1
-  [[ "$status" == *" 200 "* ]]
-}
+ready() { http_ok "$PROMETHEUS_PORT" /-/ready; }
 alive_and_ready() {
   pid_alive "$PID_FILE" "$MATCH" || { tail_log "$LOG_FILE"; die "prometheus exited during startup"; }
   ready
