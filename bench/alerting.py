@@ -1,8 +1,18 @@
-"""Alerting flow throughput from the real broker, next to a plain consume+decode ceiling.
+"""Alerting throughput from the real broker, every figure on one topic in one run.
 
-`python bench/alerting.py [--instances 1000] [--samples 100]` (10,000 series and 50 rules by
-default; needs KAFKA_BOOTSTRAP_SERVERS). Prints one JSON line per measurement; the ratio
-to the ceiling measured in the same run is the figure to track, not the absolute rate.
+`python bench/alerting.py [--instances 1000] [--samples 100]` (10,000 series, 1M messages and
+50 rules by default; needs KAFKA_BOOTSTRAP_SERVERS). On the same pre-produced 4-partition
+topic, each bounded (KAFKA_TAIL=false) and one after the other:
+- `ceiling_consume_decode`: a plain confluent-kafka consume+decode loop, the ceiling;
+- `route_decode`: a Bytewax flow that routes by key and decodes in a `stateful_batch` (the
+  job's first two steps, no rules): what Bytewax itself costs;
+- `alerting_separate` (NOTIFY_DELIVERY=separate: the alerts topic only, delivery in its own
+  process) and `alerting_inline` (HTTP posts to a loopback receiver from the job);
+- `alerting_2_processes`: 2 processes x 1 worker, delivery separate, speed-up over 1 process;
+- `windowing_baseline`: the same rules as idiomatic Bytewax windowing (bench/windowing.py);
+- `backtest_topic`: `flows.backtest` from the same topic (bench/backtest.py), vs the live job.
+A flow's rate is messages / (wall time - its start-up on an empty topic); the ratio to the
+ceiling measured in the same run is the figure to track, not the absolute rate.
 """
 
 from __future__ import annotations
@@ -10,23 +20,30 @@ from __future__ import annotations
 import argparse
 import math
 import os
-import resource
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
+import bytewax.operators as op
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.connectors.stdio import StdOutSink
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.operators import StatefulBatchLogic
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import Receiver, emit, messages, rules_file
+from bench.backtest import topic_backtest
+from bench.common import Receiver, RssSampler, emit, produce_fast, progress, rules_file
 from connectors.kafka.serde import decode_json
 
 ROOT = Path(__file__).resolve().parents[1]
+SHARDS = 64  # as the job's default
 
 
 def make_topic(admin: AdminClient, partitions: int) -> str:
@@ -80,8 +97,47 @@ def ceiling(bootstrap: str, topic: str, n: int) -> float:
     return n / elapsed
 
 
-def run_flow(args: list[str], env: dict[str, str], procs: int = 1) -> tuple[float, int]:
-    """Wall seconds of a bounded run of the real job, and the peak RSS of its processes (KiB)."""
+class _DecodeLogic(StatefulBatchLogic[KafkaSourceMessage, int, int]):
+    """Decodes its shard's batches the way the job does; emits its count at the end."""
+
+    def __init__(self) -> None:
+        from flows.common import decode_batch
+
+        self.decode_batch = decode_batch
+        self.n = 0
+
+    def on_batch(self, values: list[KafkaSourceMessage]) -> tuple[list[int], bool]:
+        metrics, _ = self.decode_batch(values, decode_json, math.inf)
+        self.n += len(metrics)
+        return [], StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[list[int], bool]:
+        return [self.n], StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> int:
+        return self.n
+
+
+def route_decode_flow() -> Dataflow:
+    """The job's input, routing and decode without rules: `python -m bytewax.run
+    "bench.alerting:route_decode_flow()"` with METRIC_TOPICS and KAFKA_BOOTSTRAP_SERVERS."""
+    from connectors.kafka.source import metric_source
+    from flows.common import shard_router
+
+    flow = Dataflow("route_decode")
+    source = metric_source(os.environ["KAFKA_BOOTSTRAP_SERVERS"], [os.environ["METRIC_TOPICS"]], tail=False)
+    raw: Stream[Any] = op.input("metrics", flow, source)
+    keyed = op.key_on("route", raw, shard_router(SHARDS))
+    counts = op.stateful_batch("decode", keyed, lambda _: _DecodeLogic())
+    op.output("out", counts, StdOutSink())
+    return flow
+
+
+def run_flow(
+    args: list[str], env: dict[str, str], procs: int = 1, target: str = "flows.alerting"
+) -> tuple[float, float]:
+    """Wall seconds of a bounded run of a flow, and the peak RSS of its processes (MiB,
+    summed, sampled every 0.5 s)."""
     start = time.perf_counter()
     children = []
     logs = []
@@ -92,35 +148,52 @@ def run_flow(args: list[str], env: dict[str, str], procs: int = 1) -> tuple[floa
         logs.append(tempfile.TemporaryFile())  # noqa: SIM115 - closed with the process
         children.append(
             subprocess.Popen(
-                [sys.executable, "-m", "bytewax.run", "flows.alerting", *args, *extra],
+                [sys.executable, "-m", "bytewax.run", target, *args, *extra],
                 cwd=ROOT,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=logs[-1],
             )
         )
-    for c, log in zip(children, logs, strict=True):
-        c.wait(timeout=1800)
-        if c.returncode != 0:
-            log.seek(0)
-            raise SystemExit(f"flow failed: {log.read().decode(errors='replace')[-3000:]}")
-    elapsed = time.perf_counter() - start
-    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    rss = RssSampler([c.pid for c in children])
+    try:
+        for c, log in zip(children, logs, strict=True):
+            c.wait(timeout=1800)
+            if c.returncode != 0:
+                log.seek(0)
+                raise SystemExit(f"{target} failed: {log.read().decode(errors='replace')[-3000:]}")
+    finally:
+        rss.stop()
+        for c in children:
+            if c.poll() is None:
+                c.kill()
+    return time.perf_counter() - start, rss.peak_mib()
+
+
+def free_addrs(n: int) -> str:
+    import socket
+
+    ports = []
+    for _ in range(n):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    return ";".join(f"127.0.0.1:{p}" for p in ports)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--instances", type=int, default=1000)
+    ap.add_argument("--instances", type=int, default=1000, help="10 series each")
     ap.add_argument("--samples", type=int, default=100, help="samples per series")
     ap.add_argument("--partitions", type=int, default=4)
-    a = ap.parse_args()
+    a, _ = ap.parse_known_args()
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     admin = AdminClient({"bootstrap.servers": bootstrap})
-    msgs = messages(a.instances, a.samples)
-    n = len(msgs)
     topic, empty = make_topic(admin, a.partitions), make_topic(admin, a.partitions)
-    produce(bootstrap, topic, msgs)
-    del msgs
+    progress(f"alerting: producing {a.instances * 10 * a.samples:,} messages")
+    made = produce_fast(bootstrap, topic, a.instances, a.samples)
+    n = made["messages"]
+    emit({"bench": "generate", "series": a.instances * 10, **made})
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     receiver = Receiver()
     env = {
@@ -129,36 +202,51 @@ def main() -> None:
         "RULES_PATH": str(rules_file(tmp / "rules.yml")),
         "NOTIFY_URL": receiver.url,
         "ALERTS_TOPIC": f"bench.alerts.{uuid.uuid4().hex[:6]}",
-        "_ADDRS": "127.0.0.1:19771;127.0.0.1:19772",
+        "_ADDRS": free_addrs(2),
         "METRICS_PORT": "0",
+        "RECOVERY_DIR": "off",
     }
     admin.create_topics([NewTopic(env["ALERTS_TOPIC"], num_partitions=1, replication_factor=1)])
+    base: dict[str, Any] = {"messages": n, "series": a.instances * 10, "rules": 50}
+    base["partitions"] = a.partitions
+
+    progress("ceiling: consume + decode")
     ceil = ceiling(bootstrap, topic, n)
-    emit({"bench": "ceiling_consume_decode", "messages": n, "messages_per_s": round(ceil)})
-    startup, _ = run_flow(["-w1"], {**env, "METRIC_TOPICS": empty})
-    sent = 0
-    for label, args, procs in (
-        ("1_worker", ["-w1"], 1),
-        ("2_workers", ["-w2"], 1),
-        ("2_processes", ["-w1"], 2),
-    ):
-        elapsed, rss = run_flow(args, {**env, "METRIC_TOPICS": topic}, procs)
+    emit({"bench": "ceiling_consume_decode", **base, "messages_per_s": round(ceil)})
+
+    def timed(label: str, target: str, extra_env: dict[str, str], procs: int = 1) -> dict[str, Any]:
+        progress(f"{label}: start-up on an empty topic")
+        on_empty = {**env, **extra_env, "METRIC_TOPICS": empty, "WINDOWING_TOPIC": empty}
+        startup, _ = run_flow(["-w1"], on_empty, 1, target)
+        progress(f"{label}: {n:,} messages")
+        before = len(receiver.posts)
+        on_topic = {**env, **extra_env, "METRIC_TOPICS": topic, "WINDOWING_TOPIC": topic}
+        elapsed, rss = run_flow(["-w1"], on_topic, procs, target)
         rate = n / max(elapsed - startup, 1e-9)
-        emit(
-            {
-                "bench": f"alerting_{label}",
-                "messages": n,
-                "series": a.instances * 10,
-                "rules": 50,
-                "seconds": round(elapsed, 2),
-                "startup_s": round(startup, 2),
-                "messages_per_s": round(rate),
-                "ratio_to_ceiling": round(rate / ceil, 3),
-                "peak_rss_mib": round(rss / 1024, 1),
-                "notifications": len(receiver.posts) - sent,
-            }
-        )
-        sent = len(receiver.posts)
+        out = {"bench": label, **base, "processes": procs, "seconds": round(elapsed, 2),
+               "startup_s": round(startup, 2), "messages_per_s": round(rate),
+               "ratio_to_ceiling": round(rate / ceil, 3), "peak_rss_mib": round(rss, 1),
+               "notifications": len(receiver.posts) - before}  # fmt: skip
+        emit(out)
+        return out
+
+    timed("route_decode", "bench.alerting:route_decode_flow()", {})
+    separate = timed("alerting_separate", "flows.alerting", {"NOTIFY_DELIVERY": "separate"})
+    timed("alerting_inline", "flows.alerting", {"NOTIFY_DELIVERY": "inline"})
+    two = timed("alerting_2_processes", "flows.alerting", {"NOTIFY_DELIVERY": "separate"}, procs=2)
+    emit({"bench": "scaling_2_processes", **base,
+          "speedup": round(two["messages_per_s"] / separate["messages_per_s"], 3),
+          "one_process_messages_per_s": separate["messages_per_s"],
+          "two_processes_messages_per_s": two["messages_per_s"]})  # fmt: skip
+    timed("windowing_baseline", "bench.windowing:flow_from_env()", {})
+
+    progress("backtest from the same topic")
+    bt = topic_backtest(topic, Path(env["RULES_PATH"]), env)
+    live = separate["messages_per_s"]
+    emit({"bench": "backtest_topic", **base, "seconds": bt["seconds"], "messages_per_s": bt["messages_per_s"],
+          "command_s": bt["command_s"], "live_messages_per_s": live,
+          "ratio_to_live": round(bt["messages_per_s"] / live, 3), "transitions": bt["transitions"],
+          "note": "backtest's own timing vs the live job's rate net of start-up"})  # fmt: skip
     admin.delete_topics([topic, empty, env["ALERTS_TOPIC"]])
 
 

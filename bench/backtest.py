@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from flows import backtest
 from rules.loader import BUNDLED, load_rules
@@ -73,13 +75,36 @@ def generate(path: Path, messages: int, series: int, seed: int = 1) -> int:
     return n
 
 
+def topic_backtest(topic: str, rules: Path, env: dict[str, str]) -> dict[str, Any]:
+    """`python -m flows.backtest` from a topic, as an operator runs it: its own summary (`seconds`
+    and `messages_per_s` after its start-up, `transitions`) plus `command_s`, the wall time of
+    the whole command."""
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "flows.backtest", "--rules", str(rules), "--topic", topic,
+               "--from", "2025-01-01T00:00:00Z", "--output", str(Path(tmp) / "out.jsonl"),
+               "--progress", "0"]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run(
+            cmd, cwd=root, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
+        command_s = time.perf_counter() - started
+    summary = next(
+        (json.loads(line) for line in reversed(done.stderr.decode().splitlines()) if line.startswith("{")),
+        None,
+    )
+    if summary is None:
+        raise SystemExit(f"flows.backtest printed no summary: {done.stderr.decode()[-2000:]}")
+    return {**summary, "command_s": round(command_s, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.backtest", description=__doc__.splitlines()[0])
     ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--series", type=int, default=10_000)
     ap.add_argument("--shards", type=int, default=backtest.DEFAULT_SHARDS)
     ap.add_argument("--keep", type=Path, help="write the recording here and keep it")
-    args = ap.parse_args(argv)
+    args, _ = ap.parse_known_args(argv)  # bench/run.sh passes its arguments to every bench
     with tempfile.TemporaryDirectory() as tmp:
         path = args.keep or Path(tmp) / "bench.jsonl"
         n = generate(path, args.messages, args.series)
