@@ -37,6 +37,7 @@ from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
 from connectors.kafka.serde import encode_json, make_decoder
 from connectors.kafka.source import SourceProgress
+from connectors.ops.gc import tune_gc
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
@@ -667,6 +668,7 @@ def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Calla
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module protocol's name
         if name == "flow":
             value = namespace["flow"] = build()
+            tune_gc()  # start-up is over: freeze what it allocated (connectors/ops/gc.py)
             return value
         raise AttributeError(name)
 

@@ -44,13 +44,19 @@ from rules.metric import Metric
 _new = object.__new__
 _set = object.__setattr__
 _FIELDS: Final = ("key", "value", "topic", "headers", "latency", "offset", "partition", "timestamp")
-# a real check, not an `assert`: `python -O` strips those, and `source_message` would then
-# build messages missing (or inventing) fields without a word
-if tuple(f.name for f in fields(KafkaSourceMessage)) != _FIELDS:
-    raise ImportError(
-        f"bytewax changed KafkaSourceMessage (fields {[f.name for f in fields(KafkaSourceMessage)]}, "
-        f"expected {list(_FIELDS)}): update connectors/kafka/replay.py's source_message"
-    )
+
+
+def check_message_fields(user: str) -> None:
+    """For code that builds `KafkaSourceMessage`s field by field: a real check, not an `assert`
+    (`python -O` strips those, and messages would then miss or invent fields without a word)."""
+    if tuple(f.name for f in fields(KafkaSourceMessage)) != _FIELDS:
+        raise ImportError(
+            f"bytewax changed KafkaSourceMessage (fields {[f.name for f in fields(KafkaSourceMessage)]}, "
+            f"expected {list(_FIELDS)}): update {user}"
+        )
+
+
+check_message_fields("connectors/kafka/replay.py's source_message")
 
 
 def source_message(

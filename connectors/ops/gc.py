@@ -1,0 +1,34 @@
+"""Garbage-collector settings for the streaming jobs.
+
+Measured (issue 16, py-spy --native): CPython's cyclic collector took 16-29 % of the alerting
+job's CPU. Every message allocates a few container objects (the source's message, the routing
+tuple, the decoded dict and metric), so the default gen0 threshold of 700 ran a young
+collection every ~100 messages, and each one also walked what start-up left behind (modules,
+rules, clients). The jobs' own state holds no reference cycles (series, buffers and alert
+instances are trees freed by reference counting), so collecting far less often costs memory
+only for the rare cyclic garbage, never correctness.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+from typing import Final
+
+GEN0_THRESHOLD: Final = 50_000
+"""Allocations between young collections (CPython's default: 700)."""
+
+
+def tune_gc(gen0: int | None = None) -> tuple[int, int, int]:
+    """Freeze what start-up allocated (never scanned again) and collect young objects less
+    often. Call once the flow is built. `GDS_GC_GEN0` overrides the threshold (0 leaves the
+    collector as Python set it, to compare). Returns the thresholds in force."""
+    if gen0 is None:
+        gen0 = int(os.environ.get("GDS_GC_GEN0", GEN0_THRESHOLD))
+    if gen0 <= 0:
+        return gc.get_threshold()
+    gc.collect()  # what start-up left as garbage goes now, not frozen for ever
+    gc.freeze()
+    _, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(gen0, gen1, gen2)
+    return gc.get_threshold()
