@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
+import sys
+from array import array
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
@@ -42,6 +45,7 @@ from rules.model import (
     AlertState,
     Metric,
     NotifyReason,
+    Op,
     Rule,
     RulesError,
     RuleSet,
@@ -52,11 +56,13 @@ from rules.template import render
 
 __all__ = ["ShardEngine", "fingerprint", "message_id", "mute_id"]  # the ids stay importable from here
 
-SNAPSHOT_VERSION: Final = 1
-"""`snapshot`'s format: `(1, {instance: ...})`; version 0 is the bare dict of older jobs."""
+SNAPSHOT_VERSION: Final = 2
+"""`snapshot`'s format: `(2, columns)` (see `snapshot`); version 1 is `(1, {instance: ...})`,
+version 0 the bare dict of older jobs: both are still read."""
 # A series with no sample for this long and no active alert is forgotten (memory bound).
 _FORGET_AFTER_S = 24 * 3600.0
 _MISSING: Any = object()
+TagsKey = tuple[tuple[str, str], ...]
 
 
 def fingerprint(rule_name: str, labels: tuple[tuple[str, str], ...]) -> str:
@@ -75,44 +81,102 @@ def alert_labels(rule: Rule, metric: Metric) -> tuple[tuple[str, str], ...]:
 
 
 class Binding:
-    """One (rule, series) alert instance with its precomputed identity."""
+    """One (rule, series) alert instance. Its labels and fingerprint are computed when first
+    needed: most alert instances never leave INACTIVE, and eager identities cost ~5 KB a
+    series (measured), the bulk of a million series' memory."""
 
-    __slots__ = ("fp", "inst", "labels", "labels_map", "rule")
+    __slots__ = ("_ident", "inst", "origin", "rule")
 
-    def __init__(self, rule: Rule, labels: tuple[tuple[str, str], ...], inst: AlertInstance) -> None:
+    def __init__(self, rule: Rule, origin: Metric, inst: AlertInstance) -> None:
         self.rule = rule
-        self.labels = labels
-        self.labels_map = dict(labels)
-        self.fp = fingerprint(rule.name, labels)
+        self.origin = origin  # the series' identity (shared by its bindings; value unused)
         self.inst = inst
+        self._ident: tuple[tuple[tuple[str, str], ...], dict[str, str], str] | None = None
+
+    def _identity(self) -> tuple[tuple[tuple[str, str], ...], dict[str, str], str]:
+        ident = self._ident
+        if ident is None:
+            labels = alert_labels(self.rule, self.origin)
+            ident = self._ident = (labels, dict(labels), fingerprint(self.rule.name, labels))
+        return ident
+
+    @property
+    def labels(self) -> tuple[tuple[str, str], ...]:
+        return self._identity()[0]
+
+    def peek_labels(self) -> tuple[tuple[str, str], ...]:
+        """`labels` without keeping them (a reload compares every binding once)."""
+        return self._ident[0] if self._ident is not None else alert_labels(self.rule, self.origin)
+
+    @property
+    def labels_map(self) -> dict[str, str]:
+        return self._identity()[1]
+
+    @property
+    def fp(self) -> str:
+        return self._identity()[2]
+
+
+_CMP: Final = {
+    Op.GT: operator.gt, Op.GE: operator.ge, Op.LT: operator.lt,
+    Op.LE: operator.le, Op.EQ: operator.eq, Op.NE: operator.ne,
+}  # fmt: skip
+"""`Op.holds` as C functions: called once per rule and tick, the hottest call of evaluation."""
+
+Member = tuple[int, Rule, Callable[[float, float], bool], float]
+"""(binding index, rule, comparison, threshold)"""
+
+
+class Plan:
+    """How a series with a given list of rules is evaluated: shared by every series whose
+    metric selects the same rules (one per metric in practice), not rebuilt per series."""
+
+    __slots__ = ("groups", "horizon", "rules")
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        self.rules = tuple(rules)
+        self.horizon = max(r.window_s for r in rules)
+        # rules sharing a window and an aggregation share one computation per tick
+        groups: dict[tuple[float, Aggregation | None], list[Member]] = {}
+        for i, r in enumerate(rules):
+            key = (r.window_s, None if r.no_data else r.aggregation)
+            groups.setdefault(key, []).append((i, r, _CMP[r.op], r.threshold))
+        self.groups = [
+            (w, agg is Aggregation.RATE, None if agg is None else aggregator(agg), tuple(ms))
+            for (w, agg), ms in groups.items()
+        ]
 
 
 class Series:
-    """Sample buffer of one series (instance, metric, tags) and the rules bound to it."""
+    """Sample buffer of one series (instance, metric, tags) and the rules bound to it.
 
-    __slots__ = ("bindings", "database_type", "first_ts", "groups", "horizon", "last_pruned", "metric_name",
-                 "tags", "ts", "unsorted", "vs")  # fmt: skip
+    Buffers are `array('d')`: 8 bytes a sample instead of a float object and a pointer."""
 
-    def __init__(self, metric: Metric, bindings: list[Binding]) -> None:
-        self.metric_name = metric.metric_name
+    __slots__ = ("bindings", "first_ts", "last_pruned", "origin", "plan", "ts", "unsorted", "vs")
+
+    def __init__(self, origin: Metric, plan: Plan, alerts: Mapping[str, AlertInstance] | None = None) -> None:
+        self.origin = origin
         # no-data rules count absence from here: before its first sample a series is not missing
-        self.first_ts = metric.ts
-        self.database_type = metric.database_type
-        self.tags = dict(metric.tags)
-        self.ts: list[float] = []
-        self.vs: list[float] = []
+        self.first_ts = origin.ts
+        self.ts = array("d")
+        self.vs = array("d")
         self.unsorted = False
         self.last_pruned = -math.inf  # newest sample time already pruned from the buffer
-        self.bindings = bindings
-        self.horizon = max(b.rule.window_s for b in bindings)
-        # rules sharing a window and an aggregation share one computation per tick
-        groups: dict[tuple[float, Aggregation | None], list[Binding]] = {}
-        for b in bindings:
-            groups.setdefault((b.rule.window_s, None if b.rule.no_data else b.rule.aggregation), []).append(b)
-        self.groups = [
-            (w, agg is Aggregation.RATE, None if agg is None else aggregator(agg), bs)
-            for (w, agg), bs in groups.items()
-        ]
+        self.plan = plan
+        get = (alerts or {}).get
+        self.bindings = [Binding(r, origin, get(r.name, INACTIVE)) for r in plan.rules]
+
+    @property
+    def metric_name(self) -> str:
+        return self.origin.metric_name
+
+    @property
+    def database_type(self) -> str:
+        return self.origin.database_type
+
+    @property
+    def tags(self) -> Mapping[str, str]:
+        return self.origin.tags
 
 
 class Instance:
@@ -164,6 +228,10 @@ class ShardEngine:
         self.holding = await_control
         self._control_parts: set[str] = set()
         self._control_total = 0
+        # one canonical (key, dict) per distinct tag set: series share them (memory per series)
+        self._tags: dict[
+            tuple[tuple[str, str], ...], tuple[tuple[tuple[str, str], ...], Mapping[str, str]]
+        ] = {}
         self._set_rules(ruleset)
 
     def _set_rules(self, ruleset: RuleSet) -> None:
@@ -174,6 +242,7 @@ class ShardEngine:
         self.rules_by_metric: dict[str, list[Rule]] = {}
         for r in self.rules:
             self.rules_by_metric.setdefault(r.metric, []).append(r)
+        self._plans: dict[tuple[int, ...], Plan] = {}
         self._set_silences()
 
     def _set_silences(self) -> None:
@@ -219,7 +288,7 @@ class ShardEngine:
             )
         self._set_rules(ruleset)
         out: list[AlertEvent] = []
-        for iid, inst in list(self.instances.items()):
+        for inst in list(self.instances.values()):
             inst.by_metric.clear()  # series are rebound below
             ended: list[tuple[Binding, Change, AlertInstance, float]] = []
             at = inst.evaluated_until
@@ -227,31 +296,26 @@ class ShardEngine:
                 if old is None:
                     del inst.series[key]  # its next sample checks the new rules
                     continue
-                m = Metric(old.first_ts, old.database_type, iid, old.metric_name, 0.0, old.tags)
+                m = old.origin
                 rules = [r for r in self.rules_by_metric.get(m.metric_name, ()) if r.selects(m)]
                 before = {b.rule.name: b for b in old.bindings}
-                bindings = []
-                for r in rules:
-                    labels = alert_labels(r, m)
-                    prev = before.get(r.name)
-                    if prev is not None and prev.labels == labels:
-                        del before[r.name]
-                        bindings.append(Binding(r, labels, prev.inst))
-                    else:
-                        bindings.append(Binding(r, labels, INACTIVE))
+                s = Series(m, self._plan(rules)) if rules else None
+                for b in s.bindings if s is not None else ():
+                    prev = before.get(b.rule.name)
+                    # same name and alert labels: the same alert goes on (labels compared without
+                    # caching them on every binding of a large shard)
+                    if prev is not None and prev.peek_labels() == alert_labels(b.rule, m):
+                        del before[b.rule.name]
+                        b.inst = prev.inst
                 for b in before.values():  # rules gone (or now another alert)
                     if b.inst.state is AlertState.FIRING:
                         prev_inst = b.inst
                         b.inst = replace(prev_inst, state=AlertState.RESOLVED, resolved_at=at, muted=None)
                         ended.append((b, Change(ChangeKind.RESOLVED, at, NotifyReason.RESOLVED), prev_inst,
                                       prev_inst.value))  # fmt: skip
-                if not bindings:
-                    inst.series[key] = None
-                    continue
-                s = Series(m, bindings)
-                s.first_ts = old.first_ts
-                s.ts, s.vs, s.unsorted, s.last_pruned = old.ts, old.vs, old.unsorted, old.last_pruned
                 inst.series[key] = s
+                if s is not None:
+                    s.ts, s.vs, s.unsorted, s.last_pruned = old.ts, old.vs, old.unsorted, old.last_pruned
             if ended:
                 self._emit(inst, ended, out)
         return out
@@ -377,26 +441,48 @@ class ShardEngine:
     def _new_instance(self, m: Metric) -> Instance:
         # the last tick strictly before the first sample's watermark: that sample is never late
         first_tick = math.ceil((m.ts - self.lateness) / self.interval) * self.interval - self.interval
-        inst = self.instances[m.instance_id] = Instance(first_tick)
+        inst = self.instances[sys.intern(m.instance_id)] = Instance(first_tick)
         return inst
 
     def _lookup(self, inst: Instance, m: Metric) -> Series | None:
         """The series of `m` by its full key (a new one if needed), remembered as its metric's
         last series for the next message's fast lookup."""
-        tags = m.tags
-        key = (m.metric_name, tuple(sorted(tags.items())) if tags else ())
+        tags_key, tags = self._canonical_tags(m.tags)
+        key = (m.metric_name, tags_key)
         s = inst.series.get(key, _MISSING)
         if s is _MISSING:
             s = inst.series[key] = self._new_series(m)
-        inst.by_metric[m.metric_name] = (tags if s is None else s.tags, s)
+        inst.by_metric[m.metric_name] = (tags, s)
         return s
 
-    def _new_series(self, m: Metric, old: dict[str, AlertInstance] | None = None) -> Series | None:
+    def _canonical_tags(self, tags: Mapping[str, str] | None) -> tuple[TagsKey, Mapping[str, str]]:
+        items = tuple(sorted(tags.items())) if tags else ()
+        canon = self._tags.get(items)
+        if canon is None:
+            canon = self._tags[items] = (items, dict(items))
+        return canon
+
+    def _plan(self, rules: Sequence[Rule]) -> Plan:
+        key = tuple(map(id, rules))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = Plan(rules)
+        return plan
+
+    def _new_series(self, m: Metric, old: Mapping[str, AlertInstance] | None = None) -> Series | None:
         rules = [r for r in self.rules_by_metric.get(m.metric_name, ()) if r.selects(m)]
         if not rules:
             return None
-        old = old or {}
-        return Series(m, [Binding(r, alert_labels(r, m), old.get(r.name, INACTIVE)) for r in rules])
+        # strings interned and tags canonical: a series holds no copy of its own
+        origin = Metric(
+            m.ts,
+            sys.intern(m.database_type),
+            sys.intern(m.instance_id),
+            sys.intern(m.metric_name),
+            0.0,
+            self._canonical_tags(m.tags)[1],
+        )
+        return Series(origin, self._plan(rules), old)
 
     def _advance(self, iid: str, inst: Instance, wm: float, out: list[AlertEvent]) -> None:
         interval = self.interval
@@ -417,13 +503,18 @@ class ShardEngine:
         """Jump over ticks where nothing can change: no buffered sample, nothing active."""
         earliest = math.inf
         for s in inst.series.values():
+            if s is not None and s.ts:
+                first = s.ts[0] if not s.unsorted else min(s.ts)
+                if first <= tick:  # the common case: a sample is due at this tick already
+                    return tick
+                earliest = min(earliest, first)
+        for s in inst.series.values():
             if s is None:
                 continue
             for b in s.bindings:
-                if b.rule.no_data or is_active(b.inst):
+                state = b.inst.state
+                if state is AlertState.PENDING or state is AlertState.FIRING or b.rule.no_data:
                     return tick
-            if s.ts:
-                earliest = min(earliest, s.ts[0] if not s.unsorted else min(s.ts))
         if earliest == math.inf:
             return last_tick + self.interval
         first_useful = math.ceil(earliest / self.interval) * self.interval
@@ -439,14 +530,15 @@ class ShardEngine:
                 continue
             if s.unsorted:
                 pairs = sorted(zip(s.ts, s.vs, strict=True))
-                s.ts = [p[0] for p in pairs]
-                s.vs = [p[1] for p in pairs]
+                s.ts = array("d", [p[0] for p in pairs])
+                s.vs = array("d", [p[1] for p in pairs])
                 s.unsorted = False
             ts, vs = s.ts, s.vs
             hi = bisect_right(ts, tick)
             newest = ts[hi - 1] if hi else s.last_pruned
             stale = tick - newest >= staleness
-            for window, needs_ts, fn, group in s.groups:
+            bindings = s.bindings
+            for window, needs_ts, fn, members in s.plan.groups:
                 lo = bisect_right(ts, tick - window, 0, hi)
                 if fn is None:  # no-data rules: the condition is an empty window
                     holds_all: bool | None = lo == hi if tick >= s.first_ts else None
@@ -456,12 +548,12 @@ class ShardEngine:
                     holds_all, value = None, math.nan if got is None else got
                 else:
                     holds_all, value = None, math.nan
-                for b in group:
-                    rule = b.rule
-                    if fn is None or math.isnan(value):
+                for i, rule, cmp, threshold in members:
+                    b = bindings[i]
+                    if fn is None or value != value:  # NaN: nothing to compare
                         holds = holds_all
                     else:
-                        holds = rule.op.holds(value, rule.threshold)
+                        holds = cmp(value, threshold)
                     prev = b.inst
                     if not holds and (prev.state is AlertState.INACTIVE or prev.state is AlertState.RESOLVED):
                         continue  # the common case; `step` would return it unchanged
@@ -537,7 +629,7 @@ class ShardEngine:
         for key, s in inst.series.items():
             if s is None:
                 continue
-            cut = bisect_right(s.ts, tick - s.horizon)
+            cut = bisect_right(s.ts, tick - s.plan.horizon)
             if cut:
                 s.last_pruned = s.ts[cut - 1]
                 del s.ts[:cut]
@@ -558,37 +650,79 @@ class ShardEngine:
     # -- state ----------------------------------------------------------------------
     def snapshot(self) -> bytes:
         """Pickled and versioned (`SNAPSHOT_VERSION`), so the runtime gets an immutable copy;
-        rules are stored by name."""
-        data = {
-            iid: (
-                inst.max_ts,
-                inst.evaluated_until,
-                [
-                    (
-                        s.metric_name,
-                        s.database_type,
-                        s.tags,
-                        s.ts,
-                        s.vs,
-                        s.last_pruned,
-                        {b.rule.name: b.inst for b in s.bindings},
-                        s.first_ts,
-                    )
-                    for s in inst.series.values()
-                    if s is not None
-                ],
-            )
-            for iid, inst in self.instances.items()
-        }
+        rules are stored by name.
+
+        Version 2 is columnar: one list or array per field over every series of the shard, the
+        sample buffers concatenated, and only the alert instances that are not INACTIVE (what a
+        restore assumes for a rule with no entry). Bytewax snapshots every shard at every epoch:
+        a tuple per series cost ~7 us a series (seconds per epoch at a million series)."""
+        iids: list[str] = []
+        marks = array("d")  # max_ts, evaluated_until per instance
+        per_instance = array("q")  # series per instance
+        names: list[str] = []
+        dbts: list[str] = []
+        tags: list[Mapping[str, str]] = []  # shared dicts: pickled once each, then referenced
+        counts = array("q")
+        edges = array("d")  # first_ts, last_pruned per series
+        ts = array("d")
+        vs = array("d")
+        alerts: dict[int, dict[str, AlertInstance]] = {}
+        i = 0
+        for iid, inst in self.instances.items():
+            iids.append(iid)
+            marks.append(inst.max_ts)
+            marks.append(inst.evaluated_until)
+            before = i
+            for s in inst.series.values():
+                if s is None:
+                    continue
+                o = s.origin
+                names.append(o.metric_name)
+                dbts.append(o.database_type)
+                tags.append(o.tags)
+                counts.append(len(s.ts))
+                edges.append(s.first_ts)
+                edges.append(s.last_pruned)
+                ts += s.ts
+                vs += s.vs
+                for bnd in s.bindings:
+                    if bnd.inst is not INACTIVE:
+                        alerts.setdefault(i, {})[bnd.rule.name] = bnd.inst
+                i += 1
+            per_instance.append(i - before)
+        data = (iids, marks, per_instance, names, dbts, tags, counts, edges, ts, vs, alerts)
         return snap.dump(SNAPSHOT_VERSION, data)
 
     def restore(self, blob: bytes, wall: float = 0.0) -> None:
         """Rebind restored series to the current rules: changed rule files take effect.
 
-        Reads this version and the unversioned dict written before (version 0, same layout);
-        refuses any other with `SnapshotError`, which says what to do.
+        Reads this version, version 1 (a dict of instances holding a tuple per series) and the
+        unversioned dict written before (version 0, same layout as 1); refuses any other with
+        `SnapshotError`, which says what to do.
         """
-        _, data = snap.load(blob, "alert engine", (0, SNAPSHOT_VERSION), unversioned=dict)
+        version, data = snap.load(blob, "alert engine", (0, 1, SNAPSHOT_VERSION), unversioned=dict)
+        if version < 2:
+            self._restore_v1(data, wall)
+            return
+        iids, marks, per_instance, names, dbts, tags, counts, edges, ts, vs, alerts = data
+        i = 0
+        at = 0
+        for j, iid in enumerate(iids):
+            inst = Instance(marks[2 * j + 1])
+            inst.max_ts = marks[2 * j]
+            inst.wall_at_max = wall
+            for _ in range(per_instance[j]):
+                n = counts[i]
+                found = alerts.get(i)
+                self._restore_series(
+                    inst, iid, names[i], dbts[i], tags[i], ts[at : at + n], vs[at : at + n],
+                    edges[2 * i], edges[2 * i + 1], found,
+                )  # fmt: skip
+                at += n
+                i += 1
+            self.instances[iid] = inst
+
+    def _restore_v1(self, data: dict[str, Any], wall: float) -> None:
         for iid, (max_ts, evaluated_until, series) in data.items():
             inst = Instance(evaluated_until)
             inst.max_ts = max_ts
@@ -596,13 +730,27 @@ class ShardEngine:
             for name, dbt, tags, ts, vs, last_pruned, alerts, *rest in series:
                 # snapshots taken before `first_ts` existed: absence counts as it did then
                 first_ts = rest[0] if rest else -math.inf
-                m = Metric(first_ts, dbt, iid, name, 0.0, tags)
-                s = self._new_series(m, {k: _upgrade(a) for k, a in alerts.items()})
-                key = (name, tuple(sorted(tags.items())) if tags else ())
-                inst.series[key] = s
-                if s is not None:
-                    s.ts, s.vs, s.last_pruned = list(ts), list(vs), last_pruned
+                self._restore_series(inst, iid, name, dbt, tags, ts, vs, first_ts, last_pruned, alerts)
             self.instances[iid] = inst
+
+    def _restore_series(
+        self,
+        inst: Instance,
+        iid: str,
+        name: str,
+        dbt: str,
+        tags: Mapping[str, str],
+        ts: Sequence[float],
+        vs: Sequence[float],
+        first_ts: float,
+        last_pruned: float,
+        alerts: Mapping[str, AlertInstance] | None,
+    ) -> None:
+        m = Metric(first_ts, dbt, iid, name, 0.0, tags)
+        s = self._new_series(m, {k: _upgrade(a) for k, a in alerts.items()} if alerts else None)
+        inst.series[(name, self._canonical_tags(tags)[0])] = s
+        if s is not None:  # version 1 held lists: both read
+            s.ts, s.vs, s.last_pruned = array("d", ts), array("d", vs), last_pruned
 
 
 def _upgrade(a: AlertInstance) -> AlertInstance:

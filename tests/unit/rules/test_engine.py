@@ -7,6 +7,7 @@ import math
 import pickle
 import random
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -297,19 +298,53 @@ def test_wall_time_ages_silent_instances_only_as_far_as_the_input_is_caught_up()
 # --------------------------------------------------------------------------- issue 11 (item 5)
 
 
-def test_snapshot_of_the_unversioned_format_still_restores() -> None:
-    # jobs before the version wrote the bare dict: their recovery directories must still resume
+def v1_layout(eng: ShardEngine) -> dict[str, Any]:
+    """What jobs before snapshot version 2 wrote: a dict of instances, a tuple per series
+    (sample buffers as lists, every alert instance by rule name)."""
+    return {
+        iid: (
+            inst.max_ts,
+            inst.evaluated_until,
+            [
+                (s.metric_name, s.database_type, dict(s.tags), list(s.ts), list(s.vs), s.last_pruned,
+                 {b.rule.name: b.inst for b in s.bindings}, s.first_ts)
+                for s in inst.series.values()
+                if s is not None
+            ],
+        )
+        for iid, inst in eng.instances.items()
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("older", ["unversioned", "version 1"])
+def test_snapshots_of_older_formats_still_restore(older: str) -> None:
+    # recovery directories written by older jobs must still resume: the bare dict (before
+    # snapshots had a version) and version 1 (a tuple per series)
     ms = sample_metrics()
     whole = run(ms)
     cut = len(ms) * 3 // 10
     first = ShardEngine(RULES)
     part1 = first.ingest(ms[:cut])
-    version, data = pickle.loads(first.snapshot())
-    assert version == SNAPSHOT_VERSION and isinstance(data, dict)
+    assert pickle.loads(first.snapshot())[0] == SNAPSHOT_VERSION == 2
+    data = v1_layout(first)
     second = ShardEngine(RULES)
-    second.restore(pickle.dumps(data))
+    second.restore(pickle.dumps(data if older == "unversioned" else (1, data)))
     part2 = second.ingest(ms[cut:]) + second.flush()
     assert [e.message_id for e in part1 + part2] == [e.message_id for e in whole]
+
+
+def test_snapshot_keeps_only_alerts_that_are_not_inactive_and_restores_the_rest_as_inactive() -> None:
+    ms = sample_metrics()
+    cut = len(ms) * 3 // 10
+    first = ShardEngine(RULES)
+    first.ingest(ms[:cut])
+    *_, alerts = pickle.loads(first.snapshot())[1]
+    kept = [a for per_series in alerts.values() for a in per_series.values()]
+    active = [b.inst for b in first.bindings() if b.inst.state is not AlertState.INACTIVE]
+    assert active and sorted(map(repr, kept)) == sorted(map(repr, active))
+    second = ShardEngine(RULES)
+    second.restore(first.snapshot())
+    assert sorted(repr(b.inst) for b in second.bindings()) == sorted(repr(b.inst) for b in first.bindings())
 
 
 @pytest.mark.parametrize(

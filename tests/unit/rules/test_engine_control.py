@@ -375,9 +375,9 @@ def test_a_snapshot_from_before_muted_still_loads_and_goes_on(rules) -> None:
     first = ShardEngine(rules)
     part1 = first.ingest(hot(30)[:40])
     version, data = pickle.loads(first.snapshot())
-    for _, _, series in data.values():
-        for s in series:
-            s[6].update({name: _PickledBeforeMuted(a) for name, a in s[6].items()})
+    *_, alerts = data  # the not-INACTIVE alert instances of each series (snapshot version 2)
+    for per_series in alerts.values():
+        per_series.update({name: _PickledBeforeMuted(a) for name, a in per_series.items()})
     old_blob = pickle.dumps((version, data))
     second = ShardEngine(rules)
     second.restore(old_blob)
