@@ -23,9 +23,12 @@ services-up:
 services-down:
 	deploy/local/services.sh down
 
+# `make bench` prints one table of the run's figures (about 25 min); BENCH=quick: small sizes, a check
+# that everything runs. Every JSON line is also appended to bench/results.jsonl.
+BENCH ?= full
 bench:
 	@deploy/local/venv.sh
-	bench/run.sh
+	BENCH=$(BENCH) bench/run.sh
 
 # The control-plane API (and console) on the local services, http://127.0.0.1:9093 (docs/api.md).
 # A write token for local use only (the API binds 127.0.0.1); set API_TOKENS to your own.

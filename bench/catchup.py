@@ -270,6 +270,8 @@ def main() -> None:
         while time.monotonic() < deadline:
             steady_job.check()
             time.sleep(0.5)
+        if a.diagnose:
+            probes["steady"] = {"rss_mib": round(steady_job.rss.last_mib(), 1), **ask(probe, "steady")}
         # the second half: every series has samples and full windows by then
         half = steady_job.started + a.steady_s / 2
         steady = [kib / 1024 for t, kib in steady_job.rss.samples if t > half]
