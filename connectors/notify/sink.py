@@ -1,9 +1,12 @@
 """Delivery of alert notifications to the notification service (`POST {NOTIFY_URL}/alerts`).
 
-A Bytewax `DynamicSink`: each worker gets a `NotifyPartition` that owns an asyncio loop and an
-`httpx.AsyncClient`; `write_batch` (sync, as Bytewax calls it) posts the whole batch with bounded
-concurrency and returns only when every item is either delivered, muted or handed to
-`on_undeliverable`. Nothing is dropped silently: that callback is the flow's DLQ producer
+A Bytewax `DynamicSink`: each worker gets a `NotifyPartition` that owns an asyncio loop and a
+`Poster` (default: one `aiohttp.ClientSession`, keep-alive, redirects not followed, TLS checked
+against certifi or SSL_CERT_FILE, no proxy from the environment); `write_batch` (sync, as Bytewax
+calls it) posts the whole batch with bounded concurrency and returns only when every item is either
+delivered, muted or handed to `on_undeliverable`. aiohttp rather than httpx: under one GIL the
+client's CPU is what delivery costs, and httpx.AsyncClient spent ~6x aiohttp's CPU per POST
+(bench/notify_client.py). Nothing is dropped silently: that callback is the flow's DLQ producer
 (`gds.alerts.dlq`), and an exception it raises propagates out of `write_batch` and stops the flow
 rather than losing the notification (on restart Bytewax replays the epoch; duplicates are harmless
 because every post carries `Idempotency-Key: <message_id>` and the message_id of a transition is
@@ -33,14 +36,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
+import aiohttp
+import certifi
 import httpx
+import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from connectors.notify.policy import (
@@ -62,7 +70,7 @@ log = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 RandomSource = Callable[[], float]
-ClientFactory = Callable[[], httpx.AsyncClient]
+PosterFactory = Callable[[], "Poster"]
 UndeliverableHandler = Callable[[AlertEvent, Mapping[str, Any] | None, str], None]
 EventHandler = Callable[[AlertEvent], None]
 MuteCheck = Callable[[Sequence[AlertEvent]], Sequence[bool]]
@@ -73,6 +81,12 @@ _RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     httpx.NetworkError,
     httpx.RemoteProtocolError,
     httpx.ProxyError,
+    # aiohttp: timeouts, refused/reset/closed connections (TLS handshakes included, as httpx's
+    # ConnectError), a truncated body, an answer that is not HTTP
+    asyncio.TimeoutError,
+    aiohttp.ClientConnectionError,
+    aiohttp.ClientPayloadError,
+    aiohttp.ClientResponseError,
 )
 
 
@@ -81,6 +95,82 @@ def classify_exception(exc: BaseException) -> Verdict:
     if isinstance(exc, _RETRYABLE_EXCEPTIONS):
         return Verdict.RETRY
     return Verdict.REJECT
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What delivery reads of an answer: the status, Retry-After, and the body when not 2xx."""
+
+    status: int
+    retry_after: str | None = None
+    text: str = ""
+
+
+class Poster(Protocol):
+    """The HTTP client of one partition, used on its loop only. `post` sends `body` (JSON bytes)
+    once, follows no redirect, and returns the answer or raises (`classify_exception` decides)."""
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply: ...
+
+    async def aclose(self) -> None: ...
+
+
+def tls_context() -> ssl.SSLContext:
+    """The CAs httpx trusted: SSL_CERT_FILE when set, else certifi's bundle."""
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
+
+
+class AiohttpPoster:
+    """The default client: one `aiohttp.ClientSession` (made on first use, on the partition's loop).
+
+    `timeout_s` bounds each attempt as a whole (connect, send, answer); `max_connections` keep-alive
+    connections. No cookie jar and no proxy from the environment: a notification is a plain POST,
+    and both cost CPU on every request.
+    """
+
+    def __init__(self, timeout_s: float, max_connections: int) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._max = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._max, ssl=tls_context()),
+                timeout=self._timeout,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        async with self._session.post(
+            url, data=body, headers={"Content-Type": "application/json", **headers}, allow_redirects=False
+        ) as r:
+            if 200 <= r.status < 300:
+                await r.read()  # the whole answer: the connection goes back to the pool
+                return Reply(r.status)
+            return Reply(r.status, r.headers.get("Retry-After"), await r.text(errors="replace"))
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class HttpxPoster:
+    """An `httpx.AsyncClient` behind the `Poster` protocol: for an injected httpx transport
+    (tests' MockTransport). About 6x the CPU of the default per POST."""
+
+    def __init__(self, timeout_s: float, max_connections: int, transport: httpx.AsyncBaseTransport) -> None:
+        limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._client = httpx.AsyncClient(timeout=timeout_s, limits=limits, transport=transport)
+
+    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
+        r = await self._client.post(
+            url, content=body, headers={"Content-Type": "application/json", **headers}
+        )
+        return Reply(r.status_code, r.headers.get("Retry-After"), "" if r.is_success else r.text)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +202,16 @@ class NotifyDeps:
     """What delivery is given rather than builds: callbacks, hooks, client, clock, metrics.
 
     One object for `NotifySink` and every `NotifyPartition` it builds. `on_undeliverable` is
-    the DLQ producer (required: nothing is dropped silently); `client_factory` wins over
-    `transport` (which only replaces the default client's transport); `breaker` builds each
-    partition's breaker (default: from the config, on `clock`).
+    the DLQ producer (required: nothing is dropped silently); `poster` builds each partition's
+    HTTP client and wins over `transport` (an httpx transport, served by `HttpxPoster`); neither:
+    `AiohttpPoster`. `breaker` builds each partition's breaker (default: from the config, on `clock`).
     """
 
     on_undeliverable: UndeliverableHandler
     on_delivered: EventHandler | None = None
     on_muted: EventHandler | None = None
     is_muted: MuteCheck | None = None
-    client_factory: ClientFactory | None = None
+    poster: PosterFactory | None = None
     transport: httpx.AsyncBaseTransport | None = None
     clock: Clock = time.monotonic
     sleep: Sleep = asyncio.sleep
@@ -145,7 +235,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         self._on_delivered = deps.on_delivered
         self._on_muted = deps.on_muted
         self._is_muted = deps.is_muted
-        self._client_factory = deps.client_factory or self._default_client_factory(config, deps.transport)
+        self._poster_factory = deps.poster or self._default_poster_factory(config, deps.transport)
         self._clock = deps.clock
         self._sleep = deps.sleep
         self._rand = deps.rand
@@ -157,7 +247,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         )
         self._loop = asyncio.new_event_loop()
         self._sem = asyncio.Semaphore(config.max_in_flight)
-        self._client: httpx.AsyncClient | None = None
+        self._poster: Poster | None = None
         self._closed = False
         self.delivered = 0
         self.retried = 0
@@ -170,14 +260,13 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         self.parked: dict[str, AlertEvent] = {}
 
     @staticmethod
-    def _default_client_factory(
+    def _default_poster_factory(
         config: NotifyConfig, transport: httpx.AsyncBaseTransport | None
-    ) -> ClientFactory:
-        def make() -> httpx.AsyncClient:
-            limits = httpx.Limits(
-                max_connections=config.max_in_flight, max_keepalive_connections=config.max_in_flight
-            )
-            return httpx.AsyncClient(timeout=config.timeout_s, limits=limits, transport=transport)
+    ) -> PosterFactory:
+        def make() -> Poster:
+            if transport is not None:
+                return HttpxPoster(config.timeout_s, config.max_in_flight, transport)
+            return AiohttpPoster(config.timeout_s, config.max_in_flight)
 
         return make
 
@@ -219,10 +308,10 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             return
         self._closed = True
         try:
-            if self._client is not None:
-                self._loop.run_until_complete(self._client.aclose())
+            if self._poster is not None:
+                self._loop.run_until_complete(self._poster.aclose())
         finally:
-            self._client = None
+            self._poster = None
             self._loop.close()
 
     def _deliverable(self, item: object) -> bool:
@@ -295,9 +384,9 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         return keep
 
     async def _deliver_all(self, events: list[AlertEvent]) -> list[Outcome]:
-        if self._client is None:
-            self._client = self._client_factory()
-        client = self._client
+        if self._poster is None:
+            self._poster = self._poster_factory()
+        client = self._poster
         groups: dict[str, list[int]] = {}
         for index, event in enumerate(events):
             groups.setdefault(event.fingerprint, []).append(index)
@@ -313,9 +402,10 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             raise NotifyError(f"notify: {len(events) - len(done)} message(s) without an outcome")
         return done
 
-    async def _deliver_one(self, client: httpx.AsyncClient, event: AlertEvent) -> Outcome:
+    async def _deliver_one(self, client: Poster, event: AlertEvent) -> Outcome:
         try:
             payload = notification_payload(event)
+            body = orjson.dumps(payload)
         except Exception as exc:
             return Outcome(event, None, 0, f"payload: {_describe(exc)}", Undeliverable.ERROR)
         headers = {"Idempotency-Key": event.message_id}
@@ -331,7 +421,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
                 if started is None:
                     started = self._clock()
                 if self.breaker.allow():
-                    verdict, error, retry_after = await self._attempt(client, payload, headers, trace_ref)
+                    verdict, error, retry_after = await self._attempt(client, body, headers, trace_ref)
                 else:
                     verdict, error, circuit_open = Verdict.RETRY, "circuit open", True
             if verdict is Verdict.DELIVERED:
@@ -366,8 +456,8 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
 
     async def _attempt(
         self,
-        client: httpx.AsyncClient,
-        payload: Mapping[str, Any],
+        client: Poster,
+        body: bytes,
         headers: Mapping[str, str],
         trace_ref: TraceRef | None = None,
     ) -> tuple[Verdict, str, float | None]:
@@ -375,9 +465,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         SDK is configured); feeds the breaker. Returns (verdict, error text, Retry-After seconds)."""
         try:
             with client_span("notify POST", trace_ref) as trace_headers:
-                response = await client.post(
-                    self.config.url, json=payload, headers={**headers, **trace_headers}
-                )
+                response = await client.post(self.config.url, body, {**headers, **trace_headers})
         except Exception as exc:
             verdict = classify_exception(exc)
             if verdict is Verdict.RETRY:
@@ -385,7 +473,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             else:
                 self.breaker.release()
             return verdict, _describe(exc), None
-        verdict = classify_status(response.status_code)
+        verdict = classify_status(response.status)
         if verdict is Verdict.RETRY:
             self.breaker.record_failure()
         else:
@@ -393,14 +481,10 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         if verdict is Verdict.DELIVERED:
             return verdict, "", None
         retry_after = None
-        if response.status_code in (429, 503):
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), datetime.now(UTC))
-        body = response.text.strip().replace("\n", " ")[:200]
-        return (
-            verdict,
-            f"HTTP {response.status_code}: {body}" if body else f"HTTP {response.status_code}",
-            retry_after,
-        )
+        if response.status in (429, 503):
+            retry_after = parse_retry_after(response.retry_after, datetime.now(UTC))
+        text = response.text.strip().replace("\n", " ")[:200]
+        return verdict, f"HTTP {response.status}: {text}" if text else f"HTTP {response.status}", retry_after
 
 
 class NotifySink(DynamicSink["AlertEvent | Recheck"]):
