@@ -11,6 +11,7 @@ Wiring only: the logic is in rules/, the I/O in connectors/.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.kafka.replay import FileSource
 from connectors.ops.heartbeat import HeartbeatSource, heartbeat_message
 from connectors.ops.metrics import InstrumentedSink
+from connectors.ops.recovery import given_directory
 from flows.common import (
     Decoder,
     Poison,
@@ -102,6 +104,7 @@ def build_flow(
     rules_version: str = "",
     groups: Sequence[RuleGroup] = (),
     skip_topics: Collection[str] = (),
+    snapshots: bool = True,
 ) -> Dataflow:
     """`control_source` (`connectors.control.source`: silences; the engine holds its ticks until
     it caught up) and `rules_watch` (`connectors.control.watch`: rule sets loaded while running,
@@ -139,6 +142,7 @@ def build_flow(
             control=engine_control,
             await_control=control is not None,
             rules_version=rules_version,
+            snapshots=snapshots,
         )
         streams.append(events)
     if groups:
@@ -315,6 +319,8 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
         rules_version=version,
         groups=groups,
         skip_topics=(settings.recorded_topic,),
+        # the engine's state is pickled at every epoch only if a recovery store keeps it
+        snapshots=given_directory(sys.argv, os.environ) is not None,
     )
 
 
@@ -325,8 +331,6 @@ def load_groups(settings: Settings) -> list[RuleGroup]:
 
 
 def _default_flow() -> Dataflow:
-    import os
-
     from connectors.config import rules_paths
     from connectors.errors import ConnectorError
     from connectors.ops.recovery import ensure_recovery

@@ -112,6 +112,7 @@ def build_replay_flow(
                 flush_on_eof=True,
                 name=f"backtest-{sid}",  # not counted as the live job in /metrics
                 preload=control,
+                snapshots=False,  # a backtest never resumes
             )
             streams.append(ev)
         if prom:

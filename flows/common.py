@@ -151,7 +151,9 @@ class RulesVersion:
             return self.ruleset, self.version, self.loaded_at
 
 
-class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "AlertEvent | Poison", bytes]):
+class EngineLogic(
+    StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "AlertEvent | Poison", "bytes | None"]
+):
     """Adapts `ShardEngine` to Bytewax: decode a batch, ingest it, emit events.
 
     Items that are not metric messages are rare and handled per batch: `SourceProgress`
@@ -171,6 +173,7 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
         control: bool = False,
         rules: RulesVersion | None = None,
         built_with: tuple[str, float] = ("", -math.inf),
+        snapshots: bool = True,
     ) -> None:
         self.engine = engine
         self.decode = decode
@@ -184,6 +187,7 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
         self._rules = rules
         # the rule set the engine was built with (`RulesVersion.current`)
         self.rules_version, self.rules_loaded_at = built_with
+        self.snapshots = snapshots
 
     def on_batch(
         self, values: list[KafkaSourceMessage | SourceProgress]
@@ -245,8 +249,9 @@ class EngineLogic(StatefulBatchLogic["KafkaSourceMessage | SourceProgress", "Ale
             return list(self.engine.flush()), StatefulBatchLogic.RETAIN
         return [], StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> bytes:
-        return self.engine.snapshot()
+    def snapshot(self) -> bytes | None:
+        # Bytewax asks at every epoch, recovery or not: without it nothing reads the answer
+        return self.engine.snapshot() if self.snapshots else None
 
 
 def evaluate(
@@ -264,6 +269,7 @@ def evaluate(
     await_control: bool = False,
     preload: ControlState | None = None,
     rules_version: str = "",
+    snapshots: bool = True,
 ) -> tuple[Stream[AlertEvent], Stream[Poison]]:
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
@@ -280,7 +286,8 @@ def evaluate(
     restart re-reads the control topic first, so it never notifies what a silence mutes.
     `preload` is a control plane folded beforehand (a backtest's silences, applied by event
     time from the first sample on). `rules_version` names `ruleset` (its content hash), so the
-    watcher's first look does not apply it a second time.
+    watcher's first look does not apply it a second time. `snapshots=False` (a process without
+    recovery) answers Bytewax's per-epoch snapshot calls with nothing instead of the shard's state.
     """
     rules = RulesVersion(ruleset, rules_version)
 
@@ -302,6 +309,7 @@ def evaluate(
             control=control is not None,
             rules=rules,
             built_with=(version, loaded_at),
+            snapshots=snapshots,
         )
 
     route = shard_router(shards)

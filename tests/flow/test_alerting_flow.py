@@ -70,10 +70,17 @@ class Collected:
         )
 
 
-def run_flow(items: list[Any], workers: int = 1, **kw: Any) -> Collected:
+def run_flow(items: list[Any], workers: int = 1, snapshots: bool = True, **kw: Any) -> Collected:
     got = Collected()
     flow = build_flow(
-        RULES, TestingSource(items), got.outputs(), DECODE, shards=16, wall=None, flush_on_eof=True
+        RULES,
+        TestingSource(items),
+        got.outputs(),
+        DECODE,
+        shards=16,
+        wall=None,
+        flush_on_eof=True,
+        snapshots=snapshots,
     )
     if workers == 1:
         run_main(flow, **kw)
@@ -123,3 +130,18 @@ def test_resume_after_abort_sends_no_new_notification(tmp_path: Path) -> None:
     # at-least-once for the last epoch: a repeat carries the same message_id, never a new one
     assert {e.message_id for e in both} == {e.message_id for e in baseline.notify}
     assert len({e.message_id for e in both}) == len(baseline.notify) == 2
+
+
+def test_without_snapshots_a_resume_starts_over(tmp_path: Path) -> None:
+    # what `snapshots=False` (a process without recovery) gives up: the counter-proof of the
+    # test above, so the flag cannot silently drop state a recovery store would keep
+    items = messages(bad=False)
+    init_db_dir(tmp_path, 1)
+    cut = len(items) * 3 // 10
+    aborting = [*items[:cut], TestingSource.ABORT(), *items[cut:]]
+    recovery = RecoveryConfig(str(tmp_path))
+    kw: dict[str, Any] = {"epoch_interval": timedelta(seconds=0), "recovery_config": recovery}
+    first = run_flow(aborting, snapshots=False, **kw)
+    second = run_flow(aborting, snapshots=False, **kw)
+    assert [e.state for e in first.alerts] == [AlertState.PENDING]
+    assert AlertState.PENDING in {e.state for e in second.alerts}  # the incident began again
