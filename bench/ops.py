@@ -12,6 +12,9 @@ recovery (`-r DIR -s S -b 0`). Each process serves its own `/metrics`; "processi
   and the messages read twice (at-least-once replay of the last epoch).
 * rescale: SIGTERM both (what `kubectl scale --replicas=0` sends; the job has no handler, so this
   is an abrupt stop too), start 3 processes on the same recovery directory. Same figures.
+* frozen: SIGSTOP one of the 3 (a hung process or a partitioned node: its sockets stay open).
+  Emits when the others stopped processing (they do not exit) and when their `/healthz` failed
+  (`HEALTH_STALE_S` = --stale-s); then the frozen one is killed, as liveness would.
 
 Messages read twice = (read by the stopped execution) + (read by the next one, once the feed has
 stopped and everything is read) - (produced): the stopped execution's count is its last scrape
@@ -21,6 +24,7 @@ stopped and everything is read) - (produced): the stopped execution's count is i
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
 import os
 import re
@@ -116,10 +120,19 @@ def scrape(port: int) -> float | None:
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=0.5) as r:
             text = r.read().decode()
-    except OSError:
+    except (OSError, http.client.HTTPException):  # not up yet, or ended mid-answer
         return None
     found = COUNTER.search(text)
     return float(found.group(1)) if found else None
+
+
+def healthy(port: int) -> bool:
+    """`/healthz` answers 200 within a second."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1.0) as r:
+            return int(r.status) == 200
+    except (OSError, http.client.HTTPException):
+        return False
 
 
 def total(procs: list[Proc]) -> float:
@@ -214,6 +227,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=2000, help="messages per second fed")
     ap.add_argument("--snapshot-s", type=float, default=2.0, help="-s: snapshot interval (epoch)")
     ap.add_argument("--settle-s", type=float, default=8.0, help="steady running before each outage")
+    ap.add_argument("--stale-s", type=float, default=15.0, help="HEALTH_STALE_S of the job")
     args = ap.parse_args()
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -237,6 +251,11 @@ def main() -> None:
         "NOTIFY_DELIVERY": "separate",
         "RULES_PATH": str(rules_file(work / "rules.yml")),
         "ALERT_SHARDS": "64",
+        # liveness (/healthz) after --stale-s without a batch; it must exceed these deadlines
+        "HEALTH_STALE_S": f"{args.stale_s:g}",
+        "HEARTBEAT_INTERVAL_S": f"{args.stale_s / 3:g}",
+        "NOTIFY_DEADLINE_S": f"{args.stale_s / 3:g}",
+        "STORAGE_RETRY_DEADLINE_S": f"{args.stale_s / 3:g}",
     }
     job = Job(env, recovery, args.snapshot_s, work)
     two = [f"127.0.0.1:{free_port()}" for _ in range(2)]
@@ -291,6 +310,30 @@ def main() -> None:
             "resume_s": round(fig["resume_s"], 2), "caught_up_s": round(fig["caught_up_s"], 2),
             "reread_messages": int(fig["reread"]), "reread_s_of_feed": round(fig["reread"] / args.rate, 2),
             "messages_per_process": [int(p.count) for p in rescaled],
+        })  # fmt: skip
+
+        # -- a frozen peer (SIGSTOP: a hung process or a partitioned node, its sockets stay open)
+        feed = Feed(bootstrap, names["metrics"], args.rate, total(rescaled)).start()
+        steady(rescaled, feed, args.rate, args.settle_s)
+        frozen, others = rescaled[2], rescaled[:2]
+        t_freeze = time.monotonic()
+        frozen.popen.send_signal(signal.SIGSTOP)
+        last, moved = total(others), t_freeze
+        unhealthy: float | None = None
+        while unhealthy is None and time.monotonic() - t_freeze < args.stale_s + 60:
+            now = total(others)
+            if now != last:
+                last, moved = now, time.monotonic()
+            if not all(healthy(p.port) for p in others):
+                unhealthy = time.monotonic() - t_freeze
+            time.sleep(0.1)
+        alive = all(p.popen.poll() is None for p in others)
+        frozen.popen.send_signal(signal.SIGKILL)  # what the kubelet does once liveness fails
+        frozen.popen.wait(10)
+        emit({
+            "bench": "ops_frozen_one_of_three", "rate_msg_s": args.rate, "health_stale_s": args.stale_s,
+            "others_stalled_after_s": round(max(0.0, moved - t_freeze), 2), "others_kept_running": alive,
+            "others_unhealthy_s": round(unhealthy, 2) if unhealthy is not None else None,
         })  # fmt: skip
     finally:
         if not feed.stopped:
