@@ -36,9 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -46,7 +44,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import aiohttp
-import certifi
 import httpx
 import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -61,6 +58,7 @@ from connectors.notify.policy import (
     classify_status,
     parse_retry_after,
 )
+from connectors.notify.receivers.base import tls_context
 from connectors.ops.metrics import METRICS, Metrics
 from connectors.ops.trace import TraceRef, client_span
 from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
@@ -113,11 +111,6 @@ class Poster(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply: ...
 
     async def aclose(self) -> None: ...
-
-
-def tls_context() -> ssl.SSLContext:
-    """The CAs httpx trusted: SSL_CERT_FILE when set, else certifi's bundle."""
-    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 class AiohttpPoster:

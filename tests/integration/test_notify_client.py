@@ -1,4 +1,5 @@
-"""The notify sink's own HTTP client (aiohttp) on the wire, against real loopback servers.
+"""The notify sink's HTTP client (aiohttp) and the routed senders' (urllib3) on the wire, against
+real loopback servers.
 
 What the sink promises regardless of the client it uses: the request (POST, JSON body equal to the
 payload, Content-Type, Idempotency-Key = message_id) over reused keep-alive connections, no
@@ -21,9 +22,17 @@ from typing import Any
 import pytest
 
 from connectors.notify.policy import NotifyConfig, RetryPolicy
+from connectors.notify.receivers import (
+    OutcomeKind,
+    SenderOptions,
+    notification_service_sender,
+    webhook_sender,
+)
+from connectors.notify.receivers.base import Runtime
 from connectors.notify.sink import NotifyDeps, NotifyPartition
 from rules.model import AlertEvent
 from rules.payload import notification_payload
+from rules.routing.types import GroupNotification
 from tests.support.events import alert_event, instance_labels
 from tests.support.loopback import LoopbackServer
 from tests.support.smtp_server import _self_signed
@@ -201,5 +210,69 @@ def test_https_is_verified_against_ssl_cert_file(tmp_path: Path, monkeypatch: py
             part.close()
         assert [e.message_id for e in run.delivered] == ["client-004"]
         assert [r["headers"]["Idempotency-Key"] for r in srv.seen.requests] == ["client-004"]
+    finally:
+        srv.stop()
+
+
+# --- the routed delivery's HTTP senders (connectors/notify/receivers/http.py, urllib3) ----------
+
+
+def group(*instances: str) -> GroupNotification:
+    alerts = tuple(
+        alert_event(fingerprint=f"fp-{i}", labels=instance_labels(i), message_id=f"m-{i}") for i in instances
+    )
+    return GroupNotification("team", "{}:{}", (("alertname", "HighCPUUsage"),), alerts, alerts[0].at)
+
+
+def sender_options() -> SenderOptions:
+    return SenderOptions(retry=RetryPolicy(base_s=0.01, cap_s=0.05, max_attempts=2, deadline_s=None))
+
+
+def no_sleep() -> Runtime:
+    return Runtime(sleep=lambda _: None)
+
+
+def test_sender_posts_json_over_reused_connections_and_rejects_a_redirect(server: Server) -> None:
+    sender = notification_service_sender("svc", server.url, options=sender_options(), runtime=no_sleep())
+    try:
+        for n in range(3):
+            assert sender.send(group(f"db-{n}a", f"db-{n}b")).delivered
+        assert len(server.seen.requests) == 6
+        for r in server.seen.requests:
+            assert (r["method"], r["path"]) == ("POST", "/alerts")
+            assert r["headers"]["Content-Type"] == "application/json"
+            assert json.loads(r["body"])["message_id"] == r["headers"]["Idempotency-Key"]
+        assert len({r["peer"] for r in server.seen.requests}) == 1  # one after the other: one connection
+        target = Server()
+        try:
+            server.seen.answers = [(301, {"Location": target.url + "/alerts"})]
+            out = sender.send(group("db-moved"))
+            assert out.kind is OutcomeKind.REJECTED and out.error.startswith("HTTP 301")
+            assert target.seen.requests == []
+        finally:
+            target.stop()
+    finally:
+        sender.close()
+
+
+def test_sender_https_is_verified_against_ssl_cert_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    srv = Server(tls)
+    url = srv.url.replace("http://", "https://") + "/hook"
+    try:
+        sender = webhook_sender("hook", url, options=sender_options(), runtime=no_sleep())
+        out = sender.send(group("db-tls"))
+        sender.close()
+        assert out.kind is OutcomeKind.RETRY_LATER and "certificate" in out.error.lower()
+        assert srv.seen.requests == []
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        sender = webhook_sender("hook", url, options=sender_options(), runtime=no_sleep())
+        assert sender.send(group("db-tls")).delivered
+        sender.close()
+        assert [r["path"] for r in srv.seen.requests] == ["/hook"]
     finally:
         srv.stop()

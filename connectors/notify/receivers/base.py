@@ -31,12 +31,16 @@ from __future__ import annotations
 import abc
 import enum
 import logging
+import os
 import random
+import ssl
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
+
+import certifi
 
 from connectors.notify.policy import (
     BreakerState,
@@ -51,6 +55,12 @@ from rules.routing.types import GroupNotification
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
+
+
+def tls_context() -> ssl.SSLContext:
+    """The CAs an HTTPS receiver is checked against (those httpx trusted): SSL_CERT_FILE when
+    set, else certifi's bundle."""
+    return ssl.create_default_context(cafile=os.environ.get("SSL_CERT_FILE") or certifi.where())
 
 
 class OutcomeKind(enum.Enum):
