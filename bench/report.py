@@ -226,7 +226,7 @@ def cardinality(lines: dict[str, Line]) -> list[Row]:
         out.append(Row(figure, rate(r), f"{rel:.2f} of {first['series']:,}", target, rel))
     for r in runs:
         value = (
-            f"{r['rss_per_series_bytes']:,} B ({r['rss_after_load_mib']:,.0f} MiB after load,"
+            f"{r['rss_per_series_bytes']:,} B ({r['rss_after_load_mib']:,.0f} MiB loaded,"
             f" {r['rss_no_series_mib']:,.0f} MiB with no series)"
         )
         out.append(Row(f"resident memory per series at {r['series']:,} series", value))
