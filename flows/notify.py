@@ -102,7 +102,7 @@ def deliver(
     """
     items = op.map(f"{step_id}-item", op.filter(f"{step_id}-to-send", events, to_deliver), notify_fn)
     if ticks is not None:
-        from connectors.notify.sink import Recheck  # httpx only where delivery happens
+        from connectors.notify.sink import Recheck  # the HTTP client only where delivery happens
 
         rechecks = op.map(f"{step_id}-recheck", ticks, lambda _: Recheck())
         items = op.merge(f"{step_id}-and-rechecks", items, rechecks)
