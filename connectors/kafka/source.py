@@ -57,10 +57,15 @@ _set = object.__setattr__
 check_message_fields("connectors/kafka/source.py's _MetricPartition._read")
 
 CONSUMER_DEFAULTS: Final[Mapping[str, str]] = {
-    # librdkafka prefetches up to 64 MiB per partition by default: during a catch-up that is
-    # most of a job's memory (measured: 463 MiB RSS for 1M messages over 4 partitions).
-    # 16 MiB still keeps a batch of 1000 ready on every poll.
+    # librdkafka's prefetch is what a catch-up costs in memory, not the job's state: by default
+    # it queues up to 100k messages or 64 MiB per partition and asks for fetch responses of up
+    # to 50 MiB. Measured on 500k messages over 4 partitions (10k series): peak RSS 335 MiB with
+    # the defaults (16 MiB queues), 183 MiB with these, for the same throughput. 10k messages
+    # a partition is still ten batches of 1000 ready at every poll.
     "queued.max.messages.kbytes": "16384",
+    "queued.min.messages": "10000",
+    "fetch.max.bytes": "2097152",
+    "max.partition.fetch.bytes": "524288",
 }
 
 
