@@ -38,6 +38,7 @@ import math
 import multiprocessing as mp
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -168,7 +169,11 @@ def pace(bootstrap: str, topic: str, instances: int, seconds: float, out: str) -
                     breaches.append((iid, ts, time.time()))
         k += 1
     p.flush(30)
-    fed = {"sent": sent, "seconds": time.time() - start, "breaches": breaches, "probes": probes}
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    fed = {
+        "sent": sent, "seconds": time.time() - start, "breaches": breaches, "probes": probes,
+        "cpu_s": ru.ru_utime + ru.ru_stime,
+    }  # fmt: skip
     Path(out).write_text(json.dumps(fed))
 
 
@@ -183,6 +188,15 @@ def quantiles(xs: list[float]) -> dict[str, float]:
         "p99_ms": round(xs[min(len(xs) - 1, int(len(xs) * 0.99))] * 1000, 1),
         "max_ms": round(xs[-1] * 1000, 1),
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a live process so far (Linux /proc), 0 when unreadable."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def decided_at(bootstrap: str, topic: str) -> dict[str, float]:
@@ -225,6 +239,7 @@ def latency_under_load(
     receiver = Receiver()
     tmp = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     job_env = {**env, "METRIC_TOPICS": topic, "NOTIFY_URL": receiver.url, "KAFKA_TAIL": "true"}
+    job_started = time.time()
     job = subprocess.Popen(
         [sys.executable, "-m", "bytewax.run", "flows.alerting", "-w1"],
         cwd=ROOT,
@@ -240,6 +255,8 @@ def latency_under_load(
     producer.start()
     producer.join(warmup + load_seconds + TAIL_S + 120)
     time.sleep(2)
+    job_cpu_s = cpu_seconds(job.pid)
+    job_wall_s = time.time() - job_started
     job.terminate()
     job.wait(timeout=30)
     admin.delete_topics([topic])
@@ -308,6 +325,9 @@ def latency_under_load(
         "seconds": round(load_seconds),
         "notifications": len(total),
         "breaches": expected,
+        # cores used: on a 2-core machine the feeding producer and the broker compete with the job
+        "job_cores": round(job_cpu_s / job_wall_s, 2),
+        "producer_cores": round(fed["cpu_s"] / fed["seconds"], 2),
         "arrival_to_receiver": share,
         # the same from the moment the alert was decidable by either rule (the closing sample, or
         # wall time past tick + lateness with the input caught up): the wall-time rule often
