@@ -398,8 +398,18 @@ class ShardEngine:
         out: list[AlertEvent] = []
         if self.holding:
             return out
-        for iid, inst in list(self.instances.items()):
-            wm = inst.max_ts - self.lateness + max(0.0, caught_up - inst.wall_at_max)
+        lateness, interval = self.lateness, self.interval
+        # Called at every progress marker: one comparison per instance, `_advance` only for
+        # those whose watermark crosses a tick. An instance sampled since `caught_up` gains no
+        # wall time (its ingest advanced it to its own watermark already).
+        due = []
+        for iid, inst in self.instances.items():
+            idle = caught_up - inst.wall_at_max
+            if idle > 0.0:
+                wm = inst.max_ts - lateness + idle
+                if wm >= inst.evaluated_until + interval:
+                    due.append((iid, inst, wm))
+        for iid, inst, wm in due:  # apart: `_advance` may forget an instance
             self._advance(iid, inst, wm, out)
         return out
 
