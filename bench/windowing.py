@@ -79,10 +79,13 @@ def build(brokers: list[str], topic: str, rules: dict[str, list[Rule]]) -> Dataf
     msgs: Stream[Any] = op.input("in", flow, KafkaSource(brokers, [topic], tail=False, batch_size=1000))
     metrics = op.filter_map("decode", msgs, decode)
     keyed = op.key_on("key", metrics, lambda m: f"{m.instance_id}\x00{m.metric_name}")
-    # replay of past event times: to_system_utc given explicitly (DESIGN: the default wakes
-    # every key on every activation)
+    # a replay of past event times: no wake-up by system time (to_system_utc -> None, as the
+    # docs say for replays); windows close on later items or EOF. The default wakes every
+    # key on every activation (300k messages: 39.9 s vs 17.3-21.3 s, the same 604 transitions)
     clock: EventClock[Metric] = EventClock(
-        lambda m: datetime.fromtimestamp(m.ts, UTC), wait_for_system_duration=timedelta(seconds=0)
+        lambda m: datetime.fromtimestamp(m.ts, UTC),
+        wait_for_system_duration=timedelta(seconds=0),
+        to_system_utc=lambda _: None,
     )
     windows = win.collect_window("window", keyed, clock, TumblingWindower(length=WINDOW, align_to=ALIGN))
 
