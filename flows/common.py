@@ -37,7 +37,7 @@ from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
 from connectors.kafka.serde import encode_json, make_decoder
 from connectors.kafka.source import SourceProgress
-from connectors.ops.gc import tune_gc
+from connectors.ops.gc import keep_thread_state, tune_gc
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
@@ -292,6 +292,7 @@ def evaluate(
     rules = RulesVersion(ruleset, rules_version)
 
     def build(resume: bytes | None) -> EngineLogic:
+        keep_thread_state()  # on the worker thread (connectors/ops/gc.py)
         current, version, loaded_at = rules.current()
         engine = ShardEngine(current, live=wall is not None, await_control=await_control)
         if preload is not None:

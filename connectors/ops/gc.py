@@ -11,8 +11,10 @@ only for the rare cyclic garbage, never correctness.
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import os
+import threading
 from typing import Final
 
 GEN0_THRESHOLD: Final = 50_000
@@ -32,3 +34,23 @@ def tune_gc(gen0: int | None = None) -> tuple[int, int, int]:
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0, gen1, gen2)
     return gc.get_threshold()
+
+
+_kept = threading.local()
+
+
+def keep_thread_state() -> None:
+    """Keep this thread's Python thread state for the life of the thread.
+
+    Bytewax runs a cluster's workers (`-i/-a`, or `-w` > 1) on threads Python did not start,
+    and enters Python from them with pyo3's `with_gil`: with no thread state left over from
+    the previous entry, CPython creates one and deletes it at every entry (an mmap, a gettid
+    and a munmap each; strace: ~7,000 a second in a 2-process job, most of its system time,
+    and one more each time pickle calls a Python function for the worker exchange). One
+    `PyGILState_Ensure` that is never released keeps the state, so later entries reuse it.
+    Call from code that runs on the worker thread (a source partition or shard being built).
+    """
+    if getattr(_kept, "done", False) or threading.current_thread() is threading.main_thread():
+        return
+    ctypes.pythonapi.PyGILState_Ensure()  # held already: only the thread state's count grows
+    _kept.done = True
