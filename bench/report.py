@@ -107,6 +107,17 @@ def row(
         return Row(figure, f"line without {exc}", target=target)
 
 
+def latency(x: Line) -> str:
+    """bench/delivery.py's figure; lines before it had only p50_ms/p99_ms (from the breach)."""
+    if "arrival_to_receiver_p99_ms" not in x:
+        return f"p50 {x['p50_ms']:,.0f} ms, p99 {x['p99_ms']:,.0f} ms"
+    text = f"p50 {x['arrival_to_receiver_p50_ms']:,.0f} ms, p99 {x['arrival_to_receiver_p99_ms']:,.0f} ms"
+    breach = x.get("breach_to_receiver")
+    if isinstance(breach, dict) and "p99_ms" in breach:
+        text += f" (from the breaching sample: p99 {breach['p99_ms']:,.0f} ms)"
+    return text
+
+
 def rows(lines: dict[str, Line]) -> list[Row]:
     get = lines.get
     ceiling = get("ceiling_consume_decode")
@@ -155,10 +166,12 @@ def rows(lines: dict[str, Line]) -> list[Row]:
         ),
         row(
             get("delivery_latency_under_load"),
-            "latency at 80 % load: produce to the receiver's answer",
-            lambda x: f"p50 {x['p50_ms']:,.0f} ms, p99 {x['p99_ms']:,.0f} ms",
+            "latency at 80 % load: arrival of the deciding sample to the receiver's answer",
+            latency,
             target=LATENCY,
-            measured=lambda x: float(x["p99_ms"]),
+            measured=lambda x: float(
+                x["arrival_to_receiver_p99_ms"] if "arrival_to_receiver_p99_ms" in x else x["p99_ms"]
+            ),
         ),
     ]
     idle = get("arrival_to_notification")
