@@ -54,7 +54,7 @@ from connectors.kafka.replay import (
 from connectors.kafka.replay_span import TopicSpan, topic_span
 from connectors.kafka.serde import Decoder, make_decoder
 from connectors.kafka.source import resolve_topics
-from connectors.ops.gc import tune_gc
+from connectors.ops.runtime import tune_gc
 from flows.common import Poison, evaluate, evaluate_groups
 from rules.backtest import report
 from rules.backtest.chart import InstanceChart
@@ -643,7 +643,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 end=end,
                 progress_s=args.progress,
             )
-        tune_gc()  # set-up is over (connectors/ops/gc.py): the replay is the job's hot path
+        tune_gc()  # set-up is over (connectors/ops/runtime.py): the replay is the job's hot path
         result = replay(
             rulesets,
             inp,

@@ -38,10 +38,10 @@ from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
 from connectors.kafka.serde import encode_json, make_decoder
 from connectors.kafka.source import SourceProgress
-from connectors.ops.gc import keep_thread_state, tune_gc
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
+from connectors.ops.runtime import keep_thread_state, tune_gc
 from connectors.ops.server import await_dependency, start
 from connectors.ops.trace import traceparent_of
 from rules.control.events import EMPTY, ControlState, SilenceEvent, fold
@@ -294,7 +294,7 @@ def evaluate(
     rules = RulesVersion(ruleset, rules_version)
 
     def build(resume: bytes | None) -> EngineLogic:
-        keep_thread_state()  # on the worker thread (connectors/ops/gc.py)
+        keep_thread_state()  # on the worker thread (connectors/ops/runtime.py)
         current, version, loaded_at = rules.current()
         engine = ShardEngine(current, live=wall is not None, await_control=await_control)
         if preload is not None:
@@ -699,7 +699,7 @@ def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Calla
     def __getattr__(name: str) -> Any:  # noqa: N807 - the module protocol's name
         if name == "flow":
             value = namespace["flow"] = build()
-            tune_gc()  # start-up is over: freeze what it allocated (connectors/ops/gc.py)
+            tune_gc()  # start-up is over: freeze what it allocated (connectors/ops/runtime.py)
             return value
         raise AttributeError(name)
 

@@ -52,7 +52,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.errors import ConnectorError
 from connectors.kafka.replay import check_message_fields
 from connectors.kafka.topics import DLQ_TOPICS
-from connectors.ops.gc import keep_thread_state
+from connectors.ops.runtime import keep_thread_state
 
 _new = object.__new__
 _set = object.__setattr__
@@ -300,7 +300,7 @@ class MetricKafkaSource(KafkaSource):
         return parts
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _MetricPartition:
-        keep_thread_state()  # runs on the worker thread (connectors/ops/gc.py)
+        keep_thread_state()  # runs on the worker thread (connectors/ops/runtime.py)
         idx, topic = for_part.split("-", 1)
         if topic not in self._topics:
             raise ConnectorError(

@@ -1,12 +1,12 @@
-"""Garbage-collector settings for the streaming jobs.
+"""Python runtime settings for the streaming jobs: the garbage collector and thread states.
 
-Measured (issue 16, py-spy --native): CPython's cyclic collector took 16-29 % of the alerting
-job's CPU. Every message allocates a few container objects (the source's message, the routing
-tuple, the decoded dict and metric), so the default gen0 threshold of 700 ran a young
-collection every ~100 messages, and each one also walked what start-up left behind (modules,
-rules, clients). The jobs' own state holds no reference cycles (series, buffers and alert
-instances are trees freed by reference counting), so collecting far less often costs memory
-only for the rare cyclic garbage, never correctness.
+The collector: measured (issue 16, py-spy --native), CPython's cyclic collector took 16-29 % of
+the alerting job's CPU. Every message allocates a few container objects (the source's message,
+the routing tuple, the decoded record and metric), so the default gen0 threshold of 700 ran a
+young collection every ~100 messages, and each one also walked what start-up left behind
+(modules, rules, clients). The jobs' own state holds no reference cycles (series, buffers and
+alert instances are trees freed by reference counting), so collecting far less often costs
+memory only for the rare cyclic garbage, never correctness.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The jobs' collector settings (connectors/ops/gc.py)."""
+"""The jobs' collector settings (connectors/ops/runtime.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from connectors.ops.gc import GEN0_THRESHOLD, tune_gc
+from connectors.ops.runtime import GEN0_THRESHOLD, tune_gc
 
 
 @pytest.fixture(autouse=True)
