@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from confluent_kafka import OFFSET_BEGINNING
 
-from connectors.kafka.source import IDLE_POLL_MAX_S, SourceProgress, _MetricPartition
+from connectors.kafka.source import IDLE_POLL_MAX_S, PROGRESS_INTERVAL_S, SourceProgress, _MetricPartition
 from connectors.ops.health import Health
 from connectors.ops.heartbeat import EPOCH_TICK_S, _HeartbeatPartition
 
@@ -110,15 +110,18 @@ def test_progress_markers_say_when_the_partition_was_read_to_its_end() -> None:
     first = part.next_batch()  # a full batch of 3: behind, and the first marker of the run
     assert [type(x) for x in first] == [type(first[0])] * 3 + [SourceProgress]
     assert first[-1] == SourceProgress("0-t", -math.inf, 2)
-    clock.now += 0.5
-    assert len(part.next_batch()) == 2  # read to the end; marker not due within the second
-    clock.now += 0.6
+    start = clock.now
+    clock.now += PROGRESS_INTERVAL_S / 2
+    assert len(part.next_batch()) == 2  # read to the end; marker not due within the interval
+    clock.now += PROGRESS_INTERVAL_S * 0.6
     (mark,) = part.next_batch()
-    assert mark == SourceProgress("0-t", 1001.1, 2)  # caught up as of this poll
+    caught_up = clock.now
+    assert caught_up == pytest.approx(start + PROGRESS_INTERVAL_S * 1.1)
+    assert mark == SourceProgress("0-t", caught_up, 2)  # caught up as of this poll
     fake.high = 9  # new data at the broker, not read yet: not caught up any more
-    clock.now += 1.0
+    clock.now += PROGRESS_INTERVAL_S
     (mark,) = part.next_batch()
-    assert mark.caught_up_at == 1001.1
+    assert mark.caught_up_at == caught_up
 
 
 def test_the_heartbeat_input_wakes_often_enough_to_advance_epochs() -> None:
