@@ -38,10 +38,12 @@ import asyncio
 import logging
 import random
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -113,18 +115,32 @@ class Poster(Protocol):
     async def aclose(self) -> None: ...
 
 
+_NO_LOOKUP: Final = "\x00"
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY; none for a host in
+    NO_PROXY), as urllib reads them."""
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 class AiohttpPoster:
     """The default client: one `aiohttp.ClientSession` (made on first use, on the partition's loop).
 
     `timeout_s` bounds each attempt as a whole (connect, send, answer); `max_connections` keep-alive
-    connections. No cookie jar and no proxy from the environment: a notification is a plain POST,
-    and both cost CPU on every request.
+    connections. No cookie jar (a notification is a plain POST). HTTP_PROXY / HTTPS_PROXY /
+    NO_PROXY are honoured as httpx honoured them, looked up once per URL (`env_proxy`) rather than
+    by aiohttp's `trust_env` on every request.
     """
 
     def __init__(self, timeout_s: float, max_connections: int) -> None:
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._max = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._proxies: dict[str, str | None] = {}
 
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
         if self._session is None:
@@ -134,8 +150,15 @@ class AiohttpPoster:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
+        proxy = self._proxies.get(url, _NO_LOOKUP)
+        if proxy is _NO_LOOKUP:
+            proxy = self._proxies[url] = env_proxy(url)
         async with self._session.post(
-            url, data=body, headers={"Content-Type": "application/json", **headers}, allow_redirects=False
+            url,
+            data=body,
+            headers={"Content-Type": "application/json", **headers},
+            allow_redirects=False,
+            proxy=proxy,
         ) as r:
             if 200 <= r.status < 300:
                 await r.read()  # the whole answer: the connection goes back to the pool

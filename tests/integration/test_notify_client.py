@@ -276,3 +276,34 @@ def test_sender_https_is_verified_against_ssl_cert_file(
         assert [r["path"] for r in srv.seen.requests] == ["/hook"]
     finally:
         srv.stop()
+
+
+def test_the_environment_proxy_is_used_and_no_proxy_is_honoured(
+    server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # httpx honoured HTTP_PROXY; so does the aiohttp poster: the loopback server plays the proxy
+    # for a host that does not resolve, and receives the absolute-URI request a proxy gets
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    run = Run()
+    part = partition("http://notify.invalid", run)
+    try:
+        part.write_batch([event(1)])
+    finally:
+        part.close()
+    assert [e.message_id for e in run.delivered] == ["client-001"]
+    assert [r["path"] for r in server.seen.requests] == ["http://notify.invalid/alerts"]
+    # a host in NO_PROXY is posted to directly
+    direct = Server()
+    try:
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        run = Run()
+        part = partition(direct.url, run)
+        try:
+            part.write_batch([event(2)])
+        finally:
+            part.close()
+        assert [r["path"] for r in direct.seen.requests] == ["/alerts"]
+        assert len(server.seen.requests) == 1
+    finally:
+        direct.stop()
