@@ -38,12 +38,10 @@ import asyncio
 import logging
 import random
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, Final, Protocol
-from urllib.parse import urlsplit
+from typing import Any, Protocol
 
 import aiohttp
 import httpx
@@ -60,7 +58,7 @@ from connectors.notify.policy import (
     classify_status,
     parse_retry_after,
 )
-from connectors.notify.receivers.base import tls_context
+from connectors.notify.receivers.base import NO_LOOKUP, env_proxy, tls_context
 from connectors.ops.metrics import METRICS, Metrics
 from connectors.ops.trace import TraceRef, client_span
 from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
@@ -115,18 +113,6 @@ class Poster(Protocol):
     async def aclose(self) -> None: ...
 
 
-_NO_LOOKUP: Final = "\x00"
-
-
-def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for `url` (HTTP_PROXY, HTTPS_PROXY; none for a host in
-    NO_PROXY), as urllib reads them."""
-    parts = urlsplit(url)
-    if urllib.request.proxy_bypass(parts.hostname or ""):
-        return None
-    return urllib.request.getproxies().get(parts.scheme)
-
-
 class AiohttpPoster:
     """The default client: one `aiohttp.ClientSession` (made on first use, on the partition's loop).
 
@@ -150,8 +136,8 @@ class AiohttpPoster:
                 cookie_jar=aiohttp.DummyCookieJar(),
                 trust_env=False,
             )
-        proxy = self._proxies.get(url, _NO_LOOKUP)
-        if proxy is _NO_LOOKUP:
+        proxy = self._proxies.get(url, NO_LOOKUP)
+        if proxy is NO_LOOKUP:
             proxy = self._proxies[url] = env_proxy(url)
         async with self._session.post(
             url,

@@ -307,3 +307,14 @@ def test_the_environment_proxy_is_used_and_no_proxy_is_honoured(
         assert len(server.seen.requests) == 1
     finally:
         direct.stop()
+
+
+def test_sender_goes_through_the_environment_proxy(server: Server, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.setenv("NO_PROXY", "")
+    sender = webhook_sender("hook", "http://hook.invalid/hook", options=sender_options(), runtime=no_sleep())
+    try:
+        assert sender.send(group("db-proxy")).delivered
+    finally:
+        sender.close()
+    assert [r["path"] for r in server.seen.requests] == ["http://hook.invalid/hook"]

@@ -36,9 +36,11 @@ import random
 import ssl
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, Protocol, TypeVar
+from typing import Final, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import certifi
 
@@ -55,6 +57,20 @@ from rules.routing.types import GroupNotification
 log = logging.getLogger(__name__)
 
 P = TypeVar("P")
+
+
+NO_LOOKUP: Final = "\x00"
+"""A proxy cache's marker for a URL not looked up yet (None means: no proxy)."""
+
+
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for `url`, as httpx honoured it: HTTP_PROXY / HTTPS_PROXY,
+    none for a host in NO_PROXY (urllib's reading). Callers cache it per URL: it reads the
+    environment each time."""
+    parts = urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
 
 
 def tls_context() -> ssl.SSLContext:

@@ -14,7 +14,8 @@ alert's `correlation_id` attribute.
 urllib3 rather than httpx.Client: ~half its CPU per POST (bench/notify_client.py), and a sender's
 cost is client CPU under the GIL. Thread-safe (the senders are shared by worker threads), no
 retries or redirects of its own (the guard retries; a 3xx is permanent), TLS against
-SSL_CERT_FILE or certifi's CAs as httpx did, no proxy from the environment.
+SSL_CERT_FILE or certifi's CAs as httpx did, and the environment's proxy (HTTP_PROXY, HTTPS_PROXY,
+NO_PROXY) as httpx went through it.
 """
 
 from __future__ import annotations
@@ -31,12 +32,14 @@ from urllib3.exceptions import LocationValueError, ProxyError, SSLError, Timeout
 
 from connectors.notify.policy import Verdict, classify_status, parse_retry_after
 from connectors.notify.receivers.base import (
+    NO_LOOKUP,
     GuardedSender,
     Runtime,
     Sender,
     SenderOptions,
     Try,
     describe,
+    env_proxy,
     tls_context,
 )
 from connectors.ops.trace import TraceRef, client_span
@@ -110,6 +113,29 @@ class HttpSender(GuardedSender[HttpRequest]):
         self._headers = dict(headers or {})
         self._own_client = client is None
         self.client = client or pool(timeout_s, self.options.max_in_flight)
+        self._timeout_s = timeout_s
+        self._proxy_of: dict[str, str | None] = {}  # url -> proxy (env_proxy, looked up once)
+        self._proxied: dict[str, urllib3.ProxyManager] = {}
+
+    def _client_for(self, url: str) -> urllib3.PoolManager:
+        """The pool for `url`: through the environment's proxy, as httpx went (an injected
+        client is used as given)."""
+        proxy = self._proxy_of.get(url, NO_LOOKUP)
+        if proxy is NO_LOOKUP:
+            proxy = self._proxy_of[url] = env_proxy(url)
+        if proxy is None or not self._own_client:
+            return self.client
+        manager = self._proxied.get(proxy)
+        if manager is None:
+            manager = self._proxied[proxy] = urllib3.ProxyManager(
+                proxy,
+                num_pools=16,
+                maxsize=self.options.max_in_flight,
+                timeout=urllib3.Timeout(connect=self._timeout_s, read=self._timeout_s),
+                retries=False,
+                ssl_context=tls_context(),
+            )
+        return manager
 
     def parts(self, n: GroupNotification) -> Sequence[HttpRequest]:
         requests = self._build(n, self.runtime.wall())
@@ -127,7 +153,7 @@ class HttpSender(GuardedSender[HttpRequest]):
                     **part.headers,
                     **trace_headers,
                 }
-                response = self.client.request(
+                response = self._client_for(part.url).request(
                     "POST",
                     part.url,
                     body=orjson.dumps(part.body),
@@ -153,6 +179,8 @@ class HttpSender(GuardedSender[HttpRequest]):
     def close(self) -> None:
         if self._own_client:
             self.client.clear()
+            for manager in self._proxied.values():
+                manager.clear()
 
 
 def webhook_sender(
