@@ -62,16 +62,17 @@ _TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (
 )
 
 
-def pool(timeout_s: float, max_connections: int) -> urllib3.PoolManager:
+def pool(timeout_s: float, max_connections: int, proxy: str | None = None) -> urllib3.PoolManager:
     """Keep-alive connections per host, `max_connections` kept each (the guard's semaphore bounds
-    requests in flight), no retries or redirects of its own."""
-    return urllib3.PoolManager(
-        num_pools=16,
-        maxsize=max_connections,
-        timeout=urllib3.Timeout(connect=timeout_s, read=timeout_s),
-        retries=False,
-        ssl_context=tls_context(),
-    )
+    requests in flight), no retries or redirects of its own; through `proxy` when given."""
+    options: dict[str, Any] = {
+        "num_pools": 16,
+        "maxsize": max_connections,
+        "timeout": urllib3.Timeout(connect=timeout_s, read=timeout_s),
+        "retries": False,
+        "ssl_context": tls_context(),
+    }
+    return urllib3.ProxyManager(proxy, **options) if proxy else urllib3.PoolManager(**options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +116,7 @@ class HttpSender(GuardedSender[HttpRequest]):
         self.client = client or pool(timeout_s, self.options.max_in_flight)
         self._timeout_s = timeout_s
         self._proxy_of: dict[str, str | None] = {}  # url -> proxy (env_proxy, looked up once)
-        self._proxied: dict[str, urllib3.ProxyManager] = {}
+        self._proxied: dict[str, urllib3.PoolManager] = {}
 
     def _client_for(self, url: str) -> urllib3.PoolManager:
         """The pool for `url`: through the environment's proxy, as httpx went (an injected
@@ -127,14 +128,7 @@ class HttpSender(GuardedSender[HttpRequest]):
             return self.client
         manager = self._proxied.get(proxy)
         if manager is None:
-            manager = self._proxied[proxy] = urllib3.ProxyManager(
-                proxy,
-                num_pools=16,
-                maxsize=self.options.max_in_flight,
-                timeout=urllib3.Timeout(connect=self._timeout_s, read=self._timeout_s),
-                retries=False,
-                ssl_context=tls_context(),
-            )
+            manager = self._proxied[proxy] = pool(self._timeout_s, self.options.max_in_flight, proxy)
         return manager
 
     def parts(self, n: GroupNotification) -> Sequence[HttpRequest]:
