@@ -152,12 +152,10 @@ class Series:
 
     Buffers are `array('d')`: 8 bytes a sample instead of a float object and a pointer."""
 
-    __slots__ = ("bindings", "first_ts", "last_pruned", "origin", "plan", "ts", "unsorted", "vs")
+    __slots__ = ("bindings", "last_pruned", "origin", "plan", "ts", "unsorted", "vs")
 
     def __init__(self, origin: Metric, plan: Plan, alerts: Mapping[str, AlertInstance] | None = None) -> None:
         self.origin = origin
-        # no-data rules count absence from here: before its first sample a series is not missing
-        self.first_ts = origin.ts
         self.ts = array("d")
         self.vs = array("d")
         self.unsorted = False
@@ -165,6 +163,12 @@ class Series:
         self.plan = plan
         get = (alerts or {}).get
         self.bindings = [Binding(r, origin, get(r.name, INACTIVE)) for r in plan.rules]
+
+    @property
+    def first_ts(self) -> float:
+        """The first sample's time (the origin's): no-data rules count absence from here, so
+        before its first sample a series is not missing."""
+        return self.origin.ts
 
     @property
     def metric_name(self) -> str:
