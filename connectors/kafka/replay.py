@@ -67,6 +67,7 @@ def source_message(
     offset: int,
     timestamp: tuple[int, int] | None = None,
     headers: list[tuple[str, bytes]] | None = None,
+    latency: float | None = None,
 ) -> KafkaSourceMessage:
     """The `KafkaSourceMessage` its constructor would build, at a third of the cost.
 
@@ -83,7 +84,7 @@ def source_message(
             "value": value,
             "topic": topic,
             "headers": [] if headers is None else headers,
-            "latency": None,
+            "latency": latency,
             "offset": offset,
             "partition": partition,
             "timestamp": timestamp,

@@ -50,35 +50,17 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from connectors.errors import ConnectorError
-from connectors.kafka.replay import check_message_fields
+from connectors.kafka.replay import check_message_fields, source_message
 from connectors.kafka.topics import DLQ_TOPICS
 from connectors.ops.runtime import keep_thread_state
 
 _new = object.__new__
 _set = object.__setattr__
-check_message_fields("connectors/kafka/source.py's _MetricPartition._read and _message")
-
-
-def _message(
-    key: bytes | None,
-    value: bytes | None,
-    topic: str,
-    headers: list[tuple[str, bytes]],
-    latency: float | None,
-    offset: int,
-    partition: int,
-    timestamp: tuple[int, int],
-) -> KafkaSourceMessage[bytes | None, bytes | None]:
-    m = _new(KafkaSourceMessage)
-    _set(m, "__dict__", {
-        "key": key, "value": value, "topic": topic, "headers": headers, "latency": latency,
-        "offset": offset, "partition": partition, "timestamp": timestamp,
-    })  # fmt: skip
-    return m
+check_message_fields("connectors/kafka/source.py's _MetricPartition._read")
 
 
 def _reduce_message(m: KafkaSourceMessage[Any, Any]) -> tuple[Any, tuple[Any, ...]]:
-    return _message, (m.key, m.value, m.topic, m.headers, m.latency, m.offset, m.partition, m.timestamp)
+    return source_message, (m.key, m.value, m.topic, m.partition, m.offset, m.timestamp, m.headers, m.latency)
 
 
 # Raw messages cross the worker exchange pickled (routed by key to the shard's process). A
@@ -234,7 +216,8 @@ class _MetricPartition(_BytewaxPartition):
 
     def _read(self) -> list[Any]:
         """bytewax's `next_batch`, building each `KafkaSourceMessage` without its dataclass
-        `__init__` (~2.6 us of ~5 us per message; `connectors.kafka.replay.source_message`)."""
+        `__init__` (~2.6 us of ~5 us per message): `connectors.kafka.replay.source_message`,
+        inlined because it runs once per message."""
         if self._eof:
             raise StopIteration()
         batch: list[Any] = []
