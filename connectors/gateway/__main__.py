@@ -95,6 +95,7 @@ def main() -> None:
         extra=settings.kafka_extra,
         spool=open_spool(settings) if settings.gateway_spool else None,
         spool_metrics=SpoolMetrics(metrics.registry),
+        renewals=metrics.producer_renewals,
     )
 
     async def start() -> None:

@@ -38,6 +38,11 @@ class GatewayMetrics:
             ["endpoint"],
             registry=r,
         )
+        self.producer_renewals = Counter(
+            "gds_gateway_producer_renewals",
+            "Kafka producers replaced after librdkafka declared the idempotent producer dead (fatal error).",
+            registry=r,
+        )
         self.spool_full = Counter(
             "gds_gateway_spool_full",
             "Requests answered 503 because Kafka was unreachable and the spool full.",

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from prometheus_client import Counter
 
 from connectors.errors import ConnectorError
 from connectors.gateway.parse import Record
@@ -129,6 +130,8 @@ class GatewayProducer:
         retry_s: float = 2.0,
         drain_step: int = 20_000,
         producer: Any = None,
+        producer_factory: Callable[[dict[str, Any]], Any] = Producer,
+        renewals: Counter | None = None,
     ) -> None:
         self.bootstrap = ",".join(broker_list(bootstrap))
         self.encode = encode
@@ -141,11 +144,16 @@ class GatewayProducer:
             # out in the queue) is never delivered later, so spooling it cannot duplicate it
             "message.timeout.ms": str(max(100, int(ack_timeout_s * 1000))),
             "linger.ms": "2",
-            "error_cb": self._on_error,
             **(extra or {}),
         }
         self.wait_s = int(config["message.timeout.ms"]) / 1000 + ACK_GRACE_S
-        self.producer = producer if producer is not None else Producer(config)
+        self._config = config
+        self._factory = producer_factory
+        self._generation = 0  # which producer an error callback speaks of: only the current one counts
+        self.producer = producer if producer is not None else self._make()
+        self._fatal: str | None = None  # set (any thread) once librdkafka declared the producer dead
+        self._renew_lock = threading.Lock()
+        self.renewals = renewals
         self.known_topics: set[str] = set()
         self.last_error = ""
         self.spool = spool
@@ -188,10 +196,47 @@ class GatewayProducer:
         while not self._stop.is_set():
             self.producer.poll(0.1)
 
-    def _on_error(self, err: KafkaError) -> None:
+    def _make(self) -> Any:
+        generation = self._generation
+        return self._factory({**self._config, "error_cb": lambda err: self._on_error(err, generation)})
+
+    def _on_error(self, err: KafkaError, generation: int) -> None:
+        if generation != self._generation:
+            return  # a replaced producer's last words
         self.last_error = err.str()
-        if err.fatal():  # idempotence broken: nothing sent from now on is safe; let the pod restart
-            log.error("fatal Kafka producer error: %s", err.str())
+        if err.fatal():
+            self._fatal = err.str()
+
+    def _current(self) -> Any:
+        """The producer, replaced by a new one first when librdkafka declared it dead.
+
+        A fatal error (the idempotent producer's sequence state broken, e.g. by known librdkafka
+        bugs after a broker outage) ends a producer for good: every later `produce` fails. A
+        server must not stay up refusing or spooling forever, so a new producer (a new producer
+        id) takes over; what the old one still held is purged, its reports fail those records
+        and they are spooled (or answered 503 without a spool), as for any unconfirmed record.
+        Records it had in flight may be in Kafka already: at-least-once, as documented above.
+        """
+        if self._fatal is None:
+            return self.producer
+        with self._renew_lock:
+            if self._fatal is not None:
+                reason, old = self._fatal, self.producer
+                self._generation += 1
+                self.producer = self._make()
+                self._fatal = None
+                if self.renewals is not None:
+                    self.renewals.inc()
+                log.error(
+                    "fatal Kafka producer error (%s): replaced the producer; its unconfirmed "
+                    "records are spooled and sent again (without a spool: answered 503)",
+                    reason,
+                )
+                with contextlib.suppress(Exception):
+                    old.purge()
+                with contextlib.suppress(Exception):
+                    old.flush(ACK_GRACE_S)  # serves the purged records' failure reports
+        return self.producer
 
     def _ensure(self, topics: set[str]) -> None:
         """Missing metric topics are created (the local broker does not auto-create)."""
@@ -199,7 +244,7 @@ class GatewayProducer:
         if not missing:
             return
         try:
-            existing = set(self.producer.list_topics(timeout=min(5.0, self.ack_timeout_s)).topics)
+            existing = set(self._current().list_topics(timeout=min(5.0, self.ack_timeout_s)).topics)
         except KafkaException as exc:
             raise UnavailableError(f"Kafka metadata: {exc}") from exc
         self.known_topics |= existing & topics
@@ -215,16 +260,20 @@ class GatewayProducer:
 
     def _produce(self, records: Sequence[SpoolRecord], batch: _Batch) -> None:
         """Queue `records`; those the local queue cannot take get no report (`not_queued`)."""
+        producer, generation = self._current(), self._generation
         for i, r in enumerate(records):
             try:
-                self.producer.produce(r.topic, r.value, r.key, on_delivery=batch.reporter(i))
-            except BufferError:
-                self.producer.poll(0.05)  # the local queue is full: let deliveries drain it once
                 try:
-                    self.producer.produce(r.topic, r.value, r.key, on_delivery=batch.reporter(i))
+                    producer.produce(r.topic, r.value, r.key, on_delivery=batch.reporter(i))
                 except BufferError:
-                    batch.not_queued(i)
-                    return
+                    producer.poll(0.05)  # the local queue is full: let deliveries drain it once
+                    producer.produce(r.topic, r.value, r.key, on_delivery=batch.reporter(i))
+            except (BufferError, KafkaException) as exc:
+                error = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+                if isinstance(error, KafkaError) and error.fatal():
+                    self._on_error(error, generation)  # the next call gets a new producer
+                batch.not_queued(i)
+                return
 
     def _encoded(self, records: Sequence[Record]) -> list[SpoolRecord]:
         return [SpoolRecord(r.topic, r.key.encode(), self.encode(r.metric, r.topic)) for r in records]
@@ -307,7 +356,7 @@ class GatewayProducer:
         spool = self.spool
         while not spool.empty:
             try:
-                await asyncio.to_thread(self.producer.list_topics, timeout=min(2.0, self.ack_timeout_s))
+                await asyncio.to_thread(self._current().list_topics, timeout=min(2.0, self.ack_timeout_s))
                 await asyncio.to_thread(spool.drain, self._produce_confirmed, max_records=self.drain_step)
             except (KafkaException, ConnectorError) as exc:
                 log.debug("spool not drained yet (%d records): %s", spool.records, exc)
@@ -342,7 +391,7 @@ class GatewayProducer:
         if self.spool is not None:
             return [f"spool full: {self.spool.path} ({self.spool.bytes} bytes)"] if self.spool.full else []
         try:
-            await asyncio.to_thread(self.producer.list_topics, timeout=3.0)
+            await asyncio.to_thread(self._current().list_topics, timeout=3.0)
         except KafkaException as exc:
             return [f"Kafka: {exc}"]
         return []

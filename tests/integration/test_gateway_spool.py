@@ -54,9 +54,10 @@ def environment(kafka_bootstrap: str) -> Iterator[str]:
 @contextlib.contextmanager
 def running_gateway(tmp_path: Path, environment: str, **env: str) -> Iterator[str]:
     port = free_port()
+    log = tmp_path / f"gateway-{port}.log"
     proc = start_gateway(
         port,
-        tmp_path / f"gateway-{port}.log",
+        log,
         GATEWAY_DEFAULT_ENVIRONMENT=environment,
         GATEWAY_DEFAULT_DATABASE_TYPE="os",
         GATEWAY_ACK_TIMEOUT_S="2",
@@ -64,6 +65,12 @@ def running_gateway(tmp_path: Path, environment: str, **env: str) -> Iterator[st
     )
     try:
         yield f"http://127.0.0.1:{port}"
+    except BaseException:
+        # what the gateway said is the first thing to read when this fails on another machine
+        lines = [ln for ln in log.read_text(errors="replace").splitlines() if "Connect to ipv4" not in ln]
+        print(f"--- the gateway's log ({log}), last 60 lines without connection retries:")
+        print("\n".join(lines[-60:]))
+        raise
     finally:
         proc.terminate()
         proc.wait(30)
@@ -141,8 +148,13 @@ def test_kafka_stopped_30s_under_load_loses_no_accepted_sample(
         finally:
             kafka("start")
         deadline = time.monotonic() + 120
-        while metric(url, "gds_spool_records") > 0 or len(accepted) < during + accepted_while_down + 5:
-            assert time.monotonic() < deadline, "the spool did not drain after Kafka came back"
+        want = during + accepted_while_down + 5  # and some accepted after the outage
+        while (held := metric(url, "gds_spool_records")) > 0 or len(accepted) < want:
+            assert time.monotonic() < deadline, (
+                f"the spool did not drain after Kafka came back: {held:g} records held, "
+                f"{len(accepted) - during - accepted_while_down} batches accepted since, "
+                f"sender alive: {sender.is_alive()}, refused: {refused[:5]}"
+            )
             time.sleep(0.5)
         stop.set()
         sender.join(60)

@@ -14,8 +14,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import KafkaException
-from prometheus_client import CollectorRegistry
+from confluent_kafka import KafkaError, KafkaException
+from prometheus_client import CollectorRegistry, Counter
 
 from connectors.gateway.parse import Record
 from connectors.gateway.producer import (
@@ -212,3 +212,69 @@ def test_records_spooled_by_an_earlier_run_are_drained_before_new_ones(tmp_path:
 
     asyncio.run(restart())
     assert seqs(fake.delivered) == [0, 1, 2]
+
+
+class DeadProducer(FakeProducer):
+    """A producer librdkafka declared dead: `produce` raises a fatal error, `poll` reports it
+    through the error callback and fails what it holds; purge/flush only serve those reports."""
+
+    def __init__(self, error_cb: Callable[[KafkaError], None]) -> None:
+        super().__init__()
+        self.error_cb = error_cb
+        self.dead = False
+        self.purged = False
+
+    def kill(self) -> None:
+        self.dead = True
+        self.up = False
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        if self.dead:
+            raise KafkaException(KafkaError(KafkaError._FATAL, "out of order sequence number", fatal=True))
+        super().produce(topic, value, key, on_delivery)
+
+    def poll(self, timeout: float) -> int:
+        if self.dead:
+            self.error_cb(KafkaError(KafkaError._FATAL, "out of order sequence number", fatal=True))
+        return super().poll(timeout)
+
+    def purge(self) -> None:
+        self.purged = True
+
+
+def test_a_producer_dead_of_a_fatal_error_is_replaced_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
+    made: list[DeadProducer] = []
+
+    def factory(config: dict[str, Any]) -> DeadProducer:
+        made.append(DeadProducer(config["error_cb"]))
+        return made[-1]
+
+    spool = Spool(tmp_path / "gateway", 1 << 20)
+    registry = CollectorRegistry()
+    renewals = Counter("renewals", "", registry=registry)
+    gw = GatewayProducer(
+        "127.0.0.1:1",
+        lambda m, _t: encode_json(m),
+        ack_timeout_s=0.2,
+        create_topics=False,
+        spool=spool,
+        retry_s=0.05,
+        producer_factory=factory,
+        renewals=renewals,
+    )
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(0, 1))
+        made[0].kill()  # from now on it never delivers again
+        await gw.send(records(2, 3))  # refused by the dead producer: spooled, the request succeeds
+        await gw.send(records(4))  # behind them
+        await until(lambda: spool.empty, "the spool drained through a new producer")
+        await gw.send(records(5))
+        await gw.aclose()
+
+    asyncio.run(scenario())
+    assert len(made) == 2 and made[0].purged
+    assert seqs(made[0].delivered) == [0, 1]
+    assert seqs(made[1].delivered) == [2, 3, 4, 5]  # each once, in order
+    assert registry.get_sample_value("renewals_total") == 1
