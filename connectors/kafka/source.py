@@ -80,6 +80,12 @@ CONSUMER_DEFAULTS: Final[Mapping[str, str]] = {
     "queued.min.messages": "5000",
     "fetch.max.bytes": "2097152",
     "max.partition.fetch.bytes": "524288",
+    # With the queue that small, librdkafka's default 1 s pause of a partition whose queue is
+    # over those limits (librdkafka >= 2.4) left the worker parked: py-spy --idle put 58 % of a
+    # live job's worker thread in Timely's park while it fell seconds behind at 31k msg/s, and
+    # a bounded 1M-message run took 16.6 s instead of 13.6 s (same CPU time). 10 ms re-checks
+    # the queue often enough to keep it fed; the memory bound stays the one above.
+    "fetch.queue.backoff.ms": "10",
 }
 
 
