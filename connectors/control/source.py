@@ -25,9 +25,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from connectors.errors import ConnectorError
 from connectors.kafka.source import broker_list
+from connectors.ops.heartbeat import EPOCH_TICK_S
 from rules.control.events import ControlError, ControlEvent, decode
 
-IDLE_POLL_S: Final = 0.2
+IDLE_POLL_S: Final = EPOCH_TICK_S
 """How often an idle control partition is polled: a silence applies within this (plus a tick)."""
 log = logging.getLogger(__name__)
 
@@ -83,7 +84,9 @@ class _ControlPartition(StatefulSourcePartition[ControlItem, None]):
             out.append(ControlCaughtUp(self._key, self._parts))
         if self._announced and not self._tail and not msgs:
             raise StopIteration()
-        # rare events: poll an idle partition a few times a second, not in a busy loop
+        # rare events: poll an idle partition a few times a second, not in a busy loop, but at
+        # least every EPOCH_TICK_S: an input that sleeps holds every other input at each epoch
+        # boundary (connectors/ops/heartbeat.py)
         self._awake = None if msgs else datetime.now(UTC) + timedelta(seconds=IDLE_POLL_S)
         return out
 

@@ -36,6 +36,7 @@ from typing import Final
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
+from connectors.ops.heartbeat import EPOCH_TICK_S
 from connectors.ops.metrics import METRICS, Metrics
 from rules.control.events import RuleSetEvent, new_id, stamp
 from rules.loader import (
@@ -287,7 +288,9 @@ class _WatchPartition(StatelessSourcePartition[RulesUpdate]):
         now = time.monotonic()
         self._next_look = now + interval_s if interval_s > 0 else float("inf")
         step = min(interval_s, SIGHUP_CHECK_S) if interval_s > 0 else SIGHUP_CHECK_S
-        self._step = timedelta(seconds=step)
+        # woken every EPOCH_TICK_S although it looks far less often: an input that sleeps holds
+        # every other input at each epoch boundary (connectors/ops/heartbeat.py)
+        self._step = timedelta(seconds=min(step, EPOCH_TICK_S))
         self._awake = datetime.now(UTC) + self._step
 
     def next_batch(self) -> list[RulesUpdate]:

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from connectors.control import watch
 from connectors.control.watch import RuleLoader, RulesUpdate, RuleWatch, content_version
+from connectors.ops.heartbeat import EPOCH_TICK_S
 from connectors.ops.metrics import Metrics
 from rules.control.events import RuleSetEvent
 from rules.loader import load_rules
@@ -215,7 +216,7 @@ def test_sighup_makes_every_partition_look_now(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("interval", [0.0, 30.0])
-def test_partitions_wake_often_enough_for_sighup(tmp_path: Path, interval: float) -> None:
+def test_partitions_wake_often_enough_for_sighup_and_epochs(tmp_path: Path, interval: float) -> None:
     (tmp_path / "rules.yml").write_text(RULES)
     ld, _, _ = loader(tmp_path)
     part = RuleWatch(ld, "", interval_s=interval).build("w", 0, 1)
@@ -224,3 +225,5 @@ def test_partitions_wake_often_enough_for_sighup(tmp_path: Path, interval: float
     from datetime import UTC, datetime
 
     assert (awake - datetime.now(UTC)).total_seconds() <= watch.SIGHUP_CHECK_S
+    # and often enough not to hold the metrics input at an epoch boundary
+    assert (awake - datetime.now(UTC)).total_seconds() <= EPOCH_TICK_S
