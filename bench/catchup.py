@@ -13,12 +13,14 @@ its median over the next 20 s (memory a process took is rarely given back: that 
 state). Steady state is a second run of the same job, same series and rules, started at the
 live end (KAFKA_START=latest) so it is never behind: `steady_median_mib` is its median RSS over
 the second half of `--steady-s` (every window full by then). `ratio` = peak / steady (target
-<= 1.5).
+<= 1.5). `catchup_cpu_s`: the job's user + system CPU until caught up, of which
+`catchup_malloc_trim_cpu_s` went to the periodic malloc_trim (connectors/ops/runtime.py).
 
 `--diagnose` answers *what grows*: the job runs with bench/probe on PYTHONPATH (a
-sitecustomize that counts the heap's objects by type and, with tracemalloc on, the bytes by
-allocating line, on request) and the line gets `probe`: the answers at the catch-up's peak
-and in steady state. tracemalloc slows the job, so those runs' rates are not figures.
+sitecustomize that counts the heap's objects by type, glibc's totals and each malloc arena's
+size and free bytes and, with tracemalloc on, the bytes by allocating line, on request) and
+the line gets `probe`: the answers at the catch-up's peak and in steady state. tracemalloc
+slows the job, so those runs' rates are not figures.
 """
 
 from __future__ import annotations
@@ -98,8 +100,8 @@ def feed(
             produced.value += len(mids) * (last - first)
 
 
-def messages_in(port: int) -> float | None:
-    """gds_messages_in of the job's /metrics, None while it does not answer."""
+def metric_total(port: int, name: str) -> float | None:
+    """The sum of a counter over its labels in the job's /metrics, None while it does not answer."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
             text = r.read().decode()
@@ -107,9 +109,20 @@ def messages_in(port: int) -> float | None:
         return None
     total = 0.0
     for line in text.splitlines():
-        if line.startswith("gds_messages_in_total"):
+        if line.startswith(name):
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def messages_in(port: int) -> float | None:
+    """gds_messages_in of the job's /metrics, None while it does not answer."""
+    return metric_total(port, "gds_messages_in_total")
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -253,6 +266,8 @@ def main() -> None:
             time.sleep(0.5)
         caught_up = time.monotonic()
         catchup_s = caught_up - job.started
+        catchup_cpu_s = cpu_s(job.proc.pid)
+        trim_cpu_s = metric_total(job.port, "gds_malloc_trim_seconds_total")
         progress(f"caught up after {catchup_s:.0f} s; tailing for 20 s more")
         time.sleep(20)
         peak = max(kib for t, kib in job.rss.samples if t <= caught_up) / 1024
@@ -260,6 +275,8 @@ def main() -> None:
         out.update({
             "catchup_s": round(catchup_s, 1),
             "catchup_messages_per_s": round(series * a.history / catchup_s),
+            "catchup_cpu_s": round(catchup_cpu_s, 1),
+            "catchup_malloc_trim_cpu_s": round(trim_cpu_s or 0.0, 2),
             "peak_catchup_mib": round(peak, 1),
             "after_catchup_median_mib": round(statistics.median(after), 1),
         })  # fmt: skip

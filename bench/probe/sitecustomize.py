@@ -15,7 +15,9 @@ import ctypes
 import gc
 import json
 import os
+import re
 import sys
+import tempfile
 import threading
 import time
 import tracemalloc
@@ -46,6 +48,31 @@ def _malloc() -> dict[str, float]:
     }
 
 
+def _arenas() -> list[dict[str, float]]:
+    """glibc's malloc_info per arena (heap 0 is the main thread's): size and free MiB; which
+    arena grows says whose allocations (each librdkafka consumer's threads get their own)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.fopen.restype = ctypes.c_void_p
+        libc.fopen.argtypes = [ctypes.c_char_p, ctypes.c_char_p]
+        libc.fclose.argtypes = [ctypes.c_void_p]
+        libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
+    except (OSError, AttributeError):
+        return []
+    with tempfile.NamedTemporaryFile(suffix=".xml") as f:
+        fp = libc.fopen(f.name.encode(), b"w")
+        libc.malloc_info(0, fp)
+        libc.fclose(fp)
+        xml = Path(f.name).read_text()
+    out = []
+    for heap in re.findall(r'<heap nr="\d+">(.*?)</heap>', xml, re.S):
+        current = re.search(r'<system type="current" size="(\d+)"', heap)
+        free = sum(int(n) for n in re.findall(r'<total type="(?:fast|rest)" count="\d+" size="(\d+)"', heap))
+        cur = int(current.group(1)) if current else 0
+        out.append({"current_mib": round(cur / 1048576, 1), "free_mib": round(free / 1048576, 1)})
+    return out
+
+
 def _answer(directory: Path, name: str, previous: list[Any]) -> None:
     started = time.monotonic()
     counts = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
@@ -53,6 +80,7 @@ def _answer(directory: Path, name: str, previous: list[Any]) -> None:
     # pymalloc's small objects (<= 512 B) in use; their arenas are not in glibc's heap counts
     out["python_blocks"] = sys.getallocatedblocks()
     out["malloc"] = _malloc()
+    out["arenas"] = _arenas()
     out["threads"] = len(os.listdir("/proc/self/task"))
     if tracemalloc.is_tracing():
         snap = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
