@@ -79,12 +79,16 @@ CONSUMER_DEFAULTS: Final[Mapping[str, str]] = {
     "queued.max.messages.kbytes": "16384",
     "queued.min.messages": "5000",
     "fetch.max.bytes": "2097152",
-    "max.partition.fetch.bytes": "524288",
+    # 128 KiB, not 512: a fetch of lz4 batches holds far more messages than queued.min.messages
+    # once decompressed, each allocated in its consumer's malloc arena; the catch-up peak was
+    # mostly those (bench/catchup.py --diagnose: 4 arenas of ~22 MiB at the peak, 1.5 MiB
+    # steady). Peak / steady 1.71-1.80x -> 1.43x, the catch-up no slower (101k -> 109k msg/s).
+    "max.partition.fetch.bytes": "131072",
     # With the queue that small, librdkafka's default 1 s pause of a partition whose queue is
-    # over those limits (librdkafka >= 2.4) left the worker parked: py-spy --idle put 58 % of a
-    # live job's worker thread in Timely's park while it fell seconds behind at 31k msg/s, and
-    # a bounded 1M-message run took 16.6 s instead of 13.6 s (same CPU time). 10 ms re-checks
-    # the queue often enough to keep it fed; the memory bound stays the one above.
+    # over those limits (librdkafka >= 2.4) left the worker waiting for data: a bounded
+    # 1M-message run took 16.6 s instead of 13.6 s for the same CPU time (it is probably also
+    # why 1000 messages were 4x slower above). 10 ms re-checks the queue often enough to keep
+    # it fed; the memory bound stays the one above.
     "fetch.queue.backoff.ms": "10",
 }
 
