@@ -328,28 +328,6 @@ class ReplayResult:
         )
 
 
-def spanning(decode: Decoder) -> tuple[Decoder, Callable[[], tuple[float | None, float | None]]]:
-    """`decode`, noting the event-time span of every message it decodes (closure cells: this
-    runs once per message), so a window that kept nothing can say where the data was."""
-    first = math.inf
-    last = -math.inf
-
-    def spanned(raw: bytes, now: float) -> Any:
-        nonlocal first, last
-        m = decode(raw, now)
-        ts = m[0]
-        if ts < first:
-            first = ts
-        if ts > last:
-            last = ts
-        return m
-
-    def seen() -> tuple[float | None, float | None]:
-        return (first if first != math.inf else None, last if last != -math.inf else None)
-
-    return spanned, seen
-
-
 MAX_KEPT_SAMPLES = 4_000_000  # for the report's charts: ~16 bytes each; past it, later samples are not drawn
 
 
@@ -417,11 +395,9 @@ def replay(
     sides: dict[str, tuple[RuleSet, Decoder]] = {}
     prom: dict[str, tuple[Sequence[RuleGroup], Decoder]] = {}
     seen: list[Callable[[], Observed]] = []
-    spans: list[Callable[[], tuple[float | None, float | None]]] = []
     kept = KeptSamples()
     for side, ruleset in rulesets:
-        spanned, span = spanning(inp.decode)
-        decode, observed = windowed_decoder(spanned, inp.start, inp.end)
+        decode, observed = windowed_decoder(inp.decode, inp.start, inp.end)
         if keep_samples and not seen:  # one side sees every message the others see
             decode = keeping(decode, {r.metric for _, rs in rulesets for r in rs.rules}, kept)
         sides[side] = (ruleset, decode)
@@ -429,13 +405,12 @@ def replay(
             own = windowed_decoder(inp.decode, inp.start, inp.end)[0] if ruleset.rules else decode
             prom[side] = (groups[side], own)
         seen.append(observed)
-        spans.append(span)
     flow = build_replay_flow(inp.source, sides, events, poison, shards=shards, control=control, groups=prom)
     started = time.perf_counter()
     run_main(flow)
     seconds = time.perf_counter() - started
     first = seen[0]()
-    seen_first, seen_last = spans[0]()
+    seen_first, seen_last = first.seen_first, first.seen_last
     return ReplayResult(
         records={side: transitions(evs, all_states) for side, evs in events.items()},
         poison=poison,

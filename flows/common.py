@@ -41,7 +41,7 @@ from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
-from connectors.ops.runtime import keep_thread_state, tune_gc
+from connectors.ops.runtime import keep_thread_state, tune_gc, tune_malloc
 from connectors.ops.server import await_dependency, start
 from connectors.ops.trace import traceparent_of
 from rules.control.events import EMPTY, ControlState, SilenceEvent, fold
@@ -700,6 +700,8 @@ def lazy_flow(namespace: dict[str, Any], build: Callable[[], Dataflow]) -> Calla
         if name == "flow":
             value = namespace["flow"] = build()
             tune_gc()  # start-up is over: freeze what it allocated (connectors/ops/runtime.py)
+            # a long-running job gives back what a catch-up left free (a backtest ends instead)
+            tune_malloc()
             return value
         raise AttributeError(name)
 

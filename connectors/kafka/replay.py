@@ -239,11 +239,14 @@ class _Counted(StatefulSourcePartition[KafkaSourceMessage, Any]):
 
 @dataclass(frozen=True, slots=True)
 class Observed:
-    """What `windowed_decoder` saw: skipped count and the event-time span of kept messages."""
+    """What `windowed_decoder` saw: skipped count and the event-time span of kept messages,
+    and the span of every message it decoded, kept or not (`seen_*`)."""
 
     skipped: int = 0
     first: float | None = None
     last: float | None = None
+    seen_first: float | None = None
+    seen_last: float | None = None
 
 
 def windowed_decoder(
@@ -258,13 +261,17 @@ def windowed_decoder(
     closure cells, not attributes: this runs once per message.
     """
     skipped = 0
-    first = math.inf
-    last = -math.inf
+    first = seen_first = math.inf
+    last = seen_last = -math.inf
 
     def windowed(raw: bytes, now: float) -> Metric:
-        nonlocal skipped, first, last
+        nonlocal skipped, first, last, seen_first, seen_last
         m = decode(raw, now)
         ts = m[0]
+        if ts < seen_first:
+            seen_first = ts
+        if ts > seen_last:
+            seen_last = ts
         if start <= ts < end:
             if ts > last:
                 last = ts
@@ -275,7 +282,10 @@ def windowed_decoder(
         raise PoisonMessage(OUT_OF_RANGE)
 
     def observed() -> Observed:
-        return Observed(skipped, first if first != math.inf else None, last if last != -math.inf else None)
+        def known(x: float) -> float | None:
+            return None if math.isinf(x) else x
+
+        return Observed(skipped, known(first), known(last), known(seen_first), known(seen_last))
 
     return windowed, observed
 
@@ -463,17 +473,13 @@ class _RangePartition(StatefulSourcePartition[KafkaSourceMessage, int]):
                 break
             stamp = msg.timestamp()
             headers = msg.headers()
-            self._msgs.append(
-                source_message(
-                    msg.key(),
-                    msg.value(),
-                    topic,
-                    part,
-                    offset,
-                    stamp,
-                    list(headers) if headers else None,  # type: ignore[arg-type]
-                )
-            )
+            m = _new(KafkaSourceMessage)  # `source_message`, inlined: it runs once per message
+            _set(m, "__dict__", {
+                "key": msg.key(), "value": msg.value(), "topic": topic,
+                "headers": list(headers) if headers else [], "latency": None, "offset": offset,
+                "partition": part, "timestamp": stamp,
+            })  # fmt: skip
+            self._msgs.append(m)
             # a record without a timestamp (type 0) is never held back
             self._stamps.append(float(stamp[1]) if stamp[0] else -math.inf)
             if offset + 1 >= end:

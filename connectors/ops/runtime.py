@@ -30,9 +30,7 @@ GEN0_THRESHOLD: Final = 50_000
 def tune_gc(gen0: int | None = None) -> tuple[int, int, int]:
     """Freeze what start-up allocated (never scanned again) and collect young objects less
     often. Call once the flow is built. `GDS_GC_GEN0` overrides the threshold (0 leaves the
-    collector as Python set it, to compare). Returns the thresholds in force. Starts
-    `tune_malloc`'s trimmer too (`GDS_MALLOC_TRIM_S`)."""
-    tune_malloc()  # the same moment suits the allocator's trimmer (its own switch)
+    collector as Python set it, to compare). Returns the thresholds in force."""
     if gen0 is None:
         gen0 = int(os.environ.get("GDS_GC_GEN0", GEN0_THRESHOLD))
     if gen0 <= 0:

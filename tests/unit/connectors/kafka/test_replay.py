@@ -155,7 +155,7 @@ def test_windowed_decoder_keeps_start_inclusive_end_exclusive_and_counts() -> No
     with pytest.raises(PoisonMessage) as bad:
         decode(b"{", math.inf)  # real poison is still poison
     assert bad.value.reason != OUT_OF_RANGE
-    assert seen() == Observed(2, T0, T0 + 59)
+    assert seen() == Observed(2, T0, T0 + 59, T0 - 1, T0 + 60)  # kept, and all it decoded
 
 
 def write_avro(path: Path, rows: list[dict[str, Any]]) -> None:
