@@ -131,6 +131,17 @@ def partition(url: str, run: Run, **config: Any) -> NotifyPartition:
     )
 
 
+def deliver(url: str, *events: AlertEvent) -> Run:
+    """One batch through a fresh partition (closed afterwards); what happened to it."""
+    run = Run()
+    part = partition(url, run)
+    try:
+        part.write_batch(list(events))
+    finally:
+        part.close()
+    return run
+
+
 def test_posts_the_payload_with_its_headers_over_reused_connections(server: Server) -> None:
     run = Run()
     part = partition(server.url, run)
@@ -156,12 +167,7 @@ def test_a_redirect_is_not_followed_but_rejected(server: Server) -> None:
     target = Server()
     try:
         server.seen.answers = [(302, {"Location": target.url + "/elsewhere"})]
-        run = Run()
-        part = partition(server.url, run)
-        try:
-            part.write_batch([event(1)])
-        finally:
-            part.close()
+        run = deliver(server.url, event(1))
         [(rejected, error)] = run.undeliverable
         assert rejected.message_id == "client-001" and error.startswith("HTTP 302")
         assert len(server.seen.requests) == 1 and target.seen.requests == []
@@ -172,12 +178,7 @@ def test_a_redirect_is_not_followed_but_rejected(server: Server) -> None:
 
 def test_retry_after_of_a_503_is_honoured(server: Server) -> None:
     server.seen.answers = [(503, {"Retry-After": "3"})]
-    run = Run()
-    part = partition(server.url, run)
-    try:
-        part.write_batch([event(2)])
-    finally:
-        part.close()
+    run = deliver(server.url, event(2))
     assert [e.message_id for e in run.delivered] == ["client-002"]
     assert len(server.seen.requests) == 2
     assert run.sleeps and run.sleeps[0] >= 3.0  # not the 0.05 s backoff cap
@@ -191,23 +192,13 @@ def test_https_is_verified_against_ssl_cert_file(tmp_path: Path, monkeypatch: py
     url = srv.url.replace("http://", "https://")
     try:
         # an unknown certificate: retried as a network failure, then dead-lettered, never sent
-        run = Run()
-        part = partition(url, run)
-        try:
-            part.write_batch([event(3)])
-        finally:
-            part.close()
+        run = deliver(url, event(3))
         [(_, error)] = run.undeliverable
         assert "certificate" in error.lower()
         assert srv.seen.requests == [] and run.delivered == []
         # trusted through SSL_CERT_FILE: delivered over TLS
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
-        run = Run()
-        part = partition(url, run)
-        try:
-            part.write_batch([event(4)])
-        finally:
-            part.close()
+        run = deliver(url, event(4))
         assert [e.message_id for e in run.delivered] == ["client-004"]
         assert [r["headers"]["Idempotency-Key"] for r in srv.seen.requests] == ["client-004"]
     finally:
@@ -285,24 +276,14 @@ def test_the_environment_proxy_is_used_and_no_proxy_is_honoured(
     # for a host that does not resolve, and receives the absolute-URI request a proxy gets
     monkeypatch.setenv("HTTP_PROXY", server.url)
     monkeypatch.setenv("NO_PROXY", "")
-    run = Run()
-    part = partition("http://notify.invalid", run)
-    try:
-        part.write_batch([event(1)])
-    finally:
-        part.close()
+    run = deliver("http://notify.invalid", event(1))
     assert [e.message_id for e in run.delivered] == ["client-001"]
     assert [r["path"] for r in server.seen.requests] == ["http://notify.invalid/alerts"]
     # a host in NO_PROXY is posted to directly
     direct = Server()
     try:
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
-        run = Run()
-        part = partition(direct.url, run)
-        try:
-            part.write_batch([event(2)])
-        finally:
-            part.close()
+        run = deliver(direct.url, event(2))
         assert [r["path"] for r in direct.seen.requests] == ["/alerts"]
         assert len(server.seen.requests) == 1
     finally:
