@@ -84,9 +84,9 @@ class _ControlPartition(StatefulSourcePartition[ControlItem, None]):
             out.append(ControlCaughtUp(self._key, self._parts))
         if self._announced and not self._tail and not msgs:
             raise StopIteration()
-        # rare events: poll an idle partition a few times a second, not in a busy loop, but at
-        # least every EPOCH_TICK_S: an input that sleeps holds every other input at each epoch
-        # boundary (connectors/ops/heartbeat.py)
+        # rare events: poll an idle partition every EPOCH_TICK_S, not in a busy loop, and no
+        # less often: an input that sleeps holds every other input at each epoch boundary
+        # (connectors/ops/heartbeat.py)
         self._awake = None if msgs else datetime.now(UTC) + timedelta(seconds=IDLE_POLL_S)
         return out
 

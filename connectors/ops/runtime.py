@@ -1,4 +1,5 @@
-"""Python runtime settings for the streaming jobs: the garbage collector and thread states.
+"""Python runtime settings for the streaming jobs: the garbage collector, the allocator and
+thread states.
 
 The collector: measured (issue 16, py-spy --native), CPython's cyclic collector took 16-29 % of
 the alerting job's CPU. Every message allocates a few container objects (the source's message,
@@ -100,7 +101,7 @@ def tune_malloc(
     if interval <= 0 or libc is None:
         return 0.0
     global _trimmer
-    if _trimmer is None or not _trimmer.is_alive():
+    if _trimmer is None:  # its loop never ends: once started, it runs for the process
         spent = Counter(
             "gds_malloc_trim_seconds",
             "CPU seconds spent in the periodic malloc_trim(0) (GDS_MALLOC_TRIM_S)",
