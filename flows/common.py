@@ -19,6 +19,7 @@ import time
 import zlib
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from itertools import chain
 from typing import Any, NoReturn
@@ -43,6 +44,7 @@ from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
 from connectors.ops.runtime import keep_thread_state, tune_gc, tune_malloc
 from connectors.ops.server import await_dependency, start
+from connectors.ops.slices import WorkSlices
 from connectors.ops.trace import traceparent_of
 from rules.control.events import EMPTY, ControlState, SilenceEvent, fold
 from rules.engine import ShardEngine
@@ -177,6 +179,7 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
         rules: RulesVersion | None = None,
         built_with: tuple[str, float] = ("", -math.inf),
         snapshots: bool = True,
+        slices: WorkSlices | None = None,
     ) -> None:
         self.engine = engine
         self.decode = decode
@@ -191,6 +194,8 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
         # the rule set the engine was built with (`RulesVersion.current`)
         self.rules_version, self.rules_loaded_at = built_with
         self.snapshots = snapshots
+        # the worker's slices for aging by wall time (live); None: all at once
+        self.slices = slices
 
     def on_batch(self, chunks: list[list[Any]]) -> tuple[list[AlertEvent | Poison], bool]:
         values = chunks[0] if len(chunks) == 1 else list(chain.from_iterable(chunks))
@@ -220,9 +225,11 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
             moved = False
             for p in progress:
                 moved |= self.engine.observe_progress(p.part, p.caught_up_at, p.parts)
-            if moved:
-                events = events + self.engine.advance_idle(self.engine.caught_up)
+            if moved or self.engine.idle_pending:
+                events = events + self._age()
             mark_alive(self.name)  # an idle worker still evaluates: that is liveness too
+        elif self.engine.idle_pending:
+            events = events + self._age()
         late = self.engine.stats.late
         self.metrics.record_batch(self.name, len(values), len(poison), late - self._late_seen)
         self._late_seen = late
@@ -230,6 +237,31 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
             self.metrics.record_events(self.name, events)
             out.extend(events)
         return out, StatefulBatchLogic.RETAIN
+
+    def _age(self) -> list[AlertEvent]:
+        """Wall time ages silent instances, in the worker's slices when it has some: what is
+        left waits for the next batch or for `on_notify` (`connectors.ops.slices`)."""
+        if self.slices is None:
+            return self.engine.advance_idle(self.engine.caught_up)
+        deadline = self.slices.deadline()
+        if deadline is None:
+            return []
+        events = self.engine.advance_idle(self.engine.caught_up, deadline, self.slices.clock)
+        if self.engine.idle_pending:
+            self.slices.used_up()
+        return events
+
+    def on_notify(self) -> tuple[list[AlertEvent | Poison], bool]:
+        events = self._age() if self.engine.idle_pending else []
+        if events:
+            self.metrics.record_events(self.name, events)
+        return list(events), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        # only while aging is left over: Bytewax asks every shard after each call
+        if self.slices is None or not self.engine.idle_pending:
+            return None
+        return datetime.fromtimestamp(self.slices.next_start(), UTC)
 
     def _reload(self, update: RulesUpdate) -> list[AlertEvent]:
         """Apply a loaded rule set once per version (every worker's watcher sends it), newest
@@ -247,9 +279,14 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
         return events
 
     def on_eof(self) -> tuple[list[AlertEvent | Poison], bool]:
+        # aging left for a later slice is done now: a bounded run ends with what it decided
+        out: list[AlertEvent | Poison] = []
+        if self.engine.idle_pending:
+            out.extend(aged := self.engine.advance_idle(self.engine.caught_up))
+            self.metrics.record_events(self.name, aged)
         if self.flush_on_eof:
-            return list(self.engine.flush()), StatefulBatchLogic.RETAIN
-        return [], StatefulBatchLogic.RETAIN
+            out.extend(self.engine.flush())
+        return out, StatefulBatchLogic.RETAIN
 
     def snapshot(self) -> bytes | None:
         # Bytewax asks at every epoch, recovery or not: without it nothing reads the answer
@@ -292,6 +329,7 @@ def evaluate(
     recovery) answers Bytewax's per-epoch snapshot calls with nothing instead of the shard's state.
     """
     rules = RulesVersion(ruleset, rules_version)
+    slices: dict[int, WorkSlices] = {}  # one per worker thread, shared by its shards
 
     def build(resume: bytes | None) -> EngineLogic:
         keep_thread_state()  # on the worker thread (connectors/ops/runtime.py)
@@ -313,6 +351,7 @@ def evaluate(
             rules=rules,
             built_with=(version, loaded_at),
             snapshots=snapshots,
+            slices=None if wall is None else slices.setdefault(threading.get_ident(), WorkSlices(wall)),
         )
 
     route = shard_router(shards)

@@ -227,6 +227,10 @@ class ShardEngine:
         self.progress: dict[str, float] = {}
         self.parts_total = 0
         self.caught_up = -math.inf
+        # `advance_idle`'s instances due at `_idle_at`, from `_idle_next` on still to age
+        self._idle_due: list[str] = []
+        self._idle_next = 0
+        self._idle_at = -math.inf
         # the control plane (silences); `holding` until every control partition caught up
         self.control = control
         self.holding = await_control
@@ -393,29 +397,61 @@ class ShardEngine:
             return True
         return False
 
-    def advance_idle(self, caught_up: float) -> list[AlertEvent]:
+    def advance_idle(
+        self, caught_up: float, deadline: float = math.inf, clock: Callable[[], float] | None = None
+    ) -> list[AlertEvent]:
         """Live only: let wall time move the watermark of instances that went quiet.
 
         `caught_up` is the wall time up to which every input partition had been read: an
         instance silent since before then really sent nothing, so that much wall time ages it.
+
+        With a `deadline` on `clock`, it stops once the clock passed it (after at least one
+        instance) and `idle_pending` is true: the next call carries on with the instances left
+        (each checked again: its own samples may have advanced it since), unless `caught_up`
+        moved, which scans afresh. Aging is bursty: when wall time crosses a tick, most
+        instances of every shard fall due at the same marker, and evaluating them all at once
+        held the worker (and every message behind it) for a quarter of a second a tick in
+        bench/delivery.py. A caller that slices it lets the source and the sinks run between.
         """
         out: list[AlertEvent] = []
         if self.holding:
             return out
         lateness, interval = self.lateness, self.interval
-        # Called at every progress marker: one comparison per instance, `_advance` only for
-        # those whose watermark crosses a tick. An instance sampled since `caught_up` gains no
-        # wall time (its ingest advanced it to its own watermark already).
-        due = []
-        for iid, inst in self.instances.items():
-            idle = caught_up - inst.wall_at_max
-            if idle > 0.0:
-                wm = inst.max_ts - lateness + idle
-                if wm >= inst.evaluated_until + interval:
-                    due.append((iid, inst, wm))
-        for iid, inst, wm in due:  # apart: `_advance` may forget an instance
-            self._advance(iid, inst, wm, out)
+        instances = self.instances
+        due = self._idle_due
+        if self._idle_next >= len(due) or caught_up != self._idle_at:
+            # one comparison per instance, `_advance` only for those whose watermark crosses a
+            # tick. An instance sampled since `caught_up` gains no wall time (its ingest
+            # advanced it to its own watermark already).
+            due = self._idle_due = [
+                iid
+                for iid, inst in instances.items()
+                if caught_up > inst.wall_at_max
+                and inst.max_ts - lateness + caught_up - inst.wall_at_max >= inst.evaluated_until + interval
+            ]
+            self._idle_at = caught_up
+            self._idle_next = 0
+        i = self._idle_next
+        while i < len(due):
+            iid = due[i]
+            i += 1
+            inst = instances.get(iid)  # `_advance` may have forgotten it
+            if inst is not None:
+                wm = inst.max_ts - lateness + (caught_up - inst.wall_at_max)
+                if caught_up > inst.wall_at_max and wm >= inst.evaluated_until + interval:
+                    self._advance(iid, inst, wm, out)
+            if clock is not None and clock() >= deadline:
+                break
+        if i < len(due):
+            self._idle_next = i
+        else:
+            self._idle_due, self._idle_next = [], 0
         return out
+
+    @property
+    def idle_pending(self) -> bool:
+        """`advance_idle` stopped at its deadline with instances left to age."""
+        return self._idle_next < len(self._idle_due)
 
     def next_wake(self) -> float | None:
         """Wall time at which `advance_idle` would evaluate a new tick somewhere."""

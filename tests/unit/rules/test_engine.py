@@ -421,3 +421,57 @@ def test_events_pickled_before_the_traceparent_field_still_load() -> None:
     assert isinstance(old, AlertEvent) and old == event and old.traceparent is None
     traced = replace(event, traceparent=TP_NEW)
     assert pickle.loads(pickle.dumps(traced)).traceparent == TP_NEW
+
+
+def test_wall_time_aging_in_slices_gives_the_same_events_as_at_once() -> None:
+    """A deadline stops `advance_idle` after the instance that passed it; the next calls carry
+    on with the instances left, and together they decide exactly what one call would."""
+
+    def aged(sliced: bool) -> tuple[list[AlertEvent], int]:
+        eng = ShardEngine(RULES, live=True)
+        wall = 1000.0
+        for i in range(5):
+            eng.ingest(series(f"db{i}", "cpu_usage_percent", [97.0] * 40), wall)
+        assert eng.observe_progress("0-t", wall + 600, 1)
+        if not sliced:
+            return eng.advance_idle(eng.caught_up), 1
+        ticks = iter(range(1_000_000))
+
+        def clock() -> float:  # one unit a reading: each call passes its deadline at once
+            return float(next(ticks))
+
+        out: list[AlertEvent] = []
+        calls = 0
+        while True:
+            out += eng.advance_idle(eng.caught_up, clock() + 0.5, clock)
+            calls += 1
+            if not eng.idle_pending:
+                return out, calls
+
+    whole, _ = aged(sliced=False)
+    sliced, calls = aged(sliced=True)
+    assert calls == 5  # one instance a call
+    assert {e.instance_id for e in whole if e.stale} == {f"db{i}" for i in range(5)}
+    assert sig(sliced) == sig(whole)
+
+
+def test_an_instance_left_for_the_next_slice_is_not_aged_past_its_own_samples() -> None:
+    eng = ShardEngine(RULES, live=True)
+    wall = 1000.0
+    for i in range(2):
+        eng.ingest(series(f"db{i}", "cpu_usage_percent", [97.0] * 40), wall)
+    eng.observe_progress("0-t", wall + 600, 1)
+    ticks = iter(range(1_000_000))
+
+    def clock() -> float:
+        return float(next(ticks))
+
+    first = eng.advance_idle(eng.caught_up, clock() + 0.5, clock)
+    assert eng.idle_pending
+    aged = {e.instance_id for e in first}
+    (left,) = {"db0", "db1"} - aged
+    # the one left reports again before its slice: its own samples move it, wall time does not
+    eng.ingest(series(left, "cpu_usage_percent", [97.0] * 4, t0=T0 + 600), wall + 700)
+    rest = eng.advance_idle(eng.caught_up, clock() + 0.5, clock)
+    assert not eng.idle_pending
+    assert [e for e in rest if e.instance_id == left] == []
