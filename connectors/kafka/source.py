@@ -13,10 +13,12 @@ What bytewax 0.21.1's `KafkaSource` does, and what follows for us:
 - `tail=False` ends each partition at its end offset: used by tests and replays.
 
 Our `MetricKafkaSource` changes two things of bytewax's partition reader:
-- An idle partition is polled with a growing pause (1 ms doubling to `IDLE_POLL_MAX_S`) instead of
-  every millisecond: an idle job burned most of a core on an empty topic.
-- With `progress=True` each partition appends a `SourceProgress` marker to its batch about once a
-  second, saying when it had last read everything the broker had (its cached high watermark).
+- A read never waits for a full batch, and an idle partition is polled with a growing pause (1 ms
+  doubling to `IDLE_POLL_MAX_S`) instead of every millisecond: an idle job burned most of a core on
+  an empty topic, and a live one slept a millisecond at most reads.
+- With `progress=True` each partition appends a `SourceProgress` marker to its batch every
+  `PROGRESS_INTERVAL_S`, saying when it had last read everything the broker had (its cached high
+  watermark).
   Markers travel in-band, behind the messages read before them, so a consumer that sees one knows
   those messages were handed to it already: the alerting engine lets wall time age an instance only
   as far as the input was caught up, never because a worker was busy (a blocked sink) or because a
@@ -227,12 +229,15 @@ class _MetricPartition(_BytewaxPartition):
     def _read(self) -> list[Any]:
         """bytewax's `next_batch`, building each `KafkaSourceMessage` without its dataclass
         `__init__` (~2.6 us of ~5 us per message): `connectors.kafka.replay.source_message`,
-        inlined because it runs once per message."""
+        inlined because it runs once per message. And without its 1 ms wait for a full batch:
+        a live partition rarely has one, so every read slept its millisecond while the other
+        partitions' messages and the evaluation waited; an empty read backs off instead
+        (`next_batch`)."""
         if self._eof:
             raise StopIteration()
         batch: list[Any] = []
         last_offset = None
-        for msg in self._consumer.consume(self._batch_size, 0.001):
+        for msg in self._consumer.consume(self._batch_size, 0):
             error = msg.error()
             if error is not None:
                 if error.code() == ConfluentKafkaError._PARTITION_EOF:
