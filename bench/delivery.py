@@ -86,22 +86,33 @@ def per_second(instances: int) -> int:
     return instances * len(METRICS) + len(range(0, instances, PROBE_EVERY))
 
 
+REVERT = 0.03  # pull towards each series' own mean per second
+STEP_SD = 3.0
+STATIONARY_SD = STEP_SD / math.sqrt(REVERT * (2 - REVERT))  # ~12.3, the walk's spread at any time
+
+
 class Workload:
-    """The feed, one second of event time at a time; random walks in 0..100, probes square waves."""
+    """The feed, one second of event time at a time; probes square waves, the rest mean-reverting
+    walks in 0..100 (Ornstein-Uhlenbeck), started in their stationary spread.
+
+    Stationary on purpose: the load is a fraction of the throughput measured on the first 40
+    seconds, and plain random walks drifted further past the rules' thresholds every second,
+    so the alert events (and the job's work a message) grew eightfold over a latency run."""
 
     def __init__(self, instances: int, seed: int = 1) -> None:
         self.rng = random.Random(seed)
         self.iids = [f"bench-db-{i:05d}" for i in range(instances)]
-        self.level = [[self.rng.uniform(20, 70) for _ in METRICS] for _ in self.iids]
+        self.mean = [[self.rng.uniform(20, 70) for _ in METRICS] for _ in self.iids]
+        self.level = [[mu + self.rng.gauss(0, STATIONARY_SD) for mu in means] for means in self.mean]
 
     def second(self, k: int) -> Iterator[tuple[int, str, str, float]]:
         """(instance index, instance id, metric, value) of second `k`, instance by instance."""
         gauss = self.rng.gauss
         for i, iid in enumerate(self.iids):
-            levels = self.level[i]
+            levels, means = self.level[i], self.mean[i]
             for j, m in enumerate(METRICS):
-                v = levels[j] = min(100.0, max(0.0, levels[j] + gauss(0, 3)))
-                yield i, iid, m, round(v, 2)
+                lv = levels[j] = levels[j] + REVERT * (means[j] - levels[j]) + gauss(0, STEP_SD)
+                yield i, iid, m, round(min(100.0, max(0.0, lv)), 2)
             if i % PROBE_EVERY == 0:
                 yield i, iid, "bench_probe", probe_value(i, k)
 
