@@ -39,10 +39,10 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
-from bytewax.outputs import Sink
+from bytewax.outputs import FixedPartitionedSink, Sink
 
 from connectors.config import ConfigError, MonitoringSettings, Settings
-from connectors.ops.metrics import InstrumentedSink
+from connectors.ops.metrics import InstrumentedPartitionedSink, InstrumentedSink
 from flows.common import Poison, lazy_flow, poison_to_dlq
 from rules.control.events import AckEvent
 from rules.metric import iso, utc
@@ -106,7 +106,13 @@ def deliver(
 
         rechecks = op.map(f"{step_id}-recheck", ticks, lambda _: Recheck())
         items = op.merge(f"{step_id}-and-rechecks", items, rechecks)
+    if isinstance(notify, FixedPartitionedSink):  # the pipelined sink: one partition for all
+        items = op.map(f"{step_id}-to-partition", items, _to_partition)
     op.output(step_id, items, notify)
+
+
+def _to_partition(item: Any) -> tuple[str, Any]:
+    return ("notify", item)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,27 +388,31 @@ def print_group(n: GroupNotification) -> str:
     return "\n".join([head, *lines])
 
 
-def notification_sink(settings: Settings, flow: str) -> tuple[Sink[Any], bool]:
-    """The notification service sink of `settings`, and whether it wants heartbeat ticks."""
+def notification_sink(settings: Settings, flow: str, *, pipelined: bool = True) -> tuple[Sink[Any], bool]:
+    """The notification service sink of `settings`, and whether it wants heartbeat ticks.
+
+    `pipelined`: posts overlap the flow and each epoch waits for its own (`PipelinedNotifySink`,
+    the flows'); else every `write_batch` waits for its posts (`NotifySink`, for a one-off send)."""
     from connectors.notify.policy import NotifyConfig, RetryPolicy
-    from connectors.notify.sink import NotifyDeps, NotifySink
+    from connectors.notify.sink import NotifyDeps, NotifySink, PipelinedNotifySink
 
     is_muted = _maintenance(settings)
     if settings.notify_dead_letter_transient:
         retry = RetryPolicy(max_attempts=settings.notify_max_attempts, deadline_s=settings.notify_deadline_s)
     else:
         retry = RetryPolicy(max_attempts=None, deadline_s=None, until_delivered=True)
-    sink = NotifySink(
-        NotifyConfig(
-            settings.notify_url,
-            timeout_s=settings.notify_timeout_s,
-            max_in_flight=settings.notify_max_in_flight,
-            retry=retry,
-            cooldown_s=settings.notify_breaker_cooldown_s,
-        ),
-        NotifyDeps(on_undeliverable=_dead_letters(settings), is_muted=is_muted),
+    config = NotifyConfig(
+        settings.notify_url,
+        timeout_s=settings.notify_timeout_s,
+        max_in_flight=settings.notify_max_in_flight,
+        retry=retry,
+        cooldown_s=settings.notify_breaker_cooldown_s,
     )
-    return InstrumentedSink(sink, flow, "notify"), is_muted is not None
+    deps = NotifyDeps(on_undeliverable=_dead_letters(settings), is_muted=is_muted)
+    ticks = is_muted is not None
+    if pipelined:
+        return InstrumentedPartitionedSink(PipelinedNotifySink(config, deps), flow, "notify"), ticks
+    return InstrumentedSink(NotifySink(config, deps), flow, "notify"), ticks
 
 
 def build_flow(
@@ -566,7 +576,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if events and not args.dry_run:
         # delivered as the delivery job would: retried until taken, permanent rejections back to the DLQ
-        sink, _ = notification_sink(settings, JOB)
+        sink, _ = notification_sink(settings, JOB, pipelined=False)
         part = sink.build("redrive", 0, 1)  # type: ignore[attr-defined]
         try:
             part.write_batch(events)

@@ -208,6 +208,8 @@ class NotifyConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     failure_threshold: int = 5
     cooldown_s: float = 30.0
+    # notifications submitted and not yet answered before `submit` waits (a partition's memory)
+    max_pending: int = 10_000
 
     def __post_init__(self) -> None:
         if self.max_in_flight < 1:

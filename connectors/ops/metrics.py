@@ -19,7 +19,13 @@ from bytewax.inputs import (
     FixedPartitionedSource,
     StatefulSourcePartition,
 )
-from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    Sink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
 from connectors.ops.health import HEALTH, Health
@@ -335,4 +341,54 @@ class InstrumentedSink(DynamicSink[X]):
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _InstrumentedPartition[X]:
         return _InstrumentedPartition(
             self.inner.build(step_id, worker_index, worker_count), self.flow, self.name, self.metrics
+        )
+
+
+class _InstrumentedStatefulPartition(StatefulSinkPartition[X, S]):
+    def __init__(self, inner: StatefulSinkPartition[X, S], flow: str, name: str, metrics: Metrics) -> None:
+        self._inner = inner
+        self._size = metrics.sink_batch_size.labels(flow, name)
+        self._errors = metrics.sink_errors.labels(flow, name)
+
+    def write_batch(self, values: list[X]) -> None:
+        self._size.observe(len(values))
+        try:
+            self._inner.write_batch(values)
+        except Exception:
+            self._errors.inc()
+            raise
+
+    def snapshot(self) -> S:
+        try:
+            return self._inner.snapshot()
+        except Exception:  # a partition that writes asynchronously fails here
+            self._errors.inc()
+            raise
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class InstrumentedPartitionedSink(FixedPartitionedSink[X, S]):
+    """`InstrumentedSink` for a `FixedPartitionedSink` (the pipelined notification sink)."""
+
+    def __init__(
+        self, inner: FixedPartitionedSink[X, S], flow: str, name: str, metrics: Metrics | None = None
+    ) -> None:
+        self.inner = inner
+        self.flow = flow
+        self.name = name
+        self.metrics = metrics or METRICS
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def part_fn(self, item_key: str) -> int:
+        return self.inner.part_fn(item_key)
+
+    def build_part(
+        self, step_id: str, for_part: str, resume_state: S | None
+    ) -> _InstrumentedStatefulPartition[X, S]:
+        return _InstrumentedStatefulPartition(
+            self.inner.build_part(step_id, for_part, resume_state), self.flow, self.name, self.metrics
         )
