@@ -588,13 +588,19 @@ class ShardEngine:
             newest = ts[hi - 1] if hi else s.last_pruned
             stale = tick - newest >= staleness
             bindings = s.bindings
+            # consecutive groups of one window (a metric's rules, mostly) share its bounds and
+            # its slice of values: one bisect and one copy per window, not per aggregation
+            at_window, lo, window_vs = -1.0, 0, vs
             for window, needs_ts, fn, members in s.plan.groups:
-                lo = bisect_right(ts, tick - window, 0, hi)
+                if window != at_window:
+                    at_window, lo, window_vs = window, bisect_right(ts, tick - window, 0, hi), vs
                 if fn is None:  # no-data rules: the condition is an empty window
                     holds_all: bool | None = lo == hi if tick >= s.first_ts else None
                     value = float(hi - lo)
                 elif hi > lo:
-                    got = fn(ts[lo:hi] if needs_ts else (), vs[lo:hi])
+                    if window_vs is vs:
+                        window_vs = vs[lo:hi]
+                    got = fn(ts[lo:hi] if needs_ts else (), window_vs)
                     holds_all, value = None, math.nan if got is None else got
                 else:
                     holds_all, value = None, math.nan
