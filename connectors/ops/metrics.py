@@ -10,7 +10,7 @@ nothing registers twice and no test depends on another's counts.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -32,6 +32,7 @@ from connectors.ops.health import HEALTH, Health
 from rules.model import AlertEvent, AlertState, NotifyReason
 
 X = TypeVar("X")
+R = TypeVar("R")
 
 NOTIFY_LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 90, 120, 180, 300, 600)
 SINK_BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -309,19 +310,32 @@ class InstrumentedSource(FixedPartitionedSource[X, S]):
         )
 
 
-class _InstrumentedPartition(StatelessSinkPartition[X]):
-    def __init__(self, inner: StatelessSinkPartition[X], flow: str, name: str, metrics: Metrics) -> None:
-        self._inner = inner
+class _SinkCounters:
+    """The `gds_sink_*` metrics of one sink partition: batch sizes, and calls that raised."""
+
+    def __init__(self, flow: str, name: str, metrics: Metrics) -> None:
         self._size = metrics.sink_batch_size.labels(flow, name)
         self._errors = metrics.sink_errors.labels(flow, name)
 
-    def write_batch(self, items: list[X]) -> None:
+    def write(self, write_batch: Callable[[list[X]], None], items: list[X]) -> None:
         self._size.observe(len(items))
+        self.counted(write_batch, items)
+
+    def counted(self, call: Callable[..., R], *args: Any) -> R:
         try:
-            self._inner.write_batch(items)
+            return call(*args)
         except Exception:
             self._errors.inc()
             raise
+
+
+class _InstrumentedPartition(StatelessSinkPartition[X]):
+    def __init__(self, inner: StatelessSinkPartition[X], flow: str, name: str, metrics: Metrics) -> None:
+        self._inner = inner
+        self._counters = _SinkCounters(flow, name, metrics)
+
+    def write_batch(self, items: list[X]) -> None:
+        self._counters.write(self._inner.write_batch, items)
 
     def close(self) -> None:
         self._inner.close()
@@ -347,23 +361,14 @@ class InstrumentedSink(DynamicSink[X]):
 class _InstrumentedStatefulPartition(StatefulSinkPartition[X, S]):
     def __init__(self, inner: StatefulSinkPartition[X, S], flow: str, name: str, metrics: Metrics) -> None:
         self._inner = inner
-        self._size = metrics.sink_batch_size.labels(flow, name)
-        self._errors = metrics.sink_errors.labels(flow, name)
+        self._counters = _SinkCounters(flow, name, metrics)
 
     def write_batch(self, values: list[X]) -> None:
-        self._size.observe(len(values))
-        try:
-            self._inner.write_batch(values)
-        except Exception:
-            self._errors.inc()
-            raise
+        self._counters.write(self._inner.write_batch, values)
 
     def snapshot(self) -> S:
-        try:
-            return self._inner.snapshot()
-        except Exception:  # a partition that writes asynchronously fails here
-            self._errors.inc()
-            raise
+        # a partition that writes asynchronously fails here
+        return self._counters.counted(self._inner.snapshot)
 
     def close(self) -> None:
         self._inner.close()

@@ -12,7 +12,7 @@ import bytewax.operators as op
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 from prometheus_client import REGISTRY, CollectorRegistry
 
@@ -20,7 +20,14 @@ from connectors.config import ConfigError, MonitoringSettings
 from connectors.ops import health, heartbeat, metrics, server
 from connectors.ops.health import Health
 from connectors.ops.heartbeat import Heartbeat, HeartbeatSource, heartbeat_message, heartbeat_record
-from connectors.ops.metrics import METRICS, InstrumentedSink, Metrics, kafka_timestamp_s, transition_label
+from connectors.ops.metrics import (
+    METRICS,
+    InstrumentedPartitionedSink,
+    InstrumentedSink,
+    Metrics,
+    kafka_timestamp_s,
+    transition_label,
+)
 from rules.model import AlertState, NotifyReason
 from tests.unit.rules.test_payload import make_event
 
@@ -156,6 +163,52 @@ def test_instrumented_sink_observes_batch_sizes_and_errors(m: Metrics) -> None:
     failing = InstrumentedSink(_ListSink(fail=True), flow, "notify", m).build("out", 0, 1)
     with pytest.raises(RuntimeError, match="sink down"):
         failing.write_batch([1])
+    assert value("gds_sink_errors_total", flow=flow, sink="notify") == 1
+
+
+class _EpochListPartition(StatefulSinkPartition[int, None]):
+    """Takes items at once and fails (or not) only when the epoch ends, as the pipelined
+    notification sink does."""
+
+    def __init__(self, out: list[int], fail: bool) -> None:
+        self.out = out
+        self.fail = fail
+
+    def write_batch(self, values: list[int]) -> None:
+        self.out.extend(values)
+
+    def snapshot(self) -> None:
+        if self.fail:
+            raise RuntimeError("receiver down")
+
+
+class _EpochListSink(FixedPartitionedSink[int, None]):
+    def __init__(self, fail: bool = False) -> None:
+        self.out: list[int] = []
+        self.fail = fail
+
+    def list_parts(self) -> list[str]:
+        return ["one"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _EpochListPartition:
+        return _EpochListPartition(self.out, self.fail)
+
+
+def test_instrumented_partitioned_sink_counts_batches_and_errors_at_the_epoch_end(m: Metrics) -> None:
+    value = reader(m.registry)
+    flow = flow_name()
+    inner = _EpochListSink()
+    part = InstrumentedPartitionedSink(inner, flow, "notify", m).build_part("out", "one", None)
+    part.write_batch([1, 2])
+    part.snapshot()
+    assert inner.out == [1, 2]
+    assert value("gds_sink_batch_size_count", flow=flow, sink="notify") == 1
+    failing = InstrumentedPartitionedSink(_EpochListSink(fail=True), flow, "notify", m).build_part(
+        "out", "one", None
+    )
+    failing.write_batch([3])
+    with pytest.raises(RuntimeError, match="receiver down"):
+        failing.snapshot()
     assert value("gds_sink_errors_total", flow=flow, sink="notify") == 1
 
 
