@@ -112,6 +112,7 @@ def deliver(
 
 
 def _to_partition(item: Any) -> tuple[str, Any]:
+    # PipelinedNotifySink.PART (its module, with the HTTP client, is imported where it delivers)
     return ("notify", item)
 
 

@@ -427,7 +427,7 @@ class ShardEngine:
                 iid
                 for iid, inst in instances.items()
                 if caught_up > inst.wall_at_max
-                and inst.max_ts - lateness + caught_up - inst.wall_at_max >= inst.evaluated_until + interval
+                and inst.max_ts - lateness + (caught_up - inst.wall_at_max) >= inst.evaluated_until + interval
             ]
             self._idle_at = caught_up
             self._idle_next = 0

@@ -602,8 +602,9 @@ class PipelinedNotifySink(FixedPartitionedSink["AlertEvent | Recheck", None]):
     the epoch ends (at-least-once as `NotifySink`, whose `write_batch` waits for each batch).
 
     Waiting for each batch held the worker for a round trip to the receiver whenever a batch
-    carried a notification (4.8 ms a notification in a bounded bench run with a loopback
-    receiver, more with a slow one). One partition, `PART`: items are `(PART, item)`, and every
+    carried a notification, and a slow receiver slowed evaluation to its pace. Outcomes are read
+    at the next batch or at the epoch's end, so a dead letter (or a `delivered` count) can trail
+    its post by up to an epoch. One partition, `PART`: items are `(PART, item)`, and every
     worker's notifications go to the worker that holds it, so one client, one breaker and one
     order per alert serve the whole flow (notifications are a small fraction of the messages).
     """
