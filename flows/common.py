@@ -220,15 +220,13 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
         out: list[AlertEvent | Poison] = list(poison)
         ingested = self.engine.ingest(metrics, 0.0 if now == math.inf else now, traces or None)
         events = events + ingested if events else ingested
+        moved = False
         if progress:
             # after the batch: the markers came behind these messages from their partitions
-            moved = False
             for p in progress:
                 moved |= self.engine.observe_progress(p.part, p.caught_up_at, p.parts)
-            if moved or self.engine.idle_pending:
-                events = events + self._age()
             mark_alive(self.name)  # an idle worker still evaluates: that is liveness too
-        elif self.engine.idle_pending:
+        if moved or self.engine.idle_pending:
             events = events + self._age()
         late = self.engine.stats.late
         self.metrics.record_batch(self.name, len(values), len(poison), late - self._late_seen)

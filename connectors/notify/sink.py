@@ -44,7 +44,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -357,20 +357,14 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             self.collect(wait=True)
         finally:
             try:
-                if self._poster is not None:
-                    self._run(self._poster.aclose())
+                if self._poster is not None:  # made on the loop's thread: closed there
+                    asyncio.run_coroutine_threadsafe(self._poster.aclose(), self._loop).result(timeout=10)
             finally:
                 self._poster = None
                 if self._thread is not None:
                     self._loop.call_soon_threadsafe(self._loop.stop)
                     self._thread.join(timeout=10)
                 self._loop.close()
-
-    def _run(self, coro: Coroutine[Any, Any, None]) -> None:
-        if self._thread is not None:
-            asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout=10)
-        else:
-            self._loop.run_until_complete(coro)
 
     def _deliverable(self, item: object) -> bool:
         """The flow filters upstream; anything else reaching us is a wiring bug worth a warning."""
