@@ -304,6 +304,9 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
             raise NotifyError("notify: write_batch after close")
         candidates = [item for item in items if item.__class__ is not Recheck and self._deliverable(item)]
         to_send = self._unparked() + self._apply_maintenance(candidates)  # type: ignore[arg-type]
+        # Outcomes of earlier batches first: a batch's own outcome is then never read in the call
+        # that submits it (unless `max_pending` makes it wait), whatever the receiver's speed.
+        self.collect(wait=False)
         if to_send:
             if self._thread is None:
                 loop = self._loop
@@ -311,7 +314,6 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
                 self._thread.start()
             self._inflight.append(asyncio.run_coroutine_threadsafe(self._deliver_all(to_send), self._loop))
             self._pending += len(to_send)
-        self.collect(wait=False)
         while self._pending > self.config.max_pending:
             self._finish(self._inflight.popleft().result())
 
