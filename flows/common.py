@@ -25,7 +25,7 @@ from itertools import chain
 from typing import Any, NoReturn
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource
 from bytewax.operators import StatefulBatchLogic
@@ -37,6 +37,7 @@ from connectors.control.watch import RulesUpdate
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
+from connectors.kafka.message import MESSAGE_TYPES, Message
 from connectors.kafka.serde import encode_json, make_decoder
 from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
@@ -73,16 +74,16 @@ Topics = Mapping[str, str]
 class Poison:
     """A message that could not be decoded, on its way to the dead-letter topic."""
 
-    msg: KafkaSourceMessage
+    msg: Message
     error: str
     stage: str = "decode"
 
 
-def shard_router(shards: int) -> Callable[[KafkaSourceMessage], str]:
+def shard_router(shards: int) -> Callable[[Message], str]:
     """Key -> shard name; crc32 because Python's `hash` differs per process."""
     names = [f"s{i:03d}" for i in range(shards)]
 
-    def route(msg: KafkaSourceMessage) -> str:
+    def route(msg: Message) -> str:
         key = msg.key if msg.key is not None else instance_key(msg.value)
         if key is None:  # unkeyed and unparseable: any shard will report it
             return names[(msg.partition or 0) % shards]
@@ -94,11 +95,11 @@ def shard_router(shards: int) -> Callable[[KafkaSourceMessage], str]:
 
 
 def decode_batch(
-    values: list[KafkaSourceMessage],
+    values: Sequence[Message],
     decode: Decoder,
     now: float,
     traces: dict[str, str] | None = None,
-    sources: list[KafkaSourceMessage] | None = None,
+    sources: list[Message] | None = None,
 ) -> tuple[list[Metric], list[Poison]]:
     """Decode a batch after routing; what cannot be decoded becomes `Poison` (to the DLQ).
 
@@ -200,11 +201,11 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
     def on_batch(self, chunks: list[list[Any]]) -> tuple[list[AlertEvent | Poison], bool]:
         values = chunks[0] if len(chunks) == 1 else list(chain.from_iterable(chunks))
         now = self.wall() if self.wall is not None else math.inf
-        marks: list[Any] = [v for v in values if v.__class__ is not KafkaSourceMessage] if self._scan else []
+        marks: list[Any] = [v for v in values if v.__class__ not in MESSAGE_TYPES] if self._scan else []
         progress: list[SourceProgress] = []
         events: list[AlertEvent] = []
         if marks:  # rare: about one per partition and second, and control-plane items
-            values = [v for v in values if v.__class__ is KafkaSourceMessage]
+            values = [v for v in values if v.__class__ in MESSAGE_TYPES]
             # control first: a silence that arrived with these samples applies to their ticks
             for m in marks:
                 if m.__class__ is SourceProgress:
@@ -293,7 +294,7 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
 
 def evaluate(
     step_id: str,
-    raw: Stream[KafkaSourceMessage],
+    raw: Stream[Message],
     ruleset: RuleSet,
     decode: Decoder,
     *,
@@ -550,7 +551,7 @@ class GroupLogic(
 
 def evaluate_groups(
     step_id: str,
-    raw: Stream[KafkaSourceMessage],
+    raw: Stream[Message],
     groups: Sequence[RuleGroup],
     decode: Decoder,
     *,
@@ -592,15 +593,15 @@ def evaluate_groups(
 
     def split(batch: list[Any]) -> list[Any]:
         now = wall() if wall is not None else math.inf
-        msgs: list[KafkaSourceMessage] = []
+        msgs: list[Message] = []
         progress: list[SourceProgress] = []
         for m in batch:
-            if m.__class__ is KafkaSourceMessage:
+            if m.__class__ in MESSAGE_TYPES:
                 if m.topic not in skip:
                     msgs.append(m)
             elif m.__class__ is SourceProgress:
                 progress.append(m)
-        sources: list[KafkaSourceMessage] = []
+        sources: list[Message] = []
         decoded, poison = decode_batch(msgs, decode, now, sources=sources)
         routes = current.routes  # the newest rule set's (a reload may add or remove groups)
         samples: dict[str, list[RawSample]] = {g: [] for g in routes.groups}

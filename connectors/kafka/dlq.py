@@ -18,6 +18,7 @@ from typing import Any, Final, TypeVar
 from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 
 from connectors.errors import ConnectorError
+from connectors.kafka.message import SourceMessage
 from connectors.kafka.topics import METRICS_DLQ_TOPIC
 from rules.metric import iso
 
@@ -87,14 +88,14 @@ def dead_letter(
 
 
 def dead_letter_from(
-    msg: KafkaSourceMessage[_K, _V],
+    msg: KafkaSourceMessage[_K, _V] | SourceMessage,
     error: str,
     stage: str,
     at: float,
     *,
     dlq_topic: str | None = None,
 ) -> KafkaSinkMessage[bytes | None, bytes]:
-    """`dead_letter` for a message as `KafkaSource` delivered it."""
+    """`dead_letter` for a message as a source delivered it."""
     return dead_letter(
         msg.value, msg.key, msg.topic, msg.partition, msg.offset, error, stage, at, dlq_topic=dlq_topic
     )

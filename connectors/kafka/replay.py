@@ -5,7 +5,7 @@ it runs to whatever the end of the partition is when it gets there, so a replay 
 topic never ends. `KafkaRangeSource` reads each topic partition from a start offset to an
 end offset fixed before the flow starts (`plan_ranges`: `Consumer.offsets_for_times` for
 `--from`, the `--to` offsets bounded by the end offsets at start), one Bytewax partition per
-topic partition, resumable by offset, and yields `KafkaSourceMessage`s like `KafkaSource`.
+topic partition, resumable by offset, and yields `SourceMessage`s (`connectors.kafka.message`).
 
 Kafka record timestamps only *find* offsets; the event-time window itself is applied to the
 decoded `timestamp` (`windowed_decoder`), so a producer clock that is a little off costs a
@@ -25,73 +25,23 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, Final
 
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from fastavro import reader as avro_reader
 
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.files import instance_key
+from connectors.kafka.message import NO_HEADERS, SourceMessage, source_message
 from connectors.kafka.serde import Decoder
 from rules.duration import parse_duration
 from rules.metric import Metric
 
-_new = object.__new__
-_set = object.__setattr__
-_FIELDS: Final = ("key", "value", "topic", "headers", "latency", "offset", "partition", "timestamp")
-
-
-def check_message_fields(user: str) -> None:
-    """For code that builds `KafkaSourceMessage`s field by field: a real check, not an `assert`
-    (`python -O` strips those, and messages would then miss or invent fields without a word)."""
-    if tuple(f.name for f in fields(KafkaSourceMessage)) != _FIELDS:
-        raise ImportError(
-            f"bytewax changed KafkaSourceMessage (fields {[f.name for f in fields(KafkaSourceMessage)]}, "
-            f"expected {list(_FIELDS)}): update {user}"
-        )
-
-
-check_message_fields("connectors/kafka/replay.py's source_message")
-
-
-def source_message(
-    key: bytes | None,
-    value: bytes | None,
-    topic: str,
-    partition: int,
-    offset: int,
-    timestamp: tuple[int, int] | None = None,
-    headers: list[tuple[str, bytes]] | None = None,
-    latency: float | None = None,
-) -> KafkaSourceMessage:
-    """The `KafkaSourceMessage` its constructor would build, at a third of the cost.
-
-    It is a frozen generic dataclass: ~2.6 us per message in its `__init__`, measured as
-    the largest single cost of reading a recording. Filling `__dict__` directly gives an
-    equal (==, pickle) object in ~0.8 us; the field list is checked at import.
-    """
-    m = _new(KafkaSourceMessage)
-    _set(
-        m,
-        "__dict__",
-        {
-            "key": key,
-            "value": value,
-            "topic": topic,
-            "headers": [] if headers is None else headers,
-            "latency": latency,
-            "offset": offset,
-            "partition": partition,
-            "timestamp": timestamp,
-        },
-    )
-    return m
-
+_tuple_new = tuple.__new__
 
 OUT_OF_RANGE: Final = "event time outside the replay range"
 """Reason `windowed_decoder` gives for a message it skips; the backtest drops these
@@ -199,13 +149,13 @@ def _span(s: float) -> str:
     return f"{s / 3600:.1f}h"
 
 
-class _Counted(StatefulSourcePartition[KafkaSourceMessage, Any]):
+class _Counted(StatefulSourcePartition[SourceMessage, Any]):
     """Wraps a partition: counts each batch into `Progress`, delegates everything else."""
 
     def __init__(
         self,
         name: str,
-        inner: StatefulSourcePartition[KafkaSourceMessage, Any],
+        inner: StatefulSourcePartition[SourceMessage, Any],
         progress: Progress,
         position: Callable[[], int],
     ) -> None:
@@ -214,7 +164,7 @@ class _Counted(StatefulSourcePartition[KafkaSourceMessage, Any]):
         self._progress = progress
         self._position = position
 
-    def next_batch(self) -> list[KafkaSourceMessage]:
+    def next_batch(self) -> list[SourceMessage]:
         try:
             got = self._inner.next_batch()
         except StopIteration:
@@ -422,7 +372,7 @@ def ready(stamps: Sequence[float], horizon: float, limit: int) -> int:
     return n
 
 
-class _RangePartition(StatefulSourcePartition[KafkaSourceMessage, int]):
+class _RangePartition(StatefulSourcePartition[SourceMessage, int]):
     """One topic partition from `start` (or the resume offset) up to, not including, `end`.
 
     Ends at `end`, or at the end of the log (`_PARTITION_EOF`) when `end` falls on offsets
@@ -446,7 +396,7 @@ class _RangePartition(StatefulSourcePartition[KafkaSourceMessage, int]):
         self._batch = batch
         self._aligner = aligner
         self._fetched_all = self._emit_next >= r.end
-        self._msgs: list[KafkaSourceMessage] = []
+        self._msgs: list[SourceMessage] = []
         self._stamps: list[float] = []
         self._consumer: Consumer | None = None
         aligner.join(self._name)
@@ -473,20 +423,18 @@ class _RangePartition(StatefulSourcePartition[KafkaSourceMessage, int]):
                 break
             stamp = msg.timestamp()
             headers = msg.headers()
-            m = _new(KafkaSourceMessage)  # `source_message`, inlined: it runs once per message
-            _set(m, "__dict__", {
-                "key": msg.key(), "value": msg.value(), "topic": topic,
-                "headers": list(headers) if headers else [], "latency": None, "offset": offset,
-                "partition": part, "timestamp": stamp,
-            })  # fmt: skip
-            self._msgs.append(m)
+            # `source_message`, inlined: it runs once per message
+            self._msgs.append(_tuple_new(SourceMessage, (
+                msg.key(), msg.value(), topic, NO_HEADERS if headers is None else headers, None, offset, part,
+                stamp,
+            )))  # fmt: skip
             # a record without a timestamp (type 0) is never held back
             self._stamps.append(float(stamp[1]) if stamp[0] else -math.inf)
             if offset + 1 >= end:
                 self._fetched_all = True
                 break
 
-    def next_batch(self) -> list[KafkaSourceMessage]:
+    def next_batch(self) -> list[SourceMessage]:
         if not self._msgs:
             if self._fetched_all:
                 self._aligner.finish(self._name)
@@ -520,7 +468,7 @@ class _RangePartition(StatefulSourcePartition[KafkaSourceMessage, int]):
             self._consumer.close()
 
 
-class KafkaRangeSource(FixedPartitionedSource[KafkaSourceMessage, int]):
+class KafkaRangeSource(FixedPartitionedSource[SourceMessage, int]):
     """Replays fixed offset ranges; one Bytewax partition per topic partition, time-aligned."""
 
     def __init__(
@@ -561,7 +509,7 @@ def _avro_json(rec: Mapping[str, Any]) -> bytes:
     return json.dumps(d, separators=(",", ":"), default=str).encode()
 
 
-class _AvroPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
+class _AvroPartition(StatefulSourcePartition[SourceMessage, int]):
     """Records of one object container file; resumes by record count."""
 
     def __init__(self, path: Path, resume_at: int | None, batch: int) -> None:
@@ -578,7 +526,7 @@ class _AvroPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
             next(self._records, None)
             self._n += 1
 
-    def next_batch(self) -> list[KafkaSourceMessage]:
+    def next_batch(self) -> list[SourceMessage]:
         out = []
         for rec in self._records:
             value = _avro_json(rec)
@@ -602,7 +550,7 @@ class _AvroPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
         self._f.close()
 
 
-class _JsonlPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
+class _JsonlPartition(StatefulSourcePartition[SourceMessage, int]):
     """Lines of one JSONL file, read a block at a time; resumes at a byte offset.
 
     Same items, offsets and snapshots as `connectors.kafka.files.JsonlSource`, at about half the
@@ -617,7 +565,7 @@ class _JsonlPartition(StatefulSourcePartition[KafkaSourceMessage, int]):
         self._f.seek(self._offset)
         self._hint = max(1, batch) * 200  # bytes per read: ~`batch` lines of a seed message
 
-    def next_batch(self) -> list[KafkaSourceMessage]:
+    def next_batch(self) -> list[SourceMessage]:
         lines = self._f.readlines(self._hint)
         if not lines:
             raise StopIteration()
@@ -647,7 +595,7 @@ def is_avro(path: Path) -> bool:
     return path.suffix.lower() == ".avro"
 
 
-class _FilesPartition(StatefulSourcePartition[KafkaSourceMessage, tuple[int, int]]):
+class _FilesPartition(StatefulSourcePartition[SourceMessage, tuple[int, int]]):
     """The files one after the other, in the order given; resumes at (file index, position).
 
     One partition, not one per file: a week recorded as one file per day must be read day
@@ -667,7 +615,7 @@ class _FilesPartition(StatefulSourcePartition[KafkaSourceMessage, tuple[int, int
             _AvroPartition(path, at, self._batch) if is_avro(path) else _JsonlPartition(path, at, self._batch)
         )
 
-    def next_batch(self) -> list[KafkaSourceMessage]:
+    def next_batch(self) -> list[SourceMessage]:
         while True:
             try:
                 return self._part.next_batch()
@@ -689,7 +637,7 @@ class _FilesPartition(StatefulSourcePartition[KafkaSourceMessage, tuple[int, int
         self._part.close()
 
 
-class FileSource(FixedPartitionedSource[KafkaSourceMessage, tuple[int, int]]):
+class FileSource(FixedPartitionedSource[SourceMessage, tuple[int, int]]):
     """JSONL and Avro container files read in order as one partition; progress in bytes."""
 
     def __init__(self, paths: Sequence[Path], *, batch_size: int = 1000, progress: Progress | None = None):

@@ -52,23 +52,36 @@ from confluent_kafka import KafkaError as ConfluentKafkaError
 from confluent_kafka.admin import AdminClient
 
 from connectors.errors import ConnectorError
-from connectors.kafka.replay import check_message_fields, source_message
+from connectors.kafka.message import NO_HEADERS, SourceMessage
 from connectors.kafka.topics import DLQ_TOPICS
 from connectors.ops.runtime import keep_thread_state
 
 _new = object.__new__
 _set = object.__setattr__
-check_message_fields("connectors/kafka/source.py's _MetricPartition._read")
+_tuple_new = tuple.__new__
+
+
+def _kafka_message(
+    key: Any, value: Any, topic: Any, headers: Any, latency: Any, offset: Any, partition: Any, timestamp: Any
+) -> KafkaSourceMessage[Any, Any]:
+    m = _new(KafkaSourceMessage)
+    _set(m, "__dict__", {
+        "key": key, "value": value, "topic": topic, "headers": headers, "latency": latency, "offset": offset,
+        "partition": partition, "timestamp": timestamp,
+    })  # fmt: skip
+    return m
 
 
 def _reduce_message(m: KafkaSourceMessage[Any, Any]) -> tuple[Any, tuple[Any, ...]]:
-    return source_message, (m.key, m.value, m.topic, m.partition, m.offset, m.timestamp, m.headers, m.latency)
+    return _kafka_message, (m.key, m.value, m.topic, m.headers, m.latency, m.offset, m.partition, m.timestamp)
 
 
-# Raw messages cross the worker exchange pickled (routed by key to the shard's process). A
-# dataclass pickles as its class and a dict of named fields; this reducer sends the values
-# only and rebuilds without `__init__`: 2.7 + 3.4 us -> 1.8 + 2.3 us a message (dump + load),
-# 410 -> 305 bytes, equal objects.
+# Raw messages cross the worker exchange pickled (routed by key to the shard's process). Our
+# sources' `SourceMessage` pickles as a tuple; bytewax's dataclass (a `TestingSource`'s, its
+# `KafkaSource`'s) as its class and a dict of named fields. This reducer sends its values only
+# and rebuilds it without `__init__`: 2.7 + 3.4 us -> 1.8 + 2.3 us a message (dump + load),
+# 410 -> 305 bytes, equal objects. (`SourceMessage`'s fields are bytewax's, in its order:
+# checked at import by `connectors.kafka.message`.)
 copyreg.pickle(KafkaSourceMessage, _reduce_message)
 
 CONSUMER_DEFAULTS: Final[Mapping[str, str]] = {
@@ -227,9 +240,10 @@ class _MetricPartition(_BytewaxPartition):
         return bool(high == low or self._start == OFFSET_END)
 
     def _read(self) -> list[Any]:
-        """bytewax's `next_batch`, building each `KafkaSourceMessage` without its dataclass
-        `__init__` (~2.6 us of ~5 us per message): `connectors.kafka.replay.source_message`,
-        inlined because it runs once per message. And without its 1 ms wait for a full batch:
+        """bytewax's `next_batch`, building each message as a `SourceMessage` rather than
+        bytewax's dataclass (`connectors.kafka.message`: about half the cost), inlined because
+        it runs once per message; topic and partition are this partition's, not a string and an
+        int fetched from every message. And without its 1 ms wait for a full batch:
         a live partition rarely has one, so every read slept its millisecond while the other
         partitions' messages and the evaluation waited; an empty read backs off instead
         (`next_batch`)."""
@@ -237,6 +251,7 @@ class _MetricPartition(_BytewaxPartition):
             raise StopIteration()
         batch: list[Any] = []
         last_offset = None
+        topic, part = self._topic, self._part_idx
         for msg in self._consumer.consume(self._batch_size, 0):
             error = msg.error()
             if error is not None:
@@ -245,14 +260,14 @@ class _MetricPartition(_BytewaxPartition):
                     break
                 if self._raise_on_errors:
                     raise RuntimeError(f"error consuming from Kafka topic `{self._topic!r}`: {error}")
-            m = _new(KafkaSourceMessage)
-            _set(m, "__dict__", {
-                "key": msg.key(), "value": msg.value(), "topic": msg.topic(),
-                "headers": msg.headers() or [], "latency": msg.latency(), "offset": msg.offset(),
-                "partition": msg.partition(), "timestamp": msg.timestamp(),
-            })  # fmt: skip
-            batch.append(m if error is None else KafkaError(error, m))
-            last_offset = m.offset
+            headers = msg.headers()
+            offset = msg.offset()
+            m = _tuple_new(SourceMessage, (
+                msg.key(), msg.value(), topic, NO_HEADERS if headers is None else headers, None, offset, part,
+                msg.timestamp(),
+            ))  # fmt: skip
+            batch.append(m if error is None else KafkaError(error, m))  # type: ignore[arg-type]  # duck-typed
+            last_offset = offset
         if last_offset is not None:  # resume from the next message, not this one
             self._offset = last_offset + 1
         return batch
@@ -344,7 +359,7 @@ def metric_source(
 ) -> MetricKafkaSource:
     """A `KafkaSource` over metric topics given by name or pattern (see module docstring).
 
-    Items are `KafkaSourceMessage`s with raw bytes: decode them after routing by key, so
+    Items are `SourceMessage`s with raw bytes: decode them after routing by key, so
     that parsed objects never cross the worker exchange. `progress=True` adds
     `SourceProgress` markers to the stream (the consumer must handle them).
     """

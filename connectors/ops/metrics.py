@@ -14,7 +14,6 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.inputs import (
     FixedPartitionedSource,
     StatefulSourcePartition,
@@ -28,6 +27,7 @@ from bytewax.outputs import (
 )
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 
+from connectors.kafka.message import is_message
 from connectors.ops.health import HEALTH, Health
 from rules.model import AlertEvent, AlertState, NotifyReason
 
@@ -237,7 +237,7 @@ collectors): what the flows record into and `/metrics` serves."""
 
 
 def kafka_timestamp_s(timestamp: tuple[int, int] | None) -> float | None:
-    """`KafkaSourceMessage.timestamp` (type, ms) -> Unix seconds; None when the broker set none."""
+    """A source message's `timestamp` (type, ms) -> Unix seconds; None when the broker set none."""
     if timestamp is None:
         return None
     kind, ms = timestamp
@@ -263,7 +263,7 @@ class _InstrumentedSourcePartition(StatefulSourcePartition[X, S]):
         batch = self._inner.next_batch()
         items = batch if isinstance(batch, list) else list(batch)
         consumed = len(items)
-        while consumed and not isinstance(items[consumed - 1], KafkaSourceMessage):
+        while consumed and not is_message(items[consumed - 1]):
             consumed -= 1  # in-band markers a source appends (`SourceProgress`) are not input
         self._health.input(self._flow, self._topic, self._partition, consumed)
         return items

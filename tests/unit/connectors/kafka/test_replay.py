@@ -250,8 +250,8 @@ def test_relative_times_refuse_what_the_duration_grammar_refuses(text: str) -> N
 
 
 def test_a_changed_kafka_message_is_refused_at_import_even_under_python_dash_o() -> None:
-    # `python -O` strips asserts: the field check must be a real one, or `source_message`
-    # would silently build messages of the wrong shape
+    # `python -O` strips asserts: the field check must be a real one, or code written against
+    # bytewax's message would silently read the wrong field of ours
     code = """
 import dataclasses
 import bytewax.connectors.kafka as kafka
@@ -274,4 +274,4 @@ else:
         [sys.executable, "-O", "-c", code], capture_output=True, text=True, cwd=ROOT, check=True, timeout=120
     )
     assert "refused: bytewax changed KafkaSourceMessage" in out.stdout, out.stdout + out.stderr
-    assert "update connectors/kafka/replay.py's source_message" in out.stdout
+    assert "update connectors/kafka/message.py's SourceMessage" in out.stdout
