@@ -4,20 +4,28 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
+from operator import itemgetter
 
 from rules.model import Aggregation
 
 
 def quantile(sorted_values: Sequence[float], q: float) -> float:
     """Linear interpolation between closest ranks, as Prometheus' quantile_over_time."""
-    n = len(sorted_values)
+    return _quantile(q, sorted_values)
+
+
+def _quantile(q: float, values: Sequence[float]) -> float:
+    # sorts itself (a sorted list costs one pass): the engine's quantile is then one frame
+    s = sorted(values)
+    n = len(s)
     if n == 1:
-        return sorted_values[0]
+        return s[0]
     rank = q * (n - 1)
     lo = math.floor(rank)
     hi = min(lo + 1, n - 1)
     frac = rank - lo
-    a, b = sorted_values[lo], sorted_values[hi]
+    a, b = s[lo], s[hi]
     d = b - a
     if d == _INF:  # a and b far apart near the float limits: this form cannot overflow
         return a * (1.0 - frac) + b * frac
@@ -65,20 +73,37 @@ def safe_avg(vs: Sequence[float]) -> float:
         return math.fsum(v * _DOWN for v in vs) / len(vs) * _UP
 
 
-def _p(q: float) -> Callable[[Sequence[float], Sequence[float]], float]:
-    return lambda _ts, vs: quantile(sorted(vs), q)
+def _count(vs: Sequence[float]) -> float:
+    return float(len(vs))
+
+
+# Of the values alone, called once per tick and group by the engine: where a builtin does the
+# job it is called directly (no Python frame around `min`), the others are one frame each.
+_OF_VALUES: dict[Aggregation, Callable[[Sequence[float]], float]] = {
+    Aggregation.AVG: safe_avg,
+    Aggregation.MIN: min,
+    Aggregation.MAX: max,
+    Aggregation.SUM: safe_sum,
+    Aggregation.COUNT: _count,
+    Aggregation.LAST: itemgetter(-1),
+    Aggregation.P50: partial(_quantile, 0.50),
+    Aggregation.P95: partial(_quantile, 0.95),
+    Aggregation.P99: partial(_quantile, 0.99),
+}
+
+
+def values_aggregator(agg: Aggregation) -> Callable[[Sequence[float]], float] | None:
+    """`agg` as a function of the window's values alone; None for those that need the sample
+    times too (`rate`: use `aggregator`)."""
+    return _OF_VALUES.get(agg)
+
+
+def _of_values(fn: Callable[[Sequence[float]], float]) -> Callable[[Sequence[float], Sequence[float]], float]:
+    return lambda _ts, vs: fn(vs)
 
 
 _AGG: dict[Aggregation, Callable[[Sequence[float], Sequence[float]], float | None]] = {
-    Aggregation.AVG: lambda _ts, vs: safe_avg(vs),
-    Aggregation.MIN: lambda _ts, vs: min(vs),
-    Aggregation.MAX: lambda _ts, vs: max(vs),
-    Aggregation.SUM: lambda _ts, vs: safe_sum(vs),
-    Aggregation.COUNT: lambda _ts, vs: float(len(vs)),
-    Aggregation.LAST: lambda _ts, vs: vs[-1],
-    Aggregation.P50: _p(0.50),
-    Aggregation.P95: _p(0.95),
-    Aggregation.P99: _p(0.99),
+    **{agg: _of_values(fn) for agg, fn in _OF_VALUES.items()},
     Aggregation.RATE: rate,
 }
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Final
 
 from rules import snapshot as snap
-from rules.aggregate import aggregator
+from rules.aggregate import aggregator, values_aggregator
 from rules.alert import INACTIVE, AlertInstance, Change, ChangeKind, Policy, is_active, step
 from rules.control.events import EMPTY, ControlEvent, ControlState, SilenceEvent, fold
 from rules.model import (
@@ -127,6 +127,12 @@ Member = tuple[int, Rule, Callable[[float, float], bool], float]
 """(binding index, rule, comparison, threshold)"""
 
 
+def _group_fn(agg: Aggregation | None) -> Callable[..., float | None] | None:
+    if agg is None:
+        return None
+    return values_aggregator(agg) or aggregator(agg)
+
+
 class Plan:
     """How a series with a given list of rules is evaluated: shared by every series whose
     metric selects the same rules (one per metric in practice), not rebuilt per series."""
@@ -141,9 +147,10 @@ class Plan:
         for i, r in enumerate(rules):
             key = (r.window_s, None if r.no_data else r.aggregation)
             groups.setdefault(key, []).append((i, r, _CMP[r.op], r.threshold))
+        # (window, needs_ts, fn, members): fn of (ts, vs) for `rate`, of the values alone for
+        # the others (a builtin such as `min` called directly), None for no-data rules
         self.groups = [
-            (w, agg is Aggregation.RATE, None if agg is None else aggregator(agg), tuple(ms))
-            for (w, agg), ms in groups.items()
+            (w, agg is Aggregation.RATE, _group_fn(agg), tuple(ms)) for (w, agg), ms in groups.items()
         ]
 
 
@@ -600,7 +607,7 @@ class ShardEngine:
                 elif hi > lo:
                     if window_vs is vs:
                         window_vs = vs[lo:hi]
-                    got = fn(ts[lo:hi] if needs_ts else (), window_vs)
+                    got = fn(ts[lo:hi], window_vs) if needs_ts else fn(window_vs)
                     holds_all, value = None, math.nan if got is None else got
                 else:
                     holds_all, value = None, math.nan
