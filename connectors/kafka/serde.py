@@ -162,7 +162,10 @@ def _checked(
     slow: bool,
 ) -> Metric:
     """The checks every decoded message passes, whichever parser read it."""
-    ts = _parse_ts(ts_in)
+    # a producer's timestamps repeat: the cache first, without a call per message
+    ts = _ts_cache.get(ts_in) if type(ts_in) is str else None
+    if ts is None:
+        ts = _parse_ts(ts_in)
     if ts < MIN_TS:
         raise PoisonMessage(f"timestamp {_iso_z(ts)} is before 2000-01-01")
     if ts > now + max_future_s or ts >= MAX_TS:
