@@ -294,7 +294,10 @@ class _MetricPartition(_BytewaxPartition):
 
 
 class MetricKafkaSource(KafkaSource):
-    """`KafkaSource` whose partitions back off when idle and can report progress in-band."""
+    """`KafkaSource` whose partitions back off when idle and can report progress in-band.
+
+    Its items are `SourceMessage`s (`connectors.kafka.message`), not the `KafkaSourceMessage`s
+    its base class is typed with: the same fields, read the same way."""
 
     def __init__(
         self, *args: Any, progress: bool = False, clock: Callable[[], float] = time.time, **kwargs: Any
