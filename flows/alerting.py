@@ -90,7 +90,7 @@ class Outputs:
 
 def build_flow(
     ruleset: RuleSet,
-    source: Source[Any],  # KafkaSourceMessage items (KafkaSource, FileSource, TestingSource)
+    source: Source[Any],  # raw messages (`connectors.kafka.message.Message`)
     outputs: Outputs,
     decode: Decoder,
     *,

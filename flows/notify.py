@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import FixedPartitionedSink, Sink
 
 from connectors.config import ConfigError, MonitoringSettings, Settings
+from connectors.kafka.message import Message
 from connectors.ops.metrics import InstrumentedPartitionedSink, InstrumentedSink
 from flows.common import Poison, lazy_flow, poison_to_dlq
 from rules.control.events import AckEvent
@@ -61,12 +61,12 @@ alerts end at the push time + resolve_timeout (5 m) unless refreshed."""
 log = logging.getLogger(__name__)
 
 
-def is_heartbeat(msg: KafkaSourceMessage) -> bool:
+def is_heartbeat(msg: Message) -> bool:
     """Heartbeats share the topic; they carry a `type` header (and a `type` key in the JSON)."""
     return any(k == "type" for k, _ in msg.headers or ())
 
 
-def decode_records(batch: list[KafkaSourceMessage]) -> list[AlertEvent | Poison]:
+def decode_records(batch: list[Message]) -> list[AlertEvent | Poison]:
     """Alert records of one batch; heartbeats skipped, anything else unreadable is poison."""
     out: list[AlertEvent | Poison] = []
     for msg in batch:

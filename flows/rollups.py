@@ -21,7 +21,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
@@ -29,6 +29,7 @@ from bytewax.operators import StatefulBatchLogic
 from bytewax.outputs import Sink
 
 from connectors.config import Settings
+from connectors.kafka.message import Message
 from connectors.kafka.replay import FileSource
 from connectors.ops.metrics import METRICS
 from flows.common import (
@@ -52,7 +53,7 @@ LATE_TOTAL = METRICS.rollup_late
 WINDOWS_TOTAL = METRICS.rollup_windows
 
 
-class RollupLogic(StatefulBatchLogic[KafkaSourceMessage, "Rollup | Poison", bytes]):
+class RollupLogic(StatefulBatchLogic[Message, "Rollup | Poison", bytes]):
     """Adapts `RollupShard` to Bytewax: decode a batch, ingest it, emit closed windows."""
 
     def __init__(
@@ -70,7 +71,7 @@ class RollupLogic(StatefulBatchLogic[KafkaSourceMessage, "Rollup | Poison", byte
         WINDOWS_TOTAL.inc(sum(1 for x in out if type(x) is Rollup))
         return out
 
-    def on_batch(self, values: list[KafkaSourceMessage]) -> tuple[list[Rollup | Poison], bool]:
+    def on_batch(self, values: list[Message]) -> tuple[list[Rollup | Poison], bool]:
         now = self.wall() if self.wall is not None else math.inf
         metrics, poison = decode_batch(values, self.decode, now)
         out: list[Rollup | Poison] = list(poison)
@@ -99,7 +100,7 @@ class RollupLogic(StatefulBatchLogic[KafkaSourceMessage, "Rollup | Poison", byte
 
 def rollup_windows(
     step_id: str,
-    raw: Stream[KafkaSourceMessage],
+    raw: Stream[Message],
     decode: Decoder,
     *,
     config: RollupConfig,

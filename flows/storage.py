@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 import bytewax.operators as op
-from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage
 from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
@@ -32,6 +32,7 @@ from bytewax.outputs import Sink
 from connectors.config import ConfigError, Settings
 from connectors.errors import PoisonMessage
 from connectors.kafka.dlq import dead_letter
+from connectors.kafka.message import Message
 from connectors.kafka.replay import FileSource
 from connectors.ops.metrics import METRICS
 from connectors.storage.timescale import AlertRow, RefusedRow, decode_alert_record
@@ -62,12 +63,10 @@ class StorageOutputs:
     latest: Sink[Metric] | None = None
 
 
-def decode_metrics(
-    decode: Decoder, wall: WallClock | None
-) -> Callable[[list[KafkaSourceMessage]], list[Any]]:
+def decode_metrics(decode: Decoder, wall: WallClock | None) -> Callable[[list[Message]], list[Any]]:
     """Batch decoder: Metric for good messages, Poison for the rest (no exceptions escape)."""
 
-    def run(batch: list[KafkaSourceMessage]) -> list[Any]:
+    def run(batch: list[Message]) -> list[Any]:
         metrics, poison = decode_batch(batch, decode, wall() if wall is not None else math.inf)
         out: list[Any] = metrics
         out.extend(poison)
@@ -76,7 +75,7 @@ def decode_metrics(
     return run
 
 
-def decode_alerts(batch: list[KafkaSourceMessage]) -> Iterable[AlertRow | Poison]:
+def decode_alerts(batch: list[Message]) -> Iterable[AlertRow | Poison]:
     """Alert transitions as rows; heartbeats (same topic) are skipped and counted, never
     dead-lettered; anything unreadable is poison."""
     for msg in batch:
