@@ -80,9 +80,14 @@ class Poison:
     stage: str = "decode"
 
 
+def shard_names(shards: int) -> list[str]:
+    """The alert state's shard keys, index i at position i (`shard_router` picks by index)."""
+    return [f"s{i:03d}" for i in range(shards)]
+
+
 def shard_router(shards: int) -> Callable[[Message], str]:
     """Key -> shard name; crc32 because Python's `hash` differs per process."""
-    names = [f"s{i:03d}" for i in range(shards)]
+    names = shard_names(shards)
 
     def route(msg: Message) -> str:
         key = msg.key if msg.key is not None else instance_key(msg.value)
@@ -355,7 +360,7 @@ def evaluate(
         )
 
     route = shard_router(shards)
-    names = [f"s{i:03d}" for i in range(shards)]
+    names = shard_names(shards)  # the router's: its common case is inlined below
     crc32 = zlib.crc32
 
     def route_batch(batch: list[Any]) -> list[tuple[str, list[Any]]]:
