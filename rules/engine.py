@@ -127,10 +127,13 @@ Member = tuple[int, Rule, Callable[[float, float], bool], float]
 """(binding index, rule, comparison, threshold)"""
 
 
-def _group_fn(agg: Aggregation | None) -> Callable[..., float | None] | None:
+def _group_fn(agg: Aggregation | None) -> tuple[bool, Callable[..., float | None] | None]:
+    """(needs_ts, fn): fn of the values alone where there is one (a builtin such as `min` called
+    directly), else of (ts, vs); None for no-data rules."""
     if agg is None:
-        return None
-    return values_aggregator(agg) or aggregator(agg)
+        return False, None
+    of_values = values_aggregator(agg)
+    return (False, of_values) if of_values is not None else (True, aggregator(agg))
 
 
 class Plan:
@@ -147,11 +150,8 @@ class Plan:
         for i, r in enumerate(rules):
             key = (r.window_s, None if r.no_data else r.aggregation)
             groups.setdefault(key, []).append((i, r, _CMP[r.op], r.threshold))
-        # (window, needs_ts, fn, members): fn of (ts, vs) for `rate`, of the values alone for
-        # the others (a builtin such as `min` called directly), None for no-data rules
-        self.groups = [
-            (w, agg is Aggregation.RATE, _group_fn(agg), tuple(ms)) for (w, agg), ms in groups.items()
-        ]
+        # (window, needs_ts, fn, members)
+        self.groups = [(w, *_group_fn(agg), tuple(ms)) for (w, agg), ms in groups.items()]
 
 
 class Series:
