@@ -32,6 +32,7 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 
 from connectors.collectors.base import Collector, Target, create_collector, error_class
 from connectors.collectors.redact import redact_text
+from connectors.ops.epochs import EpochClock
 from rules.collect.policy import Poll
 from rules.metric import Metric
 
@@ -111,6 +112,9 @@ class _TargetPartition(StatefulSourcePartition[Poll, None]):
         self._pending: concurrent.futures.Future[list[Metric]] | None = None
         self._pending_at = 0.0
         self._loop = _LoopThread(f"collect-{target.name}")
+        # it sleeps until its next poll, and at its epoch's end (connectors/ops/epochs.py)
+        self._epoch = EpochClock()
+        self._epoch.seen()  # built in the activation that starts its first epoch
 
     def next_batch(self) -> list[Poll]:
         if self._pending is None:
@@ -154,9 +158,10 @@ class _TargetPartition(StatefulSourcePartition[Poll, None]):
             return datetime.now(UTC) + _CHECK_EVERY
         if self._polls_left == 0:
             return None
-        return self._next
+        return self._epoch.wake_dt(self._next.timestamp())
 
     def snapshot(self) -> None:
+        self._epoch.ended()  # Bytewax ends this partition's epoch now
         # Nothing to resume: a restarted collector polls now and re-reads its counters.
         return None
 

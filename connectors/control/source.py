@@ -15,9 +15,10 @@ skipped (counted in `skipped`); one bad event must not hide the others or stop t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Final
 
 from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
@@ -25,6 +26,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from connectors.errors import ConnectorError
 from connectors.kafka.source import broker_list
+from connectors.ops.epochs import EpochClock
 from connectors.ops.heartbeat import EPOCH_TICK_S
 from rules.control.events import ControlError, ControlEvent, decode
 
@@ -46,6 +48,8 @@ ControlItem = ControlEvent | ControlCaughtUp
 
 class _ControlPartition(StatefulSourcePartition[ControlItem, None]):
     def __init__(self, consumer: Consumer, topic: str, idx: int, parts: int, tail: bool) -> None:
+        self._epoch = EpochClock()
+        self._epoch.seen()  # built in the activation that starts its first epoch
         self._consumer = consumer
         self._topic, self._idx, self._parts, self._tail = topic, idx, parts, tail
         self._key = f"{idx}-{topic}"
@@ -84,16 +88,17 @@ class _ControlPartition(StatefulSourcePartition[ControlItem, None]):
             out.append(ControlCaughtUp(self._key, self._parts))
         if self._announced and not self._tail and not msgs:
             raise StopIteration()
-        # rare events: poll an idle partition every EPOCH_TICK_S, not in a busy loop, and no
-        # less often: an input that sleeps holds every other input at each epoch boundary
-        # (connectors/ops/heartbeat.py)
-        self._awake = None if msgs else datetime.now(UTC) + timedelta(seconds=IDLE_POLL_S)
+        # rare events: poll an idle partition every EPOCH_TICK_S, not in a busy loop, and at
+        # its epoch's end: an input that sleeps holds every other input at each epoch boundary
+        # (connectors/ops/epochs.py)
+        self._awake = None if msgs else self._epoch.wake_dt(time.time() + IDLE_POLL_S)
         return out
 
     def next_awake(self) -> datetime | None:
         return self._awake
 
     def snapshot(self) -> None:
+        self._epoch.ended()  # Bytewax ends this partition's epoch now
         return None  # always re-read from the beginning (module docstring)
 
     def close(self) -> None:

@@ -30,12 +30,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Final
 
 from bytewax.inputs import DynamicSource, StatelessSourcePartition
 
+from connectors.ops.epochs import EpochClock
 from connectors.ops.heartbeat import EPOCH_TICK_S
 from connectors.ops.metrics import METRICS, Metrics
 from rules.control.events import RuleSetEvent, new_id, stamp
@@ -288,13 +289,17 @@ class _WatchPartition(StatelessSourcePartition[RulesUpdate]):
         now = time.monotonic()
         self._next_look = now + interval_s if interval_s > 0 else float("inf")
         step = min(interval_s, SIGHUP_CHECK_S) if interval_s > 0 else SIGHUP_CHECK_S
-        # woken every EPOCH_TICK_S although it looks far less often: an input that sleeps holds
-        # every other input at each epoch boundary (connectors/ops/heartbeat.py)
-        self._step = timedelta(seconds=min(step, EPOCH_TICK_S))
-        self._awake = datetime.now(UTC) + self._step
+        # woken every EPOCH_TICK_S and at its epoch's end although it looks far less often: an
+        # input that sleeps holds every other input at each epoch boundary
+        # (connectors/ops/epochs.py)
+        self._step = min(step, EPOCH_TICK_S)
+        self._epoch = EpochClock()
+        self._awake = time.time() + self._step
 
     def next_batch(self) -> list[RulesUpdate]:
-        self._awake = datetime.now(UTC) + self._step
+        wall = time.time()
+        self._epoch.seen(wall)
+        self._awake = wall + self._step
         hups = sighups()
         now = time.monotonic()
         if hups == self._hups and now < self._next_look:
@@ -316,7 +321,9 @@ class _WatchPartition(StatelessSourcePartition[RulesUpdate]):
         return [RulesUpdate(version, result.at, result.ruleset, files, result.groups)]
 
     def next_awake(self) -> datetime | None:
-        return self._awake
+        if self._epoch.started is None:  # Bytewax asks right after starting the first epoch
+            self._epoch.seen()
+        return self._epoch.wake_dt(self._awake)
 
 
 class RuleWatch(DynamicSource[RulesUpdate]):

@@ -37,7 +37,7 @@ import re
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Final
 
 from bytewax.connectors.kafka import KafkaError, KafkaSource, KafkaSourceMessage, _list_parts
@@ -54,6 +54,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.errors import ConnectorError
 from connectors.kafka.message import NO_HEADERS, SourceMessage
 from connectors.kafka.topics import DLQ_TOPICS
+from connectors.ops.epochs import EpochClock
 from connectors.ops.runtime import keep_thread_state
 
 _new = object.__new__
@@ -225,6 +226,9 @@ class _MetricPartition(_BytewaxPartition):
         self._reported = -math.inf
         self._pause = 0.0
         self._awake: datetime | None = None
+        # an idle partition wakes at its epoch's end too (connectors/ops/epochs.py)
+        self._epoch = EpochClock(clock=clock)
+        self._epoch.seen()  # built in the activation that starts its first epoch
 
     def _at_end(self) -> bool:
         """Everything the broker had at the last fetch has been read (cached: no round trip)."""
@@ -280,7 +284,7 @@ class _MetricPartition(_BytewaxPartition):
             self._awake = None
         else:  # idle: wait a little longer each time, up to IDLE_POLL_MAX_S
             self._pause = min(IDLE_POLL_MAX_S, max(0.001, self._pause * 2))
-            self._awake = datetime.fromtimestamp(now + self._pause, UTC)
+            self._awake = self._epoch.wake_dt(now + self._pause)
         if self._progress:
             if len(batch) < self._batch_size and self._at_end():
                 self._caught_up_at = now
@@ -291,6 +295,10 @@ class _MetricPartition(_BytewaxPartition):
 
     def next_awake(self) -> datetime | None:
         return self._awake
+
+    def snapshot(self) -> int | None:
+        self._epoch.ended()  # Bytewax ends this partition's epoch now
+        return super().snapshot()
 
 
 class MetricKafkaSource(KafkaSource):

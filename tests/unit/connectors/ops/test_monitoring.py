@@ -553,10 +553,11 @@ def test_heartbeat_partition_emits_on_its_interval_with_an_injected_clock() -> N
     assert part.next_batch() == [Heartbeat("alerting", T0 + 30, "pod-0", 2)]
     assert part.next_awake() == datetime.fromtimestamp(T0 + 30 + tick, UTC)
     clock.now += 29.95
+    assert part.next_batch() == []
     assert part.next_awake() == datetime.fromtimestamp(T0 + 60, UTC)  # never past the next beat
     live, ready, details = health.report()
     assert live and ready
-    assert details["flows"]["alerting"]["heartbeats"] == 3  # every poll is a sign of life
+    assert details["flows"]["alerting"]["heartbeats"] == 4  # every poll is a sign of life
 
 
 def test_heartbeat_limit_ends_the_stream() -> None:
