@@ -1,6 +1,6 @@
 """Delivery's cost and latency: the alerting job with delivery off vs on, then latency under load.
 
-`python bench/delivery.py [--instances 1000] [--seconds 40] [--load-seconds 45]` (about 2-3 minutes;
+`python bench/delivery.py [--instances 1000] [--seconds 40] [--load-seconds 45]` (about 5 minutes;
 needs KAFKA_BOOTSTRAP_SERVERS). One workload throughout, shaped like a live feed: every instance
 sends its 10 metrics once a second, every 10th instance also a `bench_probe` metric that is
 high 3 s out of every 10 s, and 51 rules (the 50 of bench/common.py plus `BenchProbe`,
@@ -12,9 +12,15 @@ firing is notified.
    consume+decode ceiling measured in the same run: delivery off (`NOTIFY_DELIVERY=separate`:
    the job only writes the alerts topic) and on (inline, one POST per transition to a
    loopback receiver). The ratios to that ceiling are the figures to compare across runs.
-2. Latency under load: the job tails a fresh topic that a producer *process* (not a thread:
+2. The live maximum (`alerting_live_max`): the job tails a fresh topic that a producer
+   *process* feeds in real time at the delivery-on rate just measured, more than it can follow
+   live: on two cores the producer and the broker's writes share the job's cores, which a
+   bounded run does not. Its `gds_messages_in` is read every second; the rate once the rules'
+   1 m windows are full (each evaluation aggregates 60 samples then, not a few) is the maximum.
+3. Latency under load: the job tails a fresh topic that a producer *process* (not a thread:
    it would share the GIL with the receiver's clock) feeds in real time at `--load` (80 %) of
-   the delivery-on throughput just measured, event time = wall time. For each `BenchProbe`
+   that live maximum, event time = wall time, measured after a `--warmup` that fills the
+   windows (60 s). For each `BenchProbe`
    firing notification, the issue's figure `arrival_to_receiver_p99_ms`: from the "arrival" of
    the sample that makes the alert decidable, i.e. the produce of the instance's first sample
    at or past tick + lateness (it moves the instance's watermark past the tick), to the
@@ -57,6 +63,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.alerting import ceiling, make_topic, produce, run_flow
+from bench.catchup import free_port, messages_in
 from bench.common import METRICS, T0, Receiver, emit, rules_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,6 +72,7 @@ PROBE_EVERY = 10  # every 10th instance carries a probe
 PROBE_PERIOD, PROBE_HIGH = 10, 3  # high 3 s out of every 10 s
 LATENESS_S = 1.0  # flows.alerting refuses less on a tailing job
 TAIL_S = 5.0  # the feed goes on after the measured window, so its last ticks close as the others
+WINDOWS_FULL_S = 60.0  # the rules' longest window (bench/common.py): evaluation costs the most from then on
 TARGET_P99_MS = 250.0  # issue 16: arrival to the receiver's answer at 80 % of the maximum throughput
 
 
@@ -236,6 +244,72 @@ def decided_at(bootstrap: str, topic: str) -> dict[str, float]:
     return out
 
 
+def start_job(env: dict[str, str], tmp: Path) -> subprocess.Popen[bytes]:
+    """The live alerting job, one worker, its log in `tmp`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bytewax.run", "flows.alerting", "-w1"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp / "job.log").open("wb"),
+    )
+
+
+def feed_instances(rate: float) -> int:
+    """Instances whose samples make `rate` messages a second."""
+    return max(PROBE_EVERY, round(rate / (len(METRICS) + 1 / PROBE_EVERY)))
+
+
+def live_max_rate(bootstrap: str, env: dict[str, str], rate: float, seconds: float) -> dict[str, Any]:
+    """The most the job takes in live: a producer process feeds it in real time at `rate` (more
+    than it can follow, e.g. its bounded rate), and the job's `gds_messages_in` is read every
+    second. On this machine the producer and the broker's writes share the job's cores, which a
+    bounded run over a pre-produced topic does not: its rate is no live maximum."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = make_topic(admin, 4)
+    receiver = Receiver()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
+    port = free_port()
+    job_env = {
+        **env, "METRIC_TOPICS": topic, "NOTIFY_URL": receiver.url, "KAFKA_TAIL": "true",
+        "METRICS_PORT": str(port),
+    }  # fmt: skip
+    job = start_job(job_env, tmp)
+    time.sleep(3)
+    report = tmp / "producer.json"
+    producer = mp.get_context("spawn").Process(
+        target=pace, args=(bootstrap, topic, feed_instances(rate), seconds, str(report))
+    )
+    started = time.time()
+    producer.start()
+    seen: list[tuple[float, float]] = []  # (wall time, messages taken in so far)
+    while producer.is_alive():
+        n = messages_in(port)
+        if n is not None:
+            seen.append((time.time(), n))
+        producer.join(1.0)
+    job.terminate()
+    job.wait(timeout=30)
+    admin.delete_topics([topic])
+    fed = json.loads(report.read_text())
+    # once the rules' windows are full: until then each evaluation aggregates fewer samples
+    late = [s for s in seen if s[0] >= started + min(WINDOWS_FULL_S, seconds / 2)]
+    if len(late) < 2:
+        log = (tmp / "job.log").read_text()[-3000:]
+        raise SystemExit(f"the job's /metrics did not answer; job log:\n{log}")
+    taken = (late[-1][1] - late[0][1]) / (late[-1][0] - late[0][0])
+    fed_rate = fed["sent"] / fed["seconds"]
+    return {
+        "bench": "alerting_live_max",
+        "fed_messages_per_s": round(fed_rate),
+        "messages_per_s": round(taken),
+        # fell behind the feed: `messages_per_s` is the job's live maximum; else a lower bound
+        "saturated": taken < 0.95 * fed_rate,
+        "seconds": round(seconds),
+        "producer_cores": round(fed["cpu_s"] / fed["seconds"], 2),
+    }
+
+
 def latency_under_load(
     bootstrap: str,
     env: dict[str, str],
@@ -246,18 +320,12 @@ def latency_under_load(
 ) -> dict[str, Any]:
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = make_topic(admin, 4)
-    instances = max(PROBE_EVERY, round(rate / (len(METRICS) + 1 / PROBE_EVERY)))
+    instances = feed_instances(rate)
     receiver = Receiver()
     tmp = Path(tempfile.mkdtemp(prefix="bench-delivery-"))
     job_env = {**env, "METRIC_TOPICS": topic, "NOTIFY_URL": receiver.url, "KAFKA_TAIL": "true"}
     job_started = time.time()
-    job = subprocess.Popen(
-        [sys.executable, "-m", "bytewax.run", "flows.alerting", "-w1"],
-        cwd=ROOT,
-        env=job_env,
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp / "job.log").open("wb"),
-    )
+    job = start_job(job_env, tmp)
     time.sleep(3)  # let it subscribe; anything earlier is read from the start anyway
     report = tmp / "producer.json"
     producer = mp.get_context("spawn").Process(
@@ -359,19 +427,25 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=40, help="event seconds of the throughput runs")
     ap.add_argument("--load", type=float, default=0.8, help="fraction of the delivery-on rate")
     ap.add_argument("--load-seconds", type=float, default=45.0)
-    ap.add_argument("--warmup", type=float, default=10.0)
+    ap.add_argument("--live-max-seconds", type=float, default=90.0, help="the live maximum's feed")
+    # windows full (WINDOWS_FULL_S) before the measured breaches: a steady state, not a ramp
+    ap.add_argument("--warmup", type=float, default=WINDOWS_FULL_S)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rate", type=float, help="feed the latency run this many msg/s; skip part 1")
+    ap.add_argument("--live-max", type=float, help="only the live maximum, fed this many msg/s")
     ap.add_argument("--dump", help="write each probe notification's timestamps here (JSON lines)")
     a = ap.parse_args()
     bootstrap = os.environ["KAFKA_BOOTSTRAP_SERVERS"]
-    if a.rate:
+    if a.rate or a.live_max:
         env = {**os.environ, "METRICS_PORT": "0", "RECOVERY_DIR": "off"}
         env["RULES_PATH"] = str(write_rules(Path(tempfile.mkdtemp(prefix="bench-delivery-")) / "rules.yml"))
         env["ALERTS_TOPIC"] = f"bench.alerts.{uuid.uuid4().hex[:6]}"
         admin = AdminClient({"bootstrap.servers": bootstrap})
         admin.create_topics([NewTopic(env["ALERTS_TOPIC"], num_partitions=1)])[env["ALERTS_TOPIC"]].result(30)
-        emit(latency_under_load(bootstrap, env, a.rate, a.load_seconds, a.warmup, a.dump))
+        if a.live_max:
+            emit(live_max_rate(bootstrap, env, a.live_max, a.live_max_seconds))
+        else:
+            emit(latency_under_load(bootstrap, env, a.rate, a.load_seconds, a.warmup, a.dump))
         admin.delete_topics([env["ALERTS_TOPIC"]])
         return
     admin = AdminClient({"bootstrap.servers": bootstrap})
@@ -417,8 +491,13 @@ def main() -> None:
         )
     admin.delete_topics([topic, empty])
     env.pop("KAFKA_TAIL")
-    result = latency_under_load(bootstrap, env, a.load * on_rate, a.load_seconds, a.warmup, a.dump)
-    emit({**result, "load_fraction": a.load})
+    # "80 % of its maximum throughput": of what the job takes in while fed live, when that is
+    # less than the bounded rate (on two cores it is: the producer and the broker share them)
+    live = live_max_rate(bootstrap, env, on_rate, a.live_max_seconds)
+    emit(live)
+    top = live["messages_per_s"] if live["saturated"] else on_rate
+    result = latency_under_load(bootstrap, env, a.load * top, a.load_seconds, a.warmup, a.dump)
+    emit({**result, "load_fraction": a.load, "max_messages_per_s": round(top)})
     admin.delete_topics([alerts])
 
 

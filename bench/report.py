@@ -115,6 +115,8 @@ def latency(x: Line) -> str:
     breach = x.get("breach_to_receiver")
     if isinstance(breach, dict) and "p99_ms" in breach:
         text += f" (from the breaching sample: p99 {breach['p99_ms']:,.0f} ms)"
+    if "max_messages_per_s" in x:
+        text += f"; at {x['load_messages_per_s']:,} msg/s of a {x['max_messages_per_s']:,} msg/s maximum"
     return text
 
 
@@ -181,6 +183,18 @@ def rows(lines: dict[str, Line]) -> list[Row]:
                 idle,
                 "arrival to notification, idle job",
                 lambda x: f"p50 {x['p50_ms']:,.0f} ms, p99 {x['p99_ms']:,.0f} ms",
+            )
+        )
+    live = get("alerting_live_max")
+    if live:
+        out.append(
+            row(
+                live,
+                "live maximum: what the job takes in while a producer feeds it (bench/delivery.py)",
+                lambda x: (
+                    f"{x['messages_per_s']:,} msg/s"
+                    + ("" if x["saturated"] else f" (at least: fed {x['fed_messages_per_s']:,} msg/s)")
+                ),
             )
         )
     for label in ("off", "on"):

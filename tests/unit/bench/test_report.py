@@ -121,6 +121,13 @@ def test_targets_are_computed_from_the_numbers() -> None:
         "p99 < 250 ms",
         "yes",
     ]
+    # the maximum the load is a fraction of, measured live in the same run
+    live = table([
+        {"bench": "alerting_live_max", "messages_per_s": 44330, "fed_messages_per_s": 55004, "saturated": True},
+        {**LINES[-2], "load_messages_per_s": 35500, "max_messages_per_s": 44330},
+    ])  # fmt: skip
+    assert find(live, "live maximum")[0] == "44,330 msg/s"
+    assert find(live, "latency at 80 % load")[0].endswith("; at 35,500 msg/s of a 44,330 msg/s maximum")
     # a line of the older delivery bench: p99 of the breach only
     old = table([{"bench": "delivery_latency_under_load", "p50_ms": 2077.1, "p99_ms": 2953.0}])
     assert find(old, "latency at 80 % load")[0::3] == ["p50 2,077 ms, p99 2,953 ms", "**no**"]
