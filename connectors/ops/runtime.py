@@ -19,7 +19,7 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
@@ -27,10 +27,48 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter
 GEN0_THRESHOLD: Final = 50_000
 """Allocations between young collections (CPython's default: 700)."""
 
+FREEZE_AFTER_S: Final = 0.05
+"""A full collection that took at least this long freezes what survived it (`FreezeAfterSlowFull`)."""
+
+
+class FreezeAfterSlowFull:
+    """A `gc.callbacks` entry: after a full collection that took `threshold_s` or more, move what
+    survived it to the permanent generation (`gc.freeze()`), so no later collection walks it again.
+
+    Why: while a job's state grows (a million series: ~10 tracked objects each), CPython runs a
+    full collection every time a quarter more objects survived, and each walks every object of
+    the state: the engine alone created a million series in 6.8-10.3 s without the collector
+    against 9.5-13.1 s with the jobs' thresholds. Frozen objects are still freed by reference
+    counting (the state holds no cycles); what a freeze can keep for ever is a reference cycle
+    alive at that moment that becomes garbage later, so it only happens while the state grows:
+    once it stops growing, full collections walk only what came since the last freeze, stay
+    short, and freeze nothing."""
+
+    def __init__(
+        self, threshold_s: float = FREEZE_AFTER_S, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.threshold_s = threshold_s
+        self.clock = clock
+        self.started = 0.0
+        self.freezes = 0
+
+    def __call__(self, phase: str, info: Mapping[str, int]) -> None:
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            self.started = self.clock()
+        elif self.clock() - self.started >= self.threshold_s:
+            gc.freeze()  # the collection is over ("stop"): nothing else is moving the lists
+            self.freezes += 1
+
+
+_freezer = FreezeAfterSlowFull()
+
 
 def tune_gc(gen0: int | None = None) -> tuple[int, int, int]:
-    """Freeze what start-up allocated (never scanned again) and collect young objects less
-    often. Call once the flow is built. `GDS_GC_GEN0` overrides the threshold (0 leaves the
+    """Freeze what start-up allocated (never scanned again), collect young objects less often,
+    and freeze what survives a slow full collection (`FreezeAfterSlowFull`). Call once the flow
+    is built. `GDS_GC_GEN0` overrides the threshold (0 leaves the
     collector as Python set it, to compare). Returns the thresholds in force."""
     if gen0 is None:
         gen0 = int(os.environ.get("GDS_GC_GEN0", GEN0_THRESHOLD))
@@ -40,6 +78,8 @@ def tune_gc(gen0: int | None = None) -> tuple[int, int, int]:
     gc.freeze()
     _, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(gen0, gen1, gen2)
+    if _freezer not in gc.callbacks:
+        gc.callbacks.append(_freezer)
     return gc.get_threshold()
 
 

@@ -21,9 +21,11 @@ def _restore(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(runtime, "_trimmer", None)  # each test starts its own, if any
     monkeypatch.setenv("GDS_MALLOC_TRIM_S", "0")  # tune_gc's tests: no trimmer on the registry
     before = gc.get_threshold()
+    callbacks = list(gc.callbacks)
     yield
     gc.unfreeze()
     gc.set_threshold(*before)
+    gc.callbacks[:] = callbacks
 
 
 def test_freezes_start_up_and_raises_gen0(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -41,6 +43,32 @@ def test_environment_override_and_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GDS_GC_GEN0", "0")
     assert tune_gc() == (700, 10, 10)
     assert gc.get_freeze_count() == 0
+
+
+def test_a_slow_full_collection_freezes_what_survived_it() -> None:
+    now = [0.0]
+    freezer = runtime.FreezeAfterSlowFull(0.05, clock=lambda: now[0])
+    kept = [[i] for i in range(100)]  # tracked and referenced: survives any collection
+    gc.unfreeze()
+
+    def collection(generation: int, took_s: float) -> None:
+        freezer("start", {"generation": generation})
+        now[0] += took_s
+        freezer("stop", {"generation": generation, "collected": 0, "uncollectable": 0})
+
+    collection(1, 1.0)  # a young collection, however long: the state is not what it walked
+    collection(2, 0.01)  # a short full one: little was walked, nothing is frozen
+    assert gc.get_freeze_count() == 0 and freezer.freezes == 0
+    collection(2, 0.2)
+    assert freezer.freezes == 1
+    assert gc.get_freeze_count() > len(kept)  # the survivors: no later collection walks them
+
+
+def test_tune_gc_installs_the_freezer_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GDS_GC_GEN0", raising=False)
+    tune_gc()
+    tune_gc()
+    assert gc.callbacks.count(runtime._freezer) == 1
 
 
 class FakeLibc:
