@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/run.sh runs it as a script
+
 from bench.backtest import generate
 from flows import backtest
 from rules.loader import BUNDLED, load_rules
