@@ -38,6 +38,7 @@ from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.files import instance_key
 from connectors.kafka.message import NO_HEADERS, SourceMessage, source_message
 from connectors.kafka.serde import Decoder
+from connectors.kafka.source import CONSUMER_DEFAULTS
 from rules.duration import parse_duration
 from rules.metric import Metric
 
@@ -275,6 +276,9 @@ def bound_range(low: int, high: int, start: int, end: int) -> tuple[int, int]:
 
 def _consumer_config(brokers: Sequence[str], add_config: Mapping[str, Any] | None) -> dict[str, Any]:
     config: dict[str, Any] = {
+        # the live job's bounded prefetch (connectors/kafka/source.py): a backtest reads a whole
+        # topic, and reads it as the live job would
+        **CONSUMER_DEFAULTS,
         "bootstrap.servers": ",".join(brokers),
         "group.id": "gds-backtest",  # assign() only: never joins, never commits
         "enable.auto.commit": False,
