@@ -627,7 +627,8 @@ class ShardEngine:
             bindings = s.bindings
             # consecutive groups of one window (a metric's rules, mostly) share its bounds and
             # its slice of values: one bisect and one copy per window, not per aggregation
-            at_window, lo, window_vs = -1.0, 0, vs
+            window_vs: Sequence[float] = vs
+            at_window, lo = -1.0, 0
             for window, needs_ts, fn, members in s.plan.groups:
                 if window != at_window:
                     at_window, lo, window_vs = window, bisect_right(ts, tick - window, 0, hi), vs
@@ -636,7 +637,10 @@ class ShardEngine:
                     value = float(hi - lo)
                 elif hi > lo:
                     if window_vs is vs:
-                        window_vs = vs[lo:hi]
+                        # a list: min, max, fsum and sorted then read the same float objects
+                        # instead of boxing every value of an array('d') again for each
+                        # aggregation (60-sample windows: 8-13 % of the engine's time)
+                        window_vs = vs[lo:hi].tolist()
                     got = fn(ts[lo:hi], window_vs) if needs_ts else fn(window_vs)
                     holds_all, value = None, math.nan if got is None else got
                 else:
