@@ -425,7 +425,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--instances", type=int, default=1000, help="throughput runs")
     ap.add_argument("--seconds", type=int, default=40, help="event seconds of the throughput runs")
-    ap.add_argument("--load", type=float, default=0.8, help="fraction of the delivery-on rate")
+    ap.add_argument("--load", type=float, default=0.8, help="fraction of the live maximum")
     ap.add_argument("--load-seconds", type=float, default=45.0)
     ap.add_argument("--live-max-seconds", type=float, default=90.0, help="the live maximum's feed")
     # windows full (WINDOWS_FULL_S) before the measured breaches: a steady state, not a ramp

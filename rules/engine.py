@@ -324,9 +324,9 @@ class ShardEngine:
                     del inst.series[key]  # its next sample checks the new rules
                     continue
                 m = old.origin
-                rules = [r for r in self.rules_by_metric.get(m.metric_name, ()) if r.selects(m)]
+                plan = self._select(m)
                 before = {b.rule.name: b for b in old.bindings}
-                s = Series(m, self._plan(rules)) if rules else None
+                s = Series(m, plan) if plan is not None else None
                 for b in s.bindings if s is not None else ():
                     prev = before.get(b.rule.name)
                     # same name and alert labels: the same alert goes on (labels compared without

@@ -321,8 +321,7 @@ class _WatchPartition(StatelessSourcePartition[RulesUpdate]):
         return [RulesUpdate(version, result.at, result.ruleset, files, result.groups)]
 
     def next_awake(self) -> datetime | None:
-        if self._epoch.started is None:  # Bytewax asks right after starting the first epoch
-            self._epoch.seen()
+        self._epoch.seen()  # the first ask comes right after Bytewax started the first epoch
         return self._epoch.wake_dt(self._awake)
 
 

@@ -78,8 +78,7 @@ class _HeartbeatPartition(StatelessSourcePartition[Heartbeat]):
         # the Kafka input back for up to a whole heartbeat interval; waking every EPOCH_TICK_S
         # alone, ~0.05 s more every epoch.
         now = self._clock()
-        if self._epoch.started is None:  # Bytewax asks right after starting the first epoch
-            self._epoch.seen(now)
+        self._epoch.seen(now)  # the first ask comes right after Bytewax started the first epoch
         return self._epoch.wake_dt(min(self._next, now + EPOCH_TICK_S))
 
 
