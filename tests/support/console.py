@@ -195,14 +195,20 @@ def sign_in(driver: webdriver.Chrome, base: str, token: str) -> None:
 
 def click_and_load(driver: webdriver.Chrome, element: Any) -> None:
     """Click a link or a form button and wait for the page it leads to: a click returns before the
-    navigation completes, and the old page's elements would be read (or missed) meanwhile."""
-    from selenium.webdriver.support import expected_conditions
+    navigation completes, and the old page's elements would be read (or missed) meanwhile.
+
+    The old page is marked with a window property that only it has; the wait never touches its
+    elements, because Chrome answers a query on a node torn down mid-navigation with an "unknown
+    error" (not Selenium's stale-element error), and `staleness_of` let that through.
+    """
+    from selenium.common.exceptions import WebDriverException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    old = driver.find_element("tag name", "html")
+    driver.execute_script("window.__gdsOldPage = true")
     element.click()
-    WebDriverWait(driver, 20).until(expected_conditions.staleness_of(old))
-    WebDriverWait(driver, 20).until(lambda d: d.execute_script("return document.readyState") == "complete")
+    WebDriverWait(driver, 20, ignored_exceptions=(WebDriverException,)).until(
+        lambda d: d.execute_script("return !window.__gdsOldPage && document.readyState === 'complete'")
+    )
 
 
 def realistic(now: float) -> list[Alert]:
