@@ -96,6 +96,7 @@ def main() -> None:
         spool=open_spool(settings) if settings.gateway_spool else None,
         spool_metrics=SpoolMetrics(metrics.registry),
         renewals=metrics.producer_renewals,
+        found=metrics.spool_found,
     )
 
     async def start() -> None:

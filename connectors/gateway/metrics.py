@@ -43,6 +43,12 @@ class GatewayMetrics:
             "Kafka producers replaced after librdkafka declared the idempotent producer dead (fatal error).",
             registry=r,
         )
+        self.spool_found = Counter(
+            "gds_gateway_spool_found_in_kafka",
+            "Spooled records not sent again: read back from Kafka, where a delivery that had timed out "
+            "in flight had written them.",
+            registry=r,
+        )
         self.spool_full = Counter(
             "gds_gateway_spool_full",
             "Requests answered 503 because Kafka was unreachable and the spool full.",

@@ -14,10 +14,13 @@ spool drops a chunk only after the broker confirmed it. So per series (one sende
 a time, as Prometheus' shards do) order is kept. A full spool refuses the request whole:
 `SpoolFullUnavailableError`, 503 + Retry-After, the sender retries.
 
-At-least-once where it remains: a record that timed out while in flight (sent, ack lost) may be
-in Kafka although reported failed, and a drain chunk the broker partly wrote before failing is
-sent again: duplicates are possible, loss is not. The storage writes are idempotent on
-(series, time) and the alert state tolerates a repeated sample. Without a spool (GATEWAY_SPOOL
+A record that timed out while in flight (sent, its answer lost) may be in Kafka although reported
+failed, and so may part of a drain chunk that failed: before the drain sends such records again it
+reads the partitions back from the last offset confirmed to this producer (`Landed`,
+connectors/kafka/landed.py) and leaves out those found there. At-least-once where it remains: a
+record still without a report at the deadline (librdkafka may yet deliver it) and records in flight
+when the process died. The storage writes are idempotent on (series, time) and the alert state
+tolerates a repeated sample. Without a spool (GATEWAY_SPOOL
 false) an unconfirmed request gets `UnavailableError` (503) instead.
 """
 
@@ -35,6 +38,7 @@ from prometheus_client import Counter
 
 from connectors.errors import ConnectorError
 from connectors.gateway.parse import Record
+from connectors.kafka.landed import Landed
 from connectors.kafka.sink import PRODUCER_DEFAULTS
 from connectors.kafka.source import broker_list
 from connectors.kafka.spool import Spool, SpoolFullError, SpoolMetrics, SpoolRecord
@@ -64,8 +68,10 @@ class SpoolFullUnavailableError(UnavailableError):
 class _Batch:
     """One request's (or drain chunk's) records in flight; done once each has its report."""
 
-    def __init__(self, n: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
-        self.loop, self.n, self.remaining = loop, n, n
+    def __init__(
+        self, n: int, loop: asyncio.AbstractEventLoop | None = None, landed: Landed | None = None
+    ) -> None:
+        self.loop, self.n, self.remaining, self.landed = loop, n, n, landed
         self.ok: set[int] = set()
         self.errors: list[str] = []
         self.done: asyncio.Future[None] | None = loop.create_future() if loop is not None else None
@@ -76,7 +82,12 @@ class _Batch:
 
     def reporter(self, i: int) -> Callable[[KafkaError | None, Message], None]:
         def report(err: KafkaError | None, msg: Message) -> None:  # the poll thread
-            self.report(i, None if err is None else f"{msg.topic()}: {err.str()}")
+            if err is not None:
+                self.report(i, f"{msg.topic()}: {err.str()}")
+                return
+            if self.landed is not None:
+                self.landed.confirmed(msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
+            self.report(i, None)
 
         return report
 
@@ -108,6 +119,12 @@ class _Batch:
         if self.done is not None and not self.done.done():
             self.done.set_result(None)
 
+    @property
+    def doubtful(self) -> bool:
+        """Some record reached the producer and was not confirmed: it may be in Kafka all the same."""
+        with self.lock:
+            return bool(self.errors) or self.remaining > 0
+
     def unconfirmed(self) -> list[int]:
         """Indices the broker did not confirm (failed, not queued or not reported yet), in order."""
         with self.lock:
@@ -132,6 +149,8 @@ class GatewayProducer:
         producer: Any = None,
         producer_factory: Callable[[dict[str, Any]], Any] = Producer,
         renewals: Counter | None = None,
+        landed: Landed | None = None,
+        found: Counter | None = None,
     ) -> None:
         self.bootstrap = ",".join(broker_list(bootstrap))
         self.encode = encode
@@ -158,6 +177,8 @@ class GatewayProducer:
         self.last_error = ""
         self.spool = spool
         self.spool_metrics = spool_metrics
+        self.landed = landed if landed is not None else Landed(self.bootstrap, extra)
+        self.found = found
         self.retry_s = retry_s
         self.drain_step = drain_step
         self._drainer: asyncio.Task[None] | None = None
@@ -289,7 +310,7 @@ class GatewayProducer:
         if self.spool is not None and not self.spool.empty:  # keep order: behind the spooled ones
             await self._keep(encoded, "")
             return
-        batch = _Batch(len(encoded), asyncio.get_running_loop())
+        batch = _Batch(len(encoded), asyncio.get_running_loop(), self.landed)
         try:
             await asyncio.to_thread(self._ensure, {r.topic for r in encoded})
         except UnavailableError:
@@ -318,6 +339,8 @@ class GatewayProducer:
                 batch.remaining,
                 self.wait_s,
             )
+        if batch.doubtful:
+            self.landed.doubt({encoded[i].topic for i in left})
         await self._keep([encoded[i] for i in left], reason)
 
     async def _keep(self, records: list[SpoolRecord], reason: str) -> None:
@@ -365,6 +388,7 @@ class GatewayProducer:
                 continue
             finally:
                 self._show()
+        self.landed.forget()
         if self._outage:
             self._outage = False
             log.info("Kafka is back: the spool %s is drained", spool.path)
@@ -375,14 +399,21 @@ class GatewayProducer:
             self._ensure({r.topic for r in records})
         except UnavailableError as exc:
             raise ConnectorError(str(exc)) from exc
-        batch = _Batch(len(records))
-        self._produce(records, batch)
+        dropped_before = self.landed.dropped
+        kept = self.landed.filter(records)  # reads the log back first after a doubtful failure
+        if self.found is not None and self.landed.dropped > dropped_before:
+            self.found.inc(self.landed.dropped - dropped_before)
+        batch = _Batch(len(kept), landed=self.landed)
+        self._produce(kept, batch)
         if not batch.event.wait(self.wait_s):
-            # a late delivery of this chunk would be repeated by the next drain (at-least-once)
+            # a late delivery of this chunk is found by the read-back of the next drain, or repeated
+            self.landed.doubt({r.topic for r in kept})
             raise ConnectorError(f"{batch.remaining} spooled records without a report after {self.wait_s:g}s")
         if left := batch.unconfirmed():
+            if batch.doubtful:
+                self.landed.doubt({kept[i].topic for i in left})
             raise ConnectorError(f"{len(left)} spooled records not confirmed: {batch.errors[:1]}")
-        if self.spool_metrics is not None:
+        if self.spool_metrics is not None:  # those found in Kafka are out of the spool and in Kafka too
             self.spool_metrics.drained.labels(SPOOL_JOB).inc(len(records))
 
     async def problems(self) -> list[str]:

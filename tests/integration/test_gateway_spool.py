@@ -2,7 +2,8 @@
 no accepted sample"): a load thread POSTs numbered samples to /metrics/batch without pause while
 Kafka is stopped for 30 s (deploy/local/kafka.sh stop) and started again; every sample answered
 2xx is on Kafka afterwards, in order per series. A spool too small for the outage gives 503 with
-Retry-After and counts it.
+Retry-After and counts it. Records whose delivery timed out in flight on a frozen broker, which
+wrote them once it thawed, are spooled and yet not written twice.
 
 Stops and restarts the broker of this environment: run it against your own services.
 """
@@ -11,6 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -198,3 +201,35 @@ def test_a_full_spool_answers_503_with_retry_after_while_kafka_is_down(
             assert metric(url, "gds_spool_full") == 1
         finally:
             kafka("start")
+
+
+def test_records_timed_out_in_flight_on_a_frozen_broker_are_written_once(
+    kafka_bootstrap: str, environment: str, tmp_path: Path
+) -> None:
+    """The broker frozen (SIGSTOP) with a produce request in its socket: the gateway's delivery
+    times out (2 s) and it spools the records; thawed, the broker writes the request it had. The
+    drain reads the partitions back and does not send those records again."""
+    pid = int((Path(os.environ.get("GDS_STATE_DIR", "/tmp/gds-local")) / "kafka/kafka.pid").read_text())
+    with running_gateway(tmp_path, environment) as url:
+        first = httpx.post(f"{url}/metrics/batch", json=batch(0, 20), timeout=30)
+        assert first.status_code == 200, first.text  # the topic exists and the producer is connected
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            frozen = httpx.post(f"{url}/metrics/batch", json=batch(20, 20), timeout=60)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert frozen.status_code == 200, frozen.text
+        spooled = metric(url, "gds_spool_spooled_total")
+        deadline = time.monotonic() + 120
+        while (held := metric(url, "gds_spool_records")) > 0:
+            assert time.monotonic() < deadline, f"the spool did not drain: {held:g} records held"
+            time.sleep(0.5)
+        found = metric(url, "gds_gateway_spool_found_in_kafka_total")
+
+    assert spooled == 20 * len(SERIES)  # the frozen broker's answer never came in time
+    got = read_all(kafka_bootstrap, f"gds.metrics.os.{environment}", 40 * len(SERIES))
+    for s in SERIES:
+        assert [v for k, v in got if k == s] == list(range(40)), f"{s}: not each sample once, in order"
+    # those of the requests in the broker's socket (librdkafka may have held some back): without the
+    # read-back they would be on the topic twice
+    assert 0 < found <= spooled

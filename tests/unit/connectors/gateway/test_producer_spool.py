@@ -1,7 +1,8 @@
 """The gateway producer's spool logic with a stand-in for librdkafka's Producer: what the broker does
 not confirm is spooled and the request still succeeds; later requests go behind the spooled ones;
 the drain produces them oldest first once the broker answers; a full spool is a 503 error; without
-a spool an unconfirmed request fails."""
+a spool an unconfirmed request fails; records whose delivery timed out in flight although the broker
+wrote them are read back and not sent twice."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from connectors.gateway.producer import (
     SpoolFullUnavailableError,
     UnavailableError,
 )
+from connectors.kafka.landed import Landed
 from connectors.kafka.serde import decode_json, encode_json
-from connectors.kafka.spool import Spool, SpoolMetrics
+from connectors.kafka.spool import Spool, SpoolMetrics, SpoolRecord
 from rules.metric import Metric
 
 TOPIC = "gds.metrics.os.unit"
@@ -39,34 +41,91 @@ class _Err:
 
 
 class _Msg:
-    def __init__(self, topic: str) -> None:
-        self._topic = topic
+    def __init__(
+        self, topic: str, offset: int = -1, key: bytes | None = None, value: bytes = b"", error: Any = None
+    ) -> None:
+        self._topic, self._offset, self._key, self._value, self._error = topic, offset, key, value, error
 
     def topic(self) -> str:
         return self._topic
 
+    def partition(self) -> int:
+        return 0
 
-class FakeProducer:
-    """Delivers on `poll` while `up`, reports every queued record timed out while down."""
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes:
+        return self._value
+
+    def error(self) -> Any:
+        return self._error
+
+
+class Log:
+    """The one partition of TOPIC as the broker wrote it."""
 
     def __init__(self) -> None:
+        self.entries: list[tuple[bytes | None, bytes]] = []
+
+    def write(self, key: bytes | None, value: bytes) -> int:
+        self.entries.append((key, value))
+        return len(self.entries) - 1
+
+
+class FakeConsumer:
+    """Reads a `Log` back, as `Landed` does: from the assigned offset to the end, then EOF."""
+
+    def __init__(self, log: Log) -> None:
+        self.log, self.at = log, 0
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        return SimpleNamespace(topics={TOPIC: SimpleNamespace(error=None, partitions={0: None})})
+
+    def get_watermark_offsets(self, tp: Any, timeout: float = -1) -> tuple[int, int]:
+        return 0, len(self.log.entries)
+
+    def assign(self, parts: list[Any]) -> None:
+        self.at = parts[0].offset
+
+    def consume(self, n: int, timeout: float) -> list[_Msg]:
+        out = [_Msg(TOPIC, o, *self.log.entries[o]) for o in range(self.at, len(self.log.entries))]
+        self.at = len(self.log.entries)
+        return [*out, _Msg(TOPIC, error=KafkaError(KafkaError._PARTITION_EOF))]
+
+    def close(self) -> None:
+        pass
+
+
+class FakeProducer:
+    """Delivers on `poll` while `up`, reports every queued record timed out while down; with
+    `lands_anyway` the broker writes them all the same (their answer was lost in flight)."""
+
+    def __init__(self, log: Log | None = None) -> None:
+        self.log = log if log is not None else Log()
         self.up = True
+        self.lands_anyway = False
         self.delivered: list[bytes] = []
-        self.queue: list[tuple[str, bytes, Callable[[Any, Any], None]]] = []
+        self.queue: list[tuple[str, bytes | None, bytes, Callable[[Any, Any], None]]] = []
         self.lock = threading.Lock()
 
     def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
         with self.lock:
-            self.queue.append((topic, value, on_delivery))
+            self.queue.append((topic, key, value, on_delivery))
 
     def poll(self, timeout: float) -> int:
         with self.lock:
             queued, self.queue = self.queue, []
-        for topic, value, report in queued:
+        for topic, key, value, report in queued:
             if self.up:
                 self.delivered.append(value)
-                report(None, _Msg(topic))
+                report(None, _Msg(topic, self.log.write(key, value)))
             else:
+                if self.lands_anyway:
+                    self.log.write(key, value)
                 report(_Err("Local: Message timed out"), _Msg(topic))
         time.sleep(min(timeout, 0.01))
         return len(queued)
@@ -102,6 +161,7 @@ def gateway(fake: FakeProducer, spool: Spool | None, metrics: SpoolMetrics | Non
         spool_metrics=metrics,
         retry_s=0.05,
         producer=fake,
+        landed=Landed("127.0.0.1:1", consumer_factory=lambda _config: FakeConsumer(fake.log)),
     )
 
 
@@ -218,8 +278,8 @@ class DeadProducer(FakeProducer):
     """A producer librdkafka declared dead: `produce` raises a fatal error, `poll` reports it
     through the error callback and fails what it holds; purge/flush only serve those reports."""
 
-    def __init__(self, error_cb: Callable[[KafkaError], None]) -> None:
-        super().__init__()
+    def __init__(self, error_cb: Callable[[KafkaError], None], log: Log) -> None:
+        super().__init__(log)
         self.error_cb = error_cb
         self.dead = False
         self.purged = False
@@ -244,9 +304,10 @@ class DeadProducer(FakeProducer):
 
 def test_a_producer_dead_of_a_fatal_error_is_replaced_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
     made: list[DeadProducer] = []
+    log = Log()
 
     def factory(config: dict[str, Any]) -> DeadProducer:
-        made.append(DeadProducer(config["error_cb"]))
+        made.append(DeadProducer(config["error_cb"], log))
         return made[-1]
 
     spool = Spool(tmp_path / "gateway", 1 << 20)
@@ -261,6 +322,7 @@ def test_a_producer_dead_of_a_fatal_error_is_replaced_and_nothing_accepted_is_lo
         retry_s=0.05,
         producer_factory=factory,
         renewals=renewals,
+        landed=Landed("127.0.0.1:1", consumer_factory=lambda _config: FakeConsumer(log)),
     )
 
     async def scenario() -> None:
@@ -278,3 +340,43 @@ def test_a_producer_dead_of_a_fatal_error_is_replaced_and_nothing_accepted_is_lo
     assert seqs(made[0].delivered) == [0, 1]
     assert seqs(made[1].delivered) == [2, 3, 4, 5]  # each once, in order
     assert registry.get_sample_value("renewals_total") == 1
+
+
+def test_records_whose_delivery_timed_out_in_flight_but_landed_are_not_sent_again(tmp_path: Path) -> None:
+    fake = FakeProducer()
+    spool = Spool(tmp_path / "gateway", 1 << 20)
+    registry = CollectorRegistry()
+    metrics = SpoolMetrics(registry)
+    found = Counter("found", "", registry=registry)
+    gw = gateway(fake, spool, metrics)
+    gw.found = found
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(0, 1))
+        fake.up, fake.lands_anyway = False, True  # the broker writes them, the answer is lost
+        await gw.send(records(2, 3))  # reported timed out: spooled
+        await gw.send(records(4))  # behind them, never given to the producer
+        assert spool.records == 3
+        fake.up = True
+        await until(lambda: spool.empty, "the spool drained")
+        await gw.aclose()
+
+    asyncio.run(scenario())
+    assert seqs([value for _key, value in fake.log.entries]) == [0, 1, 2, 3, 4]  # each once, in order
+    assert registry.get_sample_value("found_total") == 2
+    assert registry.get_sample_value("gds_spool_drained_total", {"job": "gateway"}) == 3
+
+
+def test_read_back_starts_after_the_last_confirmed_offset_and_drops_each_copy_once() -> None:
+    log = Log()
+    for value in (b"a", b"b", b"c", b"c"):
+        log.write(b"k", value)
+    landed = Landed("127.0.0.1:1", consumer_factory=lambda _config: FakeConsumer(log))
+    landed.confirmed(TOPIC, 0, 1)  # a and b were confirmed to this producer
+    spooled = [SpoolRecord(TOPIC, b"k", v) for v in (b"a", b"c", b"c", b"c", b"d")]
+    assert landed.filter(spooled) == spooled  # no doubt, no read
+    landed.doubt({TOPIC})
+    kept = landed.filter(spooled)
+    assert [r.value for r in kept] == [b"a", b"c", b"d"]  # a is older than the mark: sent again
+    assert landed.dropped == 2
