@@ -7,6 +7,9 @@ the batch goes behind the spooled records; otherwise the batch is produced and
 what the broker did not confirm within librdkafka's `message.timeout.ms` is spooled. A batch that
 does not fit in a full spool is dropped, counted (`gds_spool_dropped_total`) and logged: never
 silently truncated. One spool directory per worker (`{dir}/w{index}`), so each keeps its order.
+Records reported failed after they reached the producer may be in Kafka all the same (timed out in
+flight): the drain reads their partitions back first and leaves out the copies it finds
+(connectors/kafka/landed.py).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from connectors.errors import ConnectorError
+from connectors.kafka.landed import Landed
 from connectors.kafka.sink import producer_config
 from connectors.kafka.spool import Spool, SpoolFullError, SpoolMetrics, SpoolRecord
 
@@ -62,8 +66,10 @@ class _Partition(StatelessSinkPartition[Message_]):
         metrics: SpoolMetrics,
         flush_s: float,
         drain_step: int = 20_000,
+        landed: Landed | None = None,
     ) -> None:
         self._producer = producer
+        self._landed = landed
         self._spool = spool
         self._job = job
         self._retry_s = retry_s
@@ -76,11 +82,14 @@ class _Partition(StatelessSinkPartition[Message_]):
     def _send(self, records: Sequence[SpoolRecord]) -> list[SpoolRecord]:
         """Produce and wait for every outcome; the records the broker did not confirm, in order."""
         failed: dict[int, KafkaError] = {}
+        landed = self._landed
 
         def report(i: int) -> Callable[[KafkaError | None, Message], None]:
-            def on_delivery(err: KafkaError | None, _msg: Message) -> None:
+            def on_delivery(err: KafkaError | None, msg: Message) -> None:
                 if err is not None:
                     failed[i] = err
+                elif landed is not None:
+                    landed.confirmed(msg.topic(), msg.partition(), msg.offset())  # type: ignore[arg-type]
 
             return on_delivery
 
@@ -92,6 +101,8 @@ class _Partition(StatelessSinkPartition[Message_]):
                 self._producer.produce(r.topic, r.value, r.key, on_delivery=report(i))
             self._producer.poll(0)
         left = self._producer.flush(self._flush_s)
+        if (left or failed) and landed is not None:  # given to the producer: they may have landed
+            landed.doubt({records[i].topic for i in failed} if not left else {r.topic for r in records})
         if left:  # not even timed out yet: treat as unconfirmed (a later delivery makes a duplicate)
             raise ConnectorError(f"{left} messages still unconfirmed after {self._flush_s:.0f} s")
         if failed:
@@ -100,7 +111,8 @@ class _Partition(StatelessSinkPartition[Message_]):
         return [r for i, r in enumerate(records) if i in failed]
 
     def _produce_all(self, records: Sequence[SpoolRecord]) -> None:
-        if failed := self._send(records):
+        kept = records if self._landed is None else self._landed.filter(records)
+        if failed := self._send(kept):
             raise ConnectorError(f"{len(failed)} spooled messages not delivered yet")
         self._metrics.drained.labels(self._job).inc(len(records))
 
@@ -113,6 +125,8 @@ class _Partition(StatelessSinkPartition[Message_]):
             self._producer.list_topics(timeout=2.0)  # cheap probe: no 10 s delivery timeouts while down
             if self._spool.drain(self._produce_all, max_records=self._drain_step):
                 log.info("Kafka is back: the spool is drained")
+                if self._landed is not None:
+                    self._landed.forget()
             else:  # more left: the next batch goes on at once (polls keep running meanwhile)
                 self._next_drain = now
         except (KafkaException, ConnectorError) as exc:
@@ -172,6 +186,7 @@ class SpoolingKafkaSink(DynamicSink[Message_]):
             brokers, {"message.timeout.ms": str(DELIVERY_TIMEOUT_MS), **(add_config or {})}
         )
         self._config.pop("on_delivery", None)  # outcomes are collected per message instead
+        self._add_config = dict(add_config or {})
         self._spool_dir = spool_dir
         self._max_bytes = max_bytes
         self._job = job
@@ -186,4 +201,7 @@ class SpoolingKafkaSink(DynamicSink[Message_]):
             log.warning(
                 "%d records spooled by an earlier run in %s: draining first", spool.records, spool.path
             )
-        return _Partition(producer, spool, self._job, self._retry_s, self._clock, spool_metrics(), flush_s)
+        landed = Landed(self._config["bootstrap.servers"], self._add_config)
+        return _Partition(
+            producer, spool, self._job, self._retry_s, self._clock, spool_metrics(), flush_s, landed=landed
+        )

@@ -1,6 +1,7 @@
 """The collector's spooling sink with a stand-in producer: what the broker does not confirm is
 spooled, later batches queue behind it, a drain puts everything out in order, a full spool
-drops, counts and logs. The real broker: tests/integration/test_collect_spool.py."""
+drops, counts and logs; what timed out in flight but landed is not sent twice.
+The real broker: tests/integration/test_collect_spool.py."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from confluent_kafka import KafkaError, KafkaException
 from prometheus_client import CollectorRegistry
 
 from connectors.collectors.sink import _Partition
+from connectors.kafka.landed import Landed
 from connectors.kafka.spool import Spool, SpoolMetrics
+from tests.support.fake_kafka import FakeConsumer, FakeMsg, Log
 
 
 class FakeProducer:
@@ -117,3 +120,57 @@ def test_a_long_drain_goes_in_steps_between_batches(tmp_path: Path) -> None:
     part.write_batch(msgs(8))
     part.write_batch(msgs(9))
     assert producer.topic == [str(v).encode() for v in range(1, 10)]
+
+
+class LandingProducer(FakeProducer):
+    """Writes to a `Log`; while down with `lands_anyway` the broker writes what it reports timed
+    out (its answer was lost in flight)."""
+
+    def __init__(self, log: Log) -> None:
+        super().__init__()
+        self.log = log
+        self.lands_anyway = False
+        self._keys: list[bytes | None] = []
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        super().produce(topic, value, key, on_delivery)
+        self._keys.append(key)
+
+    def flush(self, _timeout: float) -> int:
+        for key, (value, report) in zip(self._keys, self._pending, strict=True):
+            if self.up:
+                report(None, FakeMsg(TOPIC, self.log.write(key, value)))
+            else:
+                if self.lands_anyway:
+                    self.log.write(key, value)
+                report(KafkaError(KafkaError._MSG_TIMED_OUT), None)
+        self._pending.clear()
+        self._keys.clear()
+        return 0
+
+
+TOPIC = "gds.metrics.os.it"
+
+
+def test_what_timed_out_in_flight_but_landed_is_not_drained_twice(tmp_path: Path) -> None:
+    log = Log(TOPIC)
+    producer, clock, registry = LandingProducer(log), Clock(), CollectorRegistry()
+    landed = Landed("127.0.0.1:1", consumer_factory=lambda _config: FakeConsumer(log))
+    part = _Partition(
+        producer,  # type: ignore[arg-type]
+        Spool(tmp_path, 1 << 20),
+        "collect",
+        5.0,
+        clock,
+        SpoolMetrics(registry),
+        1.0,
+        landed=landed,
+    )
+    part.write_batch(msgs(1, 2))
+    producer.up, producer.lands_anyway = False, True
+    part.write_batch(msgs(3, 4))  # reported timed out, yet written: spooled
+    producer.up = True
+    clock.now = 10.0
+    part.write_batch(msgs(5))  # the drain reads 3 and 4 back and leaves them out
+    assert log.values() == [str(v).encode() for v in range(1, 6)]
+    assert landed.dropped == 2 and value(registry, "records") == 0

@@ -28,6 +28,7 @@ from connectors.kafka.landed import Landed
 from connectors.kafka.serde import decode_json, encode_json
 from connectors.kafka.spool import Spool, SpoolMetrics, SpoolRecord
 from rules.metric import Metric
+from tests.support.fake_kafka import FakeConsumer, FakeMsg, Log
 
 TOPIC = "gds.metrics.os.unit"
 
@@ -40,72 +41,12 @@ class _Err:
         return self.text
 
 
-class _Msg:
-    def __init__(
-        self, topic: str, offset: int = -1, key: bytes | None = None, value: bytes = b"", error: Any = None
-    ) -> None:
-        self._topic, self._offset, self._key, self._value, self._error = topic, offset, key, value, error
-
-    def topic(self) -> str:
-        return self._topic
-
-    def partition(self) -> int:
-        return 0
-
-    def offset(self) -> int:
-        return self._offset
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def value(self) -> bytes:
-        return self._value
-
-    def error(self) -> Any:
-        return self._error
-
-
-class Log:
-    """The one partition of TOPIC as the broker wrote it."""
-
-    def __init__(self) -> None:
-        self.entries: list[tuple[bytes | None, bytes]] = []
-
-    def write(self, key: bytes | None, value: bytes) -> int:
-        self.entries.append((key, value))
-        return len(self.entries) - 1
-
-
-class FakeConsumer:
-    """Reads a `Log` back, as `Landed` does: from the assigned offset to the end, then EOF."""
-
-    def __init__(self, log: Log) -> None:
-        self.log, self.at = log, 0
-
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
-        return SimpleNamespace(topics={TOPIC: SimpleNamespace(error=None, partitions={0: None})})
-
-    def get_watermark_offsets(self, tp: Any, timeout: float = -1) -> tuple[int, int]:
-        return 0, len(self.log.entries)
-
-    def assign(self, parts: list[Any]) -> None:
-        self.at = parts[0].offset
-
-    def consume(self, n: int, timeout: float) -> list[_Msg]:
-        out = [_Msg(TOPIC, o, *self.log.entries[o]) for o in range(self.at, len(self.log.entries))]
-        self.at = len(self.log.entries)
-        return [*out, _Msg(TOPIC, error=KafkaError(KafkaError._PARTITION_EOF))]
-
-    def close(self) -> None:
-        pass
-
-
 class FakeProducer:
     """Delivers on `poll` while `up`, reports every queued record timed out while down; with
     `lands_anyway` the broker writes them all the same (their answer was lost in flight)."""
 
     def __init__(self, log: Log | None = None) -> None:
-        self.log = log if log is not None else Log()
+        self.log = log if log is not None else Log(TOPIC)
         self.up = True
         self.lands_anyway = False
         self.delivered: list[bytes] = []
@@ -122,11 +63,11 @@ class FakeProducer:
         for topic, key, value, report in queued:
             if self.up:
                 self.delivered.append(value)
-                report(None, _Msg(topic, self.log.write(key, value)))
+                report(None, FakeMsg(topic, self.log.write(key, value)))
             else:
                 if self.lands_anyway:
                     self.log.write(key, value)
-                report(_Err("Local: Message timed out"), _Msg(topic))
+                report(_Err("Local: Message timed out"), FakeMsg(topic))
         time.sleep(min(timeout, 0.01))
         return len(queued)
 
@@ -304,7 +245,7 @@ class DeadProducer(FakeProducer):
 
 def test_a_producer_dead_of_a_fatal_error_is_replaced_and_nothing_accepted_is_lost(tmp_path: Path) -> None:
     made: list[DeadProducer] = []
-    log = Log()
+    log = Log(TOPIC)
 
     def factory(config: dict[str, Any]) -> DeadProducer:
         made.append(DeadProducer(config["error_cb"], log))
@@ -363,13 +304,13 @@ def test_records_whose_delivery_timed_out_in_flight_but_landed_are_not_sent_agai
         await gw.aclose()
 
     asyncio.run(scenario())
-    assert seqs([value for _key, value in fake.log.entries]) == [0, 1, 2, 3, 4]  # each once, in order
+    assert seqs(fake.log.values()) == [0, 1, 2, 3, 4]  # each once, in order
     assert registry.get_sample_value("found_total") == 2
     assert registry.get_sample_value("gds_spool_drained_total", {"job": "gateway"}) == 3
 
 
 def test_read_back_starts_after_the_last_confirmed_offset_and_drops_each_copy_once() -> None:
-    log = Log()
+    log = Log(TOPIC)
     for value in (b"a", b"b", b"c", b"c"):
         log.write(b"k", value)
     landed = Landed("127.0.0.1:1", consumer_factory=lambda _config: FakeConsumer(log))
