@@ -187,6 +187,7 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
         built_with: tuple[str, float] = ("", -math.inf),
         snapshots: bool = True,
         slices: WorkSlices | None = None,
+        window: Callable[[list[Metric]], list[Metric]] | None = None,
     ) -> None:
         self.engine = engine
         self.decode = decode
@@ -203,6 +204,8 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
         self.snapshots = snapshots
         # the worker's slices for aging by wall time (live); None: all at once
         self.slices = slices
+        # a backtest's event-time window, applied to each decoded batch
+        self.window = window
 
     def on_batch(self, chunks: list[list[Any]]) -> tuple[list[AlertEvent | Poison], bool]:
         values = chunks[0] if len(chunks) == 1 else list(chain.from_iterable(chunks))
@@ -224,6 +227,8 @@ class EngineLogic(StatefulBatchLogic[list[Any], "AlertEvent | Poison", "bytes | 
                     self.engine.apply_control(m)
         traces: dict[str, str] = {}  # {instance_id: traceparent}, only from messages that had one
         metrics, poison = decode_batch(values, self.decode, now, traces)
+        if self.window is not None:
+            metrics = self.window(metrics)
         out: list[AlertEvent | Poison] = list(poison)
         ingested = self.engine.ingest(metrics, 0.0 if now == math.inf else now, traces or None)
         events = events + ingested if events else ingested
@@ -314,6 +319,7 @@ def evaluate(
     preload: ControlState | None = None,
     rules_version: str = "",
     snapshots: bool = True,
+    window: Callable[[list[Metric]], list[Metric]] | None = None,
 ) -> tuple[Stream[AlertEvent], Stream[Poison]]:
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
@@ -332,6 +338,8 @@ def evaluate(
     time from the first sample on). `rules_version` names `ruleset` (its content hash), so the
     watcher's first look does not apply it a second time. `snapshots=False` (a process without
     recovery) answers Bytewax's per-epoch snapshot calls with nothing instead of the shard's state.
+    `window` filters each decoded batch before the engine sees it (a backtest's event-time
+    window, `connectors.kafka.replay.EventWindow.keep`).
     """
     rules = RulesVersion(ruleset, rules_version)
     slices: dict[int, WorkSlices] = {}  # one per worker thread, shared by its shards
@@ -357,6 +365,7 @@ def evaluate(
             built_with=(version, loaded_at),
             snapshots=snapshots,
             slices=None if wall is None else slices.setdefault(threading.get_ident(), WorkSlices(wall)),
+            window=window,
         )
 
     route = shard_router(shards)
@@ -391,8 +400,13 @@ def evaluate(
                     chunk.extend(marks)
         return out
 
+    def route_all(batch: list[Any]) -> list[tuple[str, list[Any]]]:
+        """One shard: the whole batch is its chunk, as it came (`EngineLogic` takes progress
+        markers out of a chunk and applies them after its messages)."""
+        return [(names[0], batch)]
+
     # one Python call per batch rather than one per message (key_on maps item by item)
-    keyed = op.flat_map_batch(f"{step_id}-route", raw, route_batch)
+    keyed = op.flat_map_batch(f"{step_id}-route", raw, route_all if shards == 1 else route_batch)
     if control is not None:  # every control item to every shard (rare: no per-message cost)
         broadcast = op.flat_map_batch(
             f"{step_id}-broadcast-control", control, lambda batch: [(n, list(batch)) for n in names]

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -200,16 +201,72 @@ class Observed:
     seen_last: float | None = None
 
 
+class EventWindow:
+    """The event-time window `[start, end)` of a replay, and what it saw.
+
+    The window is applied after decoding because only the body has the event time. `keep`
+    filters a decoded batch: the evaluation sub-flow calls it once per shard batch, two C-level
+    passes find the batch's span, and only a span across an edge is filtered message by message.
+    A per-message decoder wrapper cost the backtest a Python call a message (`windowed_decoder`
+    remains for what takes only a decoder).
+    """
+
+    __slots__ = ("end", "first", "last", "seen_first", "seen_last", "skipped", "start")
+
+    def __init__(self, start: float = -math.inf, end: float = math.inf) -> None:
+        self.start, self.end = start, end
+        self.skipped = 0
+        self.first = self.seen_first = math.inf
+        self.last = self.seen_last = -math.inf
+
+    def keep(self, metrics: list[Metric]) -> list[Metric]:
+        """`metrics` inside the window, in order; the others are counted as skipped."""
+        if not metrics:
+            return metrics
+        lo = min(metrics, key=_TS)[0]
+        hi = max(metrics, key=_TS)[0]
+        if lo < self.seen_first:
+            self.seen_first = lo
+        if hi > self.seen_last:
+            self.seen_last = hi
+        start, end = self.start, self.end
+        if lo < start or hi >= end:
+            kept = [m for m in metrics if start <= m[0] < end]
+            self.skipped += len(metrics) - len(kept)
+            if not kept:
+                return kept
+            metrics = kept
+            lo = min(metrics, key=_TS)[0]
+            hi = max(metrics, key=_TS)[0]
+        if lo < self.first:
+            self.first = lo
+        if hi > self.last:
+            self.last = hi
+        return metrics
+
+    def observed(self) -> Observed:
+        return Observed(
+            self.skipped,
+            _known(self.first),
+            _known(self.last),
+            _known(self.seen_first),
+            _known(self.seen_last),
+        )
+
+
+_TS = itemgetter(0)  # a Metric's event time
+
+
 def windowed_decoder(
     decode: Decoder, start: float = -math.inf, end: float = math.inf
 ) -> tuple[Decoder, Callable[[], Observed]]:
     """`decode` that keeps only messages with `start <= timestamp < end`, and a reader of
-    what it saw.
+    what it saw: `EventWindow` per message, for what takes only a decoder (the Prometheus rule
+    groups, the HTML report's sample keeper).
 
-    The window is applied after decoding because only the body has the event time. A skipped
-    message raises `PoisonMessage(OUT_OF_RANGE)`: the evaluation sub-flow takes a decoder and
-    reports what it refuses, so this needs no change to the shared sub-flow. Counters are
-    closure cells, not attributes: this runs once per message.
+    A skipped message raises `PoisonMessage(OUT_OF_RANGE)`: the evaluation sub-flow takes a
+    decoder and reports what it refuses. Counters are closure cells, not attributes: this runs
+    once per message.
     """
     skipped = 0
     first = seen_first = math.inf
@@ -233,12 +290,13 @@ def windowed_decoder(
         raise PoisonMessage(OUT_OF_RANGE)
 
     def observed() -> Observed:
-        def known(x: float) -> float | None:
-            return None if math.isinf(x) else x
-
-        return Observed(skipped, known(first), known(last), known(seen_first), known(seen_last))
+        return Observed(skipped, _known(first), _known(last), _known(seen_first), _known(seen_last))
 
     return windowed, observed
+
+
+def _known(x: float) -> float | None:
+    return None if math.isinf(x) else x
 
 
 # --------------------------------------------------------------------------- Kafka ranges
@@ -366,13 +424,17 @@ class Aligner:
         return min(others) + self.skew_ms if others else math.inf
 
 
-def ready(stamps: Sequence[float], horizon: float, limit: int) -> int:
-    """How many leading records may go (never reorders: stops at the first one too new)."""
-    n = 0
-    for ts in stamps:
-        if n >= limit or ts > horizon:
-            break
-        n += 1
+def ready(stamps: list[float], horizon: float, limit: int) -> int:
+    """How many leading records may go (never reorders: stops at the first one too new).
+
+    Usually all of them (partitions within the skew of each other): one C-level `max` decides
+    that; only a batch that crosses the horizon is walked record by record."""
+    n = min(limit, len(stamps))
+    if n == 0 or horizon == math.inf or max(stamps if n == len(stamps) else stamps[:n]) <= horizon:
+        return n
+    for i in range(n):
+        if stamps[i] > horizon:
+            return i
     return n
 
 
@@ -409,34 +471,39 @@ class _RangePartition(StatefulSourcePartition[SourceMessage, int]):
             self._consumer.assign([TopicPartition(r.topic, r.partition, self._emit_next)])
 
     def _fetch(self) -> None:
+        """One `consume` into the buffer, up to `end`. Per message only what a comprehension
+        does: errors (the end of the log) are looked for in one pass, and since offsets only
+        grow within a partition, `end` is checked on the last record first."""
         assert self._consumer is not None
-        end = self._range.end
-        topic, part = self._range.topic, self._range.partition
-        for msg in self._consumer.consume(self._batch, 0.005):
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:  # end of log: nothing up to `end` is left
-                    self._fetched_all = True
-                    break
+        msgs = self._consumer.consume(self._batch, 0.005)
+        if not msgs:
+            return
+        topic, part, end = self._range.topic, self._range.partition, self._range.end
+        errors = [i for i, m in enumerate(msgs) if m.error() is not None]
+        if errors:
+            err = msgs[errors[0]].error()
+            assert err is not None
+            if err.code() != KafkaError._PARTITION_EOF:
                 raise ConnectorError(f"consuming {topic} [{part}]: {err}")
-            offset = msg.offset()
-            if offset is None:  # only error events lack one, and those were handled above
-                continue
-            if offset >= end:
-                self._fetched_all = True
-                break
-            stamp = msg.timestamp()
-            headers = msg.headers()
-            # `source_message`, inlined: it runs once per message
-            self._msgs.append(_tuple_new(SourceMessage, (
-                msg.key(), msg.value(), topic, NO_HEADERS if headers is None else headers, None, offset, part,
-                stamp,
-            )))  # fmt: skip
-            # a record without a timestamp (type 0) is never held back
-            self._stamps.append(float(stamp[1]) if stamp[0] else -math.inf)
-            if offset + 1 >= end:
-                self._fetched_all = True
-                break
+            self._fetched_all = True  # end of log: nothing up to `end` is left
+            msgs = msgs[: errors[0]]
+            if not msgs:
+                return
+        last = msgs[-1].offset()
+        if last is not None and last + 1 >= end:
+            self._fetched_all = True
+            if last >= end:
+                msgs = [m for m in msgs if (m.offset() or 0) < end]
+        new = [
+            _tuple_new(
+                SourceMessage,
+                (m.key(), m.value(), topic, m.headers() or NO_HEADERS, None, m.offset(), part, m.timestamp()),
+            )
+            for m in msgs
+        ]
+        self._msgs += new
+        # a record without a timestamp (type 0) is never held back
+        self._stamps += [float(m[7][1]) if m[7][0] else -math.inf for m in new]  # type: ignore[index]
 
     def next_batch(self) -> list[SourceMessage]:
         if not self._msgs:
@@ -450,10 +517,13 @@ class _RangePartition(StatefulSourcePartition[SourceMessage, int]):
         n = ready(self._stamps, self._aligner.horizon(self._name), self._batch)
         if n == 0:
             return []
-        out = self._msgs[:n]
         last = self._stamps[n - 1]
-        del self._msgs[:n]
-        del self._stamps[:n]
+        if n == len(self._msgs):  # the usual case: the whole buffer goes, no copy
+            out, self._msgs, self._stamps = self._msgs, [], []
+        else:
+            out = self._msgs[:n]
+            del self._msgs[:n]
+            del self._stamps[:n]
         last_offset = out[-1].offset
         assert last_offset is not None  # set by _fetch
         self._emit_next = last_offset + 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -18,6 +19,7 @@ from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.replay import (
     OUT_OF_RANGE,
     Aligner,
+    EventWindow,
     FileSource,
     Observed,
     PartitionRange,
@@ -156,6 +158,21 @@ def test_windowed_decoder_keeps_start_inclusive_end_exclusive_and_counts() -> No
         decode(b"{", math.inf)  # real poison is still poison
     assert bad.value.reason != OUT_OF_RANGE
     assert seen() == Observed(2, T0, T0 + 59, T0 - 1, T0 + 60)  # kept, and all it decoded
+
+
+def test_event_window_filters_a_batch_as_the_windowed_decoder_filters_messages() -> None:
+    stamps = ("2025-01-15T09:59:59Z", "2025-01-15T10:00:00Z", "2025-01-15T10:00:59Z", "2025-01-15T10:01:00Z")
+    decoded = [decode_json(msg(ts), math.inf) for ts in stamps]
+    window = EventWindow(T0, T0 + 60)
+    assert window.keep(decoded[1:3]) == decoded[1:3]  # inside: the batch as it is
+    assert window.keep(decoded[::-1]) == [decoded[2], decoded[1]]  # across both edges, in order
+    assert window.keep([decoded[3]]) == [] and window.keep([]) == []
+    assert window.observed() == Observed(3, T0, T0 + 59, T0 - 1, T0 + 60)
+    decode, seen = windowed_decoder(decode_json, T0, T0 + 60)
+    for raw in [msg(ts) for ts in stamps[1:3]] + [msg(ts) for ts in stamps[::-1]] + [msg(stamps[3])]:
+        with contextlib.suppress(PoisonMessage):
+            decode(raw, math.inf)
+    assert seen() == window.observed()
 
 
 def write_avro(path: Path, rows: list[dict[str, Any]]) -> None:
