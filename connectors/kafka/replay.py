@@ -223,8 +223,7 @@ class EventWindow:
         """`metrics` inside the window, in order; the others are counted as skipped."""
         if not metrics:
             return metrics
-        lo = min(metrics, key=_TS)[0]
-        hi = max(metrics, key=_TS)[0]
+        lo, hi = _event_span(metrics)
         if lo < self.seen_first:
             self.seen_first = lo
         if hi > self.seen_last:
@@ -236,8 +235,7 @@ class EventWindow:
             if not kept:
                 return kept
             metrics = kept
-            lo = min(metrics, key=_TS)[0]
-            hi = max(metrics, key=_TS)[0]
+            lo, hi = _event_span(metrics)
         if lo < self.first:
             self.first = lo
         if hi > self.last:
@@ -255,6 +253,11 @@ class EventWindow:
 
 
 _TS = itemgetter(0)  # a Metric's event time
+
+
+def _event_span(metrics: list[Metric]) -> tuple[float, float]:
+    """The oldest and newest event time of a non-empty batch (two passes in C)."""
+    return min(metrics, key=_TS)[0], max(metrics, key=_TS)[0]
 
 
 def windowed_decoder(
