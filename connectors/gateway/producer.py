@@ -405,13 +405,13 @@ class GatewayProducer:
             self.found.inc(self.landed.dropped - dropped_before)
         batch = _Batch(len(kept), landed=self.landed)
         self._produce(kept, batch)
+        # a failed chunk stays spooled whole, the copies found for it included: the next drain
+        # reads back again (and finds what this one may have written, or a late delivery)
         if not batch.event.wait(self.wait_s):
-            # a late delivery of this chunk is found by the read-back of the next drain, or repeated
-            self.landed.doubt({r.topic for r in kept})
+            self.landed.doubt({r.topic for r in records})
             raise ConnectorError(f"{batch.remaining} spooled records without a report after {self.wait_s:g}s")
         if left := batch.unconfirmed():
-            if batch.doubtful:
-                self.landed.doubt({kept[i].topic for i in left})
+            self.landed.doubt({r.topic for r in records})
             raise ConnectorError(f"{len(left)} spooled records not confirmed: {batch.errors[:1]}")
         if self.spool_metrics is not None:  # those found in Kafka are out of the spool and in Kafka too
             self.spool_metrics.drained.labels(SPOOL_JOB).inc(len(records))

@@ -49,11 +49,15 @@ class FakeProducer:
         self.log = log if log is not None else Log(TOPIC)
         self.up = True
         self.lands_anyway = False
+        self.refuse = 0  # this many produce calls fail at once (the local queue refuses them)
         self.delivered: list[bytes] = []
         self.queue: list[tuple[str, bytes | None, bytes, Callable[[Any, Any], None]]] = []
         self.lock = threading.Lock()
 
     def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+        if self.refuse > 0:
+            self.refuse -= 1
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT))
         with self.lock:
             self.queue.append((topic, key, value, on_delivery))
 
@@ -321,3 +325,26 @@ def test_read_back_starts_after_the_last_confirmed_offset_and_drops_each_copy_on
     kept = landed.filter(spooled)
     assert [r.value for r in kept] == [b"a", b"c", b"d"]  # a is older than the mark: sent again
     assert landed.dropped == 2
+
+
+def test_a_drain_chunk_that_fails_after_the_read_back_reads_back_again(tmp_path: Path) -> None:
+    """The chunk stays spooled whole, the copies found for it included: the next try must find
+    them again, even when this one failed before anything reached the producer."""
+    fake = FakeProducer()
+    spool = Spool(tmp_path / "gateway", 1 << 20)
+    gw = gateway(fake, spool)
+
+    async def scenario() -> None:
+        gw.start()
+        await gw.send(records(0, 1))
+        fake.up, fake.lands_anyway = False, True
+        await gw.send(records(2, 3))  # written, reported timed out: spooled
+        await gw.send(records(4))  # behind them
+        fake.refuse = 1  # the first drain's produce is refused: nothing of it is queued
+        fake.up = True
+        await until(lambda: spool.empty, "the spool drained")
+        await gw.aclose()
+
+    asyncio.run(scenario())
+    assert fake.refuse == 0  # the refusal happened
+    assert seqs(fake.log.values()) == [0, 1, 2, 3, 4]
