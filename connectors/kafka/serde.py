@@ -120,15 +120,17 @@ def decode_json(raw: bytes, now: float, max_future_s: float = DEFAULT_MAX_FUTURE
     except _StructError:  # anything unusual: the general path gives the exact reason
         return _decode_json_dict(raw, n, now, max_future_s)
     # the common case: msgspec checked the types, names and value; a timestamp seen before
-    # needs its range only. Anything else takes `_checked`, which raises with the reason.
+    # needs its range only (any other takes `_checked`, which raises with the reason), and a
+    # long message its sizes, the last of `_checked`'s checks
     ts_in = r.timestamp
     ts = _ts_cache.get(ts_in) if ts_in.__class__ is str else None
-    if ts is None or not MIN_TS <= ts < MAX_TS or ts > now + max_future_s or n > _SMALL_BYTES:
+    if ts is None or not MIN_TS <= ts < MAX_TS or ts > now + max_future_s:
         return _checked(ts_in, r.database_type, r.instance_id, r.metric_name, r.value, r.tags,
                         n, now, max_future_s, False)  # fmt: skip
-    tags = r.tags
-    return _new_tuple(Metric, (ts, r.database_type, r.instance_id, r.metric_name, r.value,
-                               {} if tags is None else tags))  # fmt: skip
+    tags = {} if r.tags is None else r.tags
+    if n > _SMALL_BYTES:
+        _check_sizes(r.instance_id, r.metric_name, r.database_type, tags)
+    return _new_tuple(Metric, (ts, r.database_type, r.instance_id, r.metric_name, r.value, tags))
 
 
 def _decode_json_dict(raw: bytes, n: int, now: float, max_future_s: float) -> Metric:
