@@ -399,10 +399,9 @@ class GatewayProducer:
             self._ensure({r.topic for r in records})
         except UnavailableError as exc:
             raise ConnectorError(str(exc)) from exc
-        dropped_before = self.landed.dropped
         kept = self.landed.filter(records)  # reads the log back first after a doubtful failure
-        if self.found is not None and self.landed.dropped > dropped_before:
-            self.found.inc(self.landed.dropped - dropped_before)
+        if self.found is not None and len(kept) < len(records):
+            self.found.inc(len(records) - len(kept))
         batch = _Batch(len(kept), landed=self.landed)
         self._produce(kept, batch)
         # a failed chunk stays spooled whole, the copies found for it included: the next drain

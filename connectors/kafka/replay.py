@@ -264,8 +264,8 @@ def windowed_decoder(
     decode: Decoder, start: float = -math.inf, end: float = math.inf
 ) -> tuple[Decoder, Callable[[], Observed]]:
     """`decode` that keeps only messages with `start <= timestamp < end`, and a reader of
-    what it saw: `EventWindow` per message, for what takes only a decoder (the Prometheus rule
-    groups, the HTML report's sample keeper).
+    what it saw: the per-message counterpart of `EventWindow`, for what takes only a decoder (the
+    Prometheus rule groups, the HTML report's sample keeper).
 
     A skipped message raises `PoisonMessage(OUT_OF_RANGE)`: the evaluation sub-flow takes a
     decoder and reports what it refuses. Counters are closure cells, not attributes: this runs
