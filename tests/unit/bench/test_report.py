@@ -173,3 +173,21 @@ def test_the_last_line_of_a_name_counts_and_old_lines_do_not_break_it() -> None:
     assert find(rows, "alerting job, delivery in its own process")[0].startswith("line without")
     rows = table([old, *LINES])
     assert find(rows, "alerting job, delivery in its own process")[-1] == "yes"
+
+
+def test_the_catchup_row_names_its_steady_reference() -> None:
+    line = {
+        "bench": "catchup_memory",
+        "backlog_messages": 5_000_000,
+        "peak_catchup_mib": 241.0,
+        "steady_median_mib": 187.0,
+        "steady_s": 560.0,
+        "steady_90s_mib": 150.0,
+        "ratio": 1.289,
+    }
+    row = find(table([MACHINE, line]), "catch-up")
+    assert row[0] == (
+        "241 / 187 MiB (5,000,000 messages; steady: a fresh job after 560 s of the live feed,"
+        " 150 MiB after 90 s)"
+    )
+    assert row[1:] == ["1.29x", "<= 1.5x steady state", "yes"]
