@@ -162,11 +162,12 @@ def rows(lines: dict[str, Line]) -> list[Row]:
                 f"{x['peak_catchup_mib']:,.0f} / {x['steady_median_mib']:,.0f} MiB"
                 f" ({x['backlog_messages']:,} messages"
                 + (
-                    f"; steady: a fresh job after {x['steady_s']:,.0f} s of the live feed,"
-                    f" {x['steady_90s_mib']:,.0f} MiB after 90 s)"
+                    f"; steady: a fresh job after {x['steady_s']:,.0f} s of the live feed"
                     if "steady_s" in x
-                    else ")"
+                    else ""
                 )
+                + (f", {x['steady_90s_mib']:,.0f} MiB after 90 s" if "steady_90s_mib" in x else "")
+                + ")"
             ),
             lambda x: f"{x['ratio']:.2f}x",
             CATCHUP,

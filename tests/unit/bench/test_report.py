@@ -191,3 +191,8 @@ def test_the_catchup_row_names_its_steady_reference() -> None:
         " 150 MiB after 90 s)"
     )
     assert row[1:] == ["1.29x", "<= 1.5x steady state", "yes"]
+    # a short steady run (BENCH=quick) has no 90 s reference
+    del line["steady_90s_mib"]
+    assert find(table([MACHINE, {**line, "steady_s": 30.0}]), "catch-up")[0].endswith(
+        "messages; steady: a fresh job after 30 s of the live feed)"
+    )
