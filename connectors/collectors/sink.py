@@ -113,20 +113,13 @@ class _Partition(StatelessSinkPartition[Message_]):
     def _produce_all(self, records: Sequence[SpoolRecord]) -> None:
         kept = records if self._landed is None else self._landed.filter(records)
         try:
-            failed = self._send(kept)
+            if failed := self._send(kept):
+                raise ConnectorError(f"{len(failed)} spooled messages not delivered yet")
         except ConnectorError:
-            self._read_back_again(records)
+            if self._landed is not None:
+                self._landed.chunk_failed(records)
             raise
-        if failed:
-            self._read_back_again(records)
-            raise ConnectorError(f"{len(failed)} spooled messages not delivered yet")
         self._metrics.drained.labels(self._job).inc(len(records))
-
-    def _read_back_again(self, records: Sequence[SpoolRecord]) -> None:
-        """A failed chunk stays spooled whole, the copies `filter` found for it included: the
-        next drain reads the log back again (and finds what this try may have written)."""
-        if self._landed is not None:
-            self._landed.doubt({r.topic for r in records})
 
     def _try_drain(self) -> None:
         now = self._clock()

@@ -404,13 +404,11 @@ class GatewayProducer:
             self.found.inc(len(records) - len(kept))
         batch = _Batch(len(kept), landed=self.landed)
         self._produce(kept, batch)
-        # a failed chunk stays spooled whole, the copies found for it included: the next drain
-        # reads back again (and finds what this one may have written, or a late delivery)
         if not batch.event.wait(self.wait_s):
-            self.landed.doubt({r.topic for r in records})
+            self.landed.chunk_failed(records)
             raise ConnectorError(f"{batch.remaining} spooled records without a report after {self.wait_s:g}s")
         if left := batch.unconfirmed():
-            self.landed.doubt({r.topic for r in records})
+            self.landed.chunk_failed(records)
             raise ConnectorError(f"{len(left)} spooled records not confirmed: {batch.errors[:1]}")
         if self.spool_metrics is not None:  # those found in Kafka are out of the spool and in Kafka too
             self.spool_metrics.drained.labels(SPOOL_JOB).inc(len(records))

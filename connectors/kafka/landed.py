@@ -10,6 +10,7 @@ log itself, so the spool asks it before its first send:
     landed.confirmed(topic, partition, offset)   # from each successful delivery report
     landed.doubt(topics)                         # records given to the producer came back unconfirmed
     kept = landed.filter(chunk)                  # before a spool chunk is produced (drain thread)
+    landed.chunk_failed(chunk)                   # that chunk failed: read back again before its next try
 
 `filter` reads, once per doubt, each doubtful topic's partitions from just after the last offset
 confirmed to this producer up to the end (at most `window` records a partition: what a producer
@@ -86,6 +87,12 @@ class Landed:
         """Records of `topics` given to the producer came back unconfirmed: read before re-sending."""
         with self._lock:
             self._doubtful.update(topics)
+
+    def chunk_failed(self, records: Sequence[SpoolRecord]) -> None:
+        """A spool chunk passed through `filter` failed to drain: it stays spooled whole, the
+        copies found for it included, so the next `filter` reads its topics back again (and finds
+        what this try may have written, or a late delivery)."""
+        self.doubt({r.topic for r in records})
 
     def forget(self) -> None:
         """The spool is empty: copies found and not matched belong to no spooled record any more."""
