@@ -1,17 +1,17 @@
 """Delivery of alert notifications to the notification service (`POST {NOTIFY_URL}/alerts`).
 
-A `NotifyPartition` owns an asyncio loop, run on its own thread, and a `Poster` (default: one
-`aiohttp.ClientSession`, keep-alive, redirects not followed, TLS checked against certifi or
-SSL_CERT_FILE, no proxy from the environment). `submit` hands a batch to the loop and returns;
-`collect` reads the outcomes on the caller's thread, in batch order. The flows use
-`PipelinedNotifySink`: posts overlap the evaluation, and each epoch ends (`snapshot`) only once
-every notification of it is delivered, muted or handed to `on_undeliverable`. `NotifySink` (a
-one-off send: the DLQ redrive) waits for each batch in `write_batch`. aiohttp rather than httpx:
-under one GIL the client's CPU is what delivery costs, and httpx.AsyncClient spent ~6x aiohttp's
-CPU per POST (bench/notify_client.py). Nothing is dropped silently: that callback is the flow's DLQ producer
-(`gds.alerts.dlq`), and an exception it raises propagates out of `write_batch` and stops the flow
-rather than losing the notification (on restart Bytewax replays the epoch; duplicates are harmless
-because every post carries `Idempotency-Key: <message_id>` and the message_id of a transition is
+A `NotifyPartition` owns an asyncio loop, run on its own thread, and a `Poster` (default:
+`Http1Poster`: keep-alive, redirects not followed, TLS checked against certifi or SSL_CERT_FILE,
+the environment's proxy). `submit` hands a batch to the loop and returns; `collect` reads the
+outcomes on the caller's thread, in batch order. The flows use `PipelinedNotifySink`: posts
+overlap the evaluation, and each epoch ends (`snapshot`) only once every notification of it is
+delivered, muted or handed to `on_undeliverable`. `NotifySink` (a one-off send: the DLQ redrive)
+waits for each batch in `write_batch`. Neither httpx nor aiohttp: under one GIL the client's CPU
+is what delivery costs (`connectors.notify.http1` says what was measured). Nothing is dropped
+silently: that callback is the flow's DLQ producer (`gds.alerts.dlq`), and an exception it
+raises propagates out of `write_batch` and stops the flow rather than losing the notification
+(on restart Bytewax replays the epoch; duplicates are harmless because every post carries
+`Idempotency-Key: <message_id>` and the message_id of a transition is
 deterministic).
 
 Policy, each piece injectable (one `NotifyDeps`) so it can be tested without sleeping or a network:
@@ -49,11 +49,11 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-import aiohttp
 import httpx
 import orjson
 from bytewax.outputs import DynamicSink, FixedPartitionedSink, StatefulSinkPartition, StatelessSinkPartition
 
+from connectors.notify.http1 import Http1Poster, ProtocolError, Reply
 from connectors.notify.policy import (
     CircuitBreaker,
     Clock,
@@ -64,7 +64,6 @@ from connectors.notify.policy import (
     classify_status,
     parse_retry_after,
 )
-from connectors.notify.receivers.base import NO_LOOKUP, env_proxy, tls_context
 from connectors.ops.metrics import METRICS, Metrics
 from connectors.ops.trace import TraceRef, client_span
 from rules.model import AlertEvent, AlertState, NotifyReason, Suppression
@@ -85,12 +84,11 @@ _RETRYABLE_EXCEPTIONS: tuple[type[BaseException], ...] = (
     httpx.NetworkError,
     httpx.RemoteProtocolError,
     httpx.ProxyError,
-    # aiohttp: timeouts, refused/reset/closed connections (TLS handshakes included, as httpx's
-    # ConnectError), a truncated body, an answer that is not HTTP
-    asyncio.TimeoutError,
-    aiohttp.ClientConnectionError,
-    aiohttp.ClientPayloadError,
-    aiohttp.ClientResponseError,
+    # Http1Poster: timeouts; refused, reset or closed connections and TLS failures (OSError, as
+    # httpx's ConnectError); an answer that is not HTTP, a refused proxy tunnel
+    TimeoutError,
+    OSError,
+    ProtocolError,
 )
 
 
@@ -101,15 +99,6 @@ def classify_exception(exc: BaseException) -> Verdict:
     return Verdict.REJECT
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    """What delivery reads of an answer: the status, Retry-After, and the body when not 2xx."""
-
-    status: int
-    retry_after: str | None = None
-    text: str = ""
-
-
 class Poster(Protocol):
     """The HTTP client of one partition, used on its loop only. `post` sends `body` (JSON bytes)
     once, follows no redirect, and returns the answer or raises (`classify_exception` decides)."""
@@ -117,50 +106,6 @@ class Poster(Protocol):
     async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply: ...
 
     async def aclose(self) -> None: ...
-
-
-class AiohttpPoster:
-    """The default client: one `aiohttp.ClientSession` (made on first use, on the partition's loop).
-
-    `timeout_s` bounds each attempt as a whole (connect, send, answer); `max_connections` keep-alive
-    connections. No cookie jar (a notification is a plain POST). HTTP_PROXY / HTTPS_PROXY /
-    NO_PROXY are honoured as httpx honoured them, looked up once per URL (`env_proxy`) rather than
-    by aiohttp's `trust_env` on every request.
-    """
-
-    def __init__(self, timeout_s: float, max_connections: int) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._max = max_connections
-        self._session: aiohttp.ClientSession | None = None
-        self._proxies: dict[str, str | None] = {}
-
-    async def post(self, url: str, body: bytes, headers: Mapping[str, str]) -> Reply:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._max, ssl=tls_context()),
-                timeout=self._timeout,
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
-            )
-        proxy = self._proxies.get(url, NO_LOOKUP)
-        if proxy is NO_LOOKUP:
-            proxy = self._proxies[url] = env_proxy(url)
-        async with self._session.post(
-            url,
-            data=body,
-            headers={"Content-Type": "application/json", **headers},
-            allow_redirects=False,
-            proxy=proxy,
-        ) as r:
-            if 200 <= r.status < 300:
-                await r.read()  # the whole answer: the connection goes back to the pool
-                return Reply(r.status)
-            return Reply(r.status, r.headers.get("Retry-After"), await r.text(errors="replace"))
-
-    async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
 
 
 class HttpxPoster:
@@ -212,7 +157,7 @@ class NotifyDeps:
     One object for `NotifySink` and every `NotifyPartition` it builds. `on_undeliverable` is
     the DLQ producer (required: nothing is dropped silently); `poster` builds each partition's
     HTTP client and wins over `transport` (an httpx transport, served by `HttpxPoster`); neither:
-    `AiohttpPoster`. `breaker` builds each partition's breaker (default: from the config, on `clock`).
+    `Http1Poster`. `breaker` builds each partition's breaker (default: from the config, on `clock`).
     """
 
     on_undeliverable: UndeliverableHandler
@@ -283,7 +228,7 @@ class NotifyPartition(StatelessSinkPartition["AlertEvent | Recheck"]):
         def make() -> Poster:
             if transport is not None:
                 return HttpxPoster(config.timeout_s, config.max_in_flight, transport)
-            return AiohttpPoster(config.timeout_s, config.max_in_flight)
+            return Http1Poster(config.timeout_s, config.max_in_flight)
 
         return make
 

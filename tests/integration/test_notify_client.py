@@ -1,5 +1,5 @@
-"""The notify sink's HTTP client (aiohttp) and the routed senders' (urllib3) on the wire, against
-real loopback servers.
+"""The notify sink's HTTP client (`Http1Poster`) and the routed senders' (urllib3) on the wire,
+against real loopback servers.
 
 What the sink promises regardless of the client it uses: the request (POST, JSON body equal to the
 payload, Content-Type, Idempotency-Key = message_id) over reused keep-alive connections, no
@@ -10,9 +10,13 @@ CAs of SSL_CERT_FILE (an unknown certificate is never sent a notification).
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import socket
+import socketserver
 import ssl
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
@@ -272,7 +276,7 @@ def test_sender_https_is_verified_against_ssl_cert_file(
 def test_the_environment_proxy_is_used_and_no_proxy_is_honoured(
     server: Server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # httpx honoured HTTP_PROXY; so does the aiohttp poster: the loopback server plays the proxy
+    # httpx honoured HTTP_PROXY; so does the sink's poster: the loopback server plays the proxy
     # for a host that does not resolve, and receives the absolute-URI request a proxy gets
     monkeypatch.setenv("HTTP_PROXY", server.url)
     monkeypatch.setenv("NO_PROXY", "")
@@ -299,3 +303,246 @@ def test_sender_goes_through_the_environment_proxy(server: Server, monkeypatch: 
     finally:
         sender.close()
     assert [r["path"] for r in server.seen.requests] == ["http://hook.invalid/hook"]
+
+
+# --- the sink's client when the other side misbehaves: a raw loopback server, scripted ----------
+
+
+class RawServer(socketserver.ThreadingTCPServer):
+    """Answers each request by the next action of `script` (then "ok"), byte for byte:
+    ok | ok_then_close | close | garbage | unframed_400 | silent | interim."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, *script: str) -> None:
+        super().__init__(("127.0.0.1", 0), _RawHandler)
+        self.script = list(script)
+        self.requests: list[bytes] = []  # each request's head
+        self.connections = 0
+        self.closed_by_client = 0  # connections the client closed while an answer was due
+        self.lock = threading.Lock()
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _RawHandler(socketserver.StreamRequestHandler):
+    server: RawServer
+
+    def handle(self) -> None:
+        with self.server.lock:
+            self.server.connections += 1
+        while True:
+            head = b""
+            while not head.endswith(b"\r\n\r\n"):
+                line = self.rfile.readline()
+                if not line:
+                    return
+                head += line
+            length = next(
+                (
+                    int(h.split(b":")[1])
+                    for h in head.split(b"\r\n")
+                    if h.lower().startswith(b"content-length")
+                ),
+                0,
+            )
+            self.rfile.read(length)
+            with self.server.lock:
+                self.server.requests.append(head)
+                action = self.server.script.pop(0) if self.server.script else "ok"
+            if action == "close":
+                return
+            if action == "garbage":
+                self.wfile.write(b"SSH-2.0-OpenSSH_9.6\r\n")
+                return
+            if action == "unframed_400":  # no Content-Length: the body ends with the connection
+                self.wfile.write(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\nbad labels: severity")
+                return
+            if action == "silent":  # no answer: wait for the client to give up and close
+                if self.rfile.read(1) == b"":
+                    with self.server.lock:
+                        self.server.closed_by_client += 1
+                return
+            if action == "interim":
+                self.wfile.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            if action == "ok_then_close":  # says close, and leaves the closing to the client
+                self.wfile.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                continue
+            self.wfile.write(b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}")
+
+
+@pytest.fixture()
+def raw() -> Iterator[RawServer]:
+    srv = RawServer()
+    yield srv
+    srv.stop()
+
+
+def test_a_connection_closed_before_the_answer_is_retried_on_a_new_one(raw: RawServer) -> None:
+    raw.script = ["close"]
+    run = deliver(raw.url, event(1))
+    assert [e.message_id for e in run.delivered] == ["client-001"]
+    assert len(raw.requests) == 2 and raw.connections == 2 and len(run.sleeps) == 1
+
+
+def test_an_answer_that_is_not_http_is_retried(raw: RawServer) -> None:
+    raw.script = ["garbage", "garbage", "garbage"]  # every attempt of the three
+    run = deliver(raw.url, event(1))
+    [(_, error)] = run.undeliverable
+    assert "ProtocolError" in error and "not an HTTP answer" in error
+    assert len(raw.requests) == 3 and run.delivered == []
+
+
+def test_an_answer_without_a_length_is_read_to_the_close(raw: RawServer) -> None:
+    raw.script = ["unframed_400"]
+    run = deliver(raw.url, event(1))
+    [(_, error)] = run.undeliverable
+    assert error == "HTTP 400: bad labels: severity"  # a 4xx: rejected at once, its body quoted
+    assert len(raw.requests) == 1
+
+
+def test_connections_are_kept_unless_the_server_closes_them(raw: RawServer) -> None:
+    run = Run()
+    part = partition(raw.url, run, max_in_flight=1)
+    try:
+        for n in range(3):  # keep-alive: one connection for three batches
+            part.write_batch([event(n)])
+        raw.script = ["ok_then_close"]
+        for n in range(3, 5):  # `Connection: close` is honoured: the next post connects again
+            part.write_batch([event(n)])
+    finally:
+        part.close()
+    assert len(run.delivered) == 5 and run.undeliverable == []
+    assert raw.connections == 2 and len(raw.requests) == 5 and run.sleeps == []  # no post failed
+
+
+def test_an_unanswered_post_times_out_and_is_retried(raw: RawServer) -> None:
+    raw.script = ["silent"]
+    run = Run()
+    part = partition(raw.url, run, timeout_s=0.5)
+    try:
+        part.write_batch([event(1)])
+        # the timed-out connection is closed, not left open (nor reused: its answer may still come)
+        deadline = time.monotonic() + 10
+        while raw.closed_by_client == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        part.close()
+    assert [e.message_id for e in run.delivered] == ["client-001"]
+    assert len(raw.requests) == 2 and raw.connections == 2 and len(run.sleeps) == 1
+    assert raw.closed_by_client == 1
+
+
+def test_an_interim_100_answer_is_skipped_for_the_real_one(raw: RawServer) -> None:
+    raw.script = ["interim"]
+    run = deliver(raw.url, event(1))
+    assert [e.message_id for e in run.delivered] == ["client-001"] and len(raw.requests) == 1
+
+
+def test_a_header_with_a_line_break_is_never_sent(raw: RawServer) -> None:
+    from connectors.notify.http1 import Http1Poster
+
+    async def post() -> None:
+        poster = Http1Poster(2.0, 1)
+        try:
+            await poster.post(raw.url + "/alerts", b"{}", {"Idempotency-Key": "a\r\nX-Injected: 1"})
+        finally:
+            await poster.aclose()
+
+    with pytest.raises(ValueError, match="line break"):
+        asyncio.run(post())
+    assert raw.requests == []
+
+
+class ConnectProxy(socketserver.ThreadingTCPServer):
+    """A CONNECT proxy: records each tunnel's request head, then relays bytes both ways
+    (`refuse`: answers 407 instead)."""
+
+    daemon_threads = True
+
+    def __init__(self, refuse: bool = False) -> None:
+        super().__init__(("127.0.0.1", 0), _TunnelHandler)
+        self.refuse = refuse
+        self.heads: list[str] = []
+        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+class _TunnelHandler(socketserver.StreamRequestHandler):
+    server: ConnectProxy
+
+    def handle(self) -> None:
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            line = self.rfile.readline()
+            if not line:
+                return
+            head += line
+        self.server.heads.append(head.decode())
+        if self.server.refuse:
+            self.wfile.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
+            return
+        host, port = head.split(b" ")[1].decode().rsplit(":", 1)
+        upstream = socket.create_connection((host, int(port)), timeout=10)
+        self.wfile.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        def pipe(src: socket.socket, dst: socket.socket) -> None:
+            try:
+                while data := src.recv(65536):
+                    dst.sendall(data)
+            except OSError:
+                pass
+            finally:
+                dst.close()
+
+        threading.Thread(target=pipe, args=(upstream, self.connection), daemon=True).start()
+        pipe(self.connection, upstream)
+
+
+def test_https_goes_through_a_connect_tunnel_of_the_environment_proxy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cert, key = _self_signed(tmp_path)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(cert, key)
+    srv, proxy = Server(tls), ConnectProxy()
+    try:
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        monkeypatch.setenv("HTTPS_PROXY", f"http://ops:s%40cret@127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "")
+        url = srv.url.replace("http://", "https://")
+        run = deliver(url, event(5))
+        assert [e.message_id for e in run.delivered] == ["client-005"]
+        [head] = proxy.heads
+        port = srv.server_address[1]
+        assert head.startswith(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n")
+        assert f"Proxy-Authorization: Basic {base64.b64encode(b'ops:s@cret').decode()}" in head
+        # inside the tunnel, TLS to the target itself: the request in origin form
+        assert [r["path"] for r in srv.seen.requests] == ["/alerts"]
+    finally:
+        srv.stop()
+        proxy.stop()
+
+
+def test_a_refused_tunnel_is_retried_then_dead_lettered(monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = ConnectProxy(refuse=True)
+    try:
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "")
+        run = deliver("https://notify.invalid", event(6))
+        [(_, error)] = run.undeliverable
+        assert "proxy refused CONNECT notify.invalid:443: HTTP 407" in error
+        assert len(proxy.heads) == 3  # every attempt tried the tunnel again
+    finally:
+        proxy.stop()
