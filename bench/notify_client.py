@@ -158,6 +158,64 @@ def aiohttp_session(url: str) -> tuple[Batch, Callable[[], None]] | None:
     return (lambda ps: loop.run_until_complete(batch(ps))), lambda: loop.run_until_complete(session.close())
 
 
+def http1_poster(url: str) -> tuple[Batch, Callable[[], None]]:
+    """The sink's own client (connectors/notify/http1.py) bare: one loop, gather per batch."""
+    import orjson
+
+    from connectors.notify.http1 import Http1Poster
+
+    loop = asyncio.new_event_loop()
+    poster = Http1Poster(5.0, 8)
+    sem = asyncio.Semaphore(8)
+
+    async def one(p: dict[str, Any]) -> None:
+        async with sem:
+            r = await poster.post(url + "/alerts", orjson.dumps(p), {"Idempotency-Key": p["message_id"]})
+            assert r.status < 300
+
+    async def batch(ps: list[Any]) -> None:
+        await asyncio.gather(*(one(p) for p in ps))
+
+    return (lambda ps: loop.run_until_complete(batch(ps))), lambda: loop.run_until_complete(poster.aclose())
+
+
+class AiohttpPoster:
+    """The sink's poster before connectors/notify/http1.py (aiohttp.ClientSession), kept here as
+    the same-run 'before' of `sink_write_batch`."""
+
+    def __init__(self) -> None:
+        self._session: Any = None
+
+    async def post(self, url: str, body: bytes, headers: Any) -> Any:
+        import aiohttp
+
+        from connectors.notify.sink import Reply
+
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=8),
+                timeout=aiohttp.ClientTimeout(total=5.0),
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
+        headers = {"Content-Type": "application/json", **headers}
+        async with self._session.post(url, data=body, allow_redirects=False, headers=headers) as r:
+            await r.read()
+            return Reply(r.status)
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+def sink_aiohttp(url: str) -> tuple[Batch, Callable[[], None]] | None:
+    """The sink on aiohttp (its client before connectors/notify/http1.py): the same-run 'before'."""
+    try:
+        import aiohttp  # noqa: F401
+    except ImportError:
+        return None
+    return sink(url, poster=AiohttpPoster)
+
+
 def sink_httpx(url: str) -> tuple[Batch, Callable[[], None]]:
     """The sink on httpx.AsyncClient (its client before aiohttp): the same-run 'before'."""
     import httpx
@@ -165,7 +223,7 @@ def sink_httpx(url: str) -> tuple[Batch, Callable[[], None]]:
     return sink(url, httpx.AsyncHTTPTransport())
 
 
-def sink(url: str, transport: Any = None) -> tuple[Batch, Callable[[], None]]:
+def sink(url: str, transport: Any = None, poster: Any = None) -> tuple[Batch, Callable[[], None]]:
     """The notification sink as the flows build it (`NotifyPartition.write_batch` on events)."""
     from prometheus_client import CollectorRegistry
 
@@ -180,6 +238,7 @@ def sink(url: str, transport: Any = None) -> tuple[Batch, Callable[[], None]]:
             on_undeliverable=lambda e, p, err: lost.append(err),
             metrics=Metrics(CollectorRegistry()),
             transport=transport,
+            poster=poster,
         ),
     )
 
@@ -231,7 +290,9 @@ def main() -> None:
             ("http_client_keepalive", http_client, payloads),
             ("urllib3_pool", urllib3_pool, payloads),
             ("aiohttp_session", aiohttp_session, payloads),
+            ("http1_poster", http1_poster, payloads),
             ("sink_write_batch_httpx", sink_httpx, events),
+            ("sink_write_batch_aiohttp", sink_aiohttp, events),
             ("sink_write_batch", sink, events),
         ]
         base: float | None = None
