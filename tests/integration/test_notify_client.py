@@ -546,3 +546,12 @@ def test_a_refused_tunnel_is_retried_then_dead_lettered(monkeypatch: pytest.Monk
         assert len(proxy.heads) == 3  # every attempt tried the tunnel again
     finally:
         proxy.stop()
+
+
+def test_credentials_in_the_url_go_as_basic_auth(server: Server) -> None:
+    port = server.server_address[1]
+    run = deliver(f"http://ops:s%40cret@127.0.0.1:{port}", event(7))
+    assert [e.message_id for e in run.delivered] == ["client-007"]
+    [request] = server.seen.requests
+    assert request["headers"]["Authorization"] == f"Basic {base64.b64encode(b'ops:s@cret').decode()}"
+    assert request["headers"]["Host"] == f"127.0.0.1:{port}"  # never the credentials
