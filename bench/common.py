@@ -95,6 +95,14 @@ class Receiver(ThreadingHTTPServer):
         return f"http://127.0.0.1:{self.server_address[1]}"
 
 
+READY = b'"mode"'  # on a job's stderr once it is imported and built, just before it runs
+
+
+def say_ready(flow: str) -> None:
+    """A bench flow's `READY` line (the jobs print their own): `run_flow` times the run from it."""
+    print(json.dumps({"job": flow, "mode": "built, running"}), file=sys.stderr, flush=True)
+
+
 def emit(result: dict[str, Any]) -> None:
     print(json.dumps(result), flush=True)
 

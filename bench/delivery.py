@@ -469,11 +469,11 @@ def main() -> None:
     }
     ceil = ceiling(bootstrap, topic, n)
     emit({"bench": "delivery_ceiling_consume_decode", "messages": n, "messages_per_s": round(ceil)})
-    startup, _ = run_flow(["-w1"], {**env, "METRIC_TOPICS": empty})
+    startup = run_flow(["-w1"], {**env, "METRIC_TOPICS": empty}).seconds
     on_rate = 0.0
     for label, delivery in (("off", "separate"), ("on", "inline")):
         before = len(receiver.posts)
-        elapsed, _ = run_flow(["-w1"], {**env, "METRIC_TOPICS": topic, "NOTIFY_DELIVERY": delivery})
+        elapsed = run_flow(["-w1"], {**env, "METRIC_TOPICS": topic, "NOTIFY_DELIVERY": delivery}).seconds
         rate = n / max(elapsed - startup, 1e-9)
         on_rate = rate
         emit(

@@ -28,6 +28,7 @@ from bytewax.connectors.stdio import StdOutSink
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.operators.windowing import EventClock, TumblingWindower
 
+from bench.common import say_ready
 from connectors.kafka.serde import decode_json
 from rules.metric import Metric
 
@@ -116,6 +117,8 @@ def build(brokers: list[str], topic: str, rules: dict[str, list[Rule]]) -> Dataf
 
 def flow_from_env() -> Dataflow:
     env = os.environ
-    return build(
+    flow = build(
         env["KAFKA_BOOTSTRAP_SERVERS"].split(","), env["WINDOWING_TOPIC"], load(Path(env["RULES_PATH"]))
     )
+    say_ready("windowing")
+    return flow
