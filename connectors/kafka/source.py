@@ -32,6 +32,7 @@ instead, which stops the flow and makes the resumed epoch send it again.
 from __future__ import annotations
 
 import copyreg
+import logging
 import math
 import re
 import time
@@ -56,6 +57,8 @@ from connectors.kafka.message import NO_HEADERS, SourceMessage
 from connectors.kafka.topics import DLQ_TOPICS
 from connectors.ops.epochs import EpochClock
 from connectors.ops.runtime import keep_thread_state
+
+log = logging.getLogger(__name__)
 
 _new = object.__new__
 _set = object.__setattr__
@@ -340,6 +343,10 @@ class MetricKafkaSource(KafkaSource):
         }
         config.update(self._add_config)
         parts = self._parts if self._parts is not None else len(self.list_parts())
+        # which worker reads what, and from where: the line an operator looks for after a
+        # restart or a rescale (and bench/alerting.py's start of a run: the cluster is formed)
+        start = _start_text(resume_state, self._starting_offset)
+        log.info("kafka: reading %s partition %s from %s", topic, idx, start)
         return _MetricPartition(
             step_id,
             config,
@@ -354,6 +361,16 @@ class MetricKafkaSource(KafkaSource):
             progress=self._progress,
             clock=self._clock,
         )
+
+
+def _start_text(resume_state: int | None, starting_offset: int) -> str:
+    if resume_state is not None:
+        return f"offset {resume_state} (recovery)"
+    if starting_offset == OFFSET_BEGINNING:
+        return "its beginning"
+    if starting_offset == OFFSET_END:
+        return "its end (new messages only)"
+    return f"offset {starting_offset}"
 
 
 def metric_source(
