@@ -510,7 +510,11 @@ class NotifySettings(Section):
     section = "notify"
 
     notify_url: Annotated[str, _url("http", "https")] = _env(
-        "NOTIFY_URL", "", "Notification service base URL (`POST {NOTIFY_URL}/alerts`). Unset: print."
+        "NOTIFY_URL",
+        "",
+        "Notification service base URL (`POST {NOTIFY_URL}/alerts`), `http://` or `https://` (checked"
+        " against SSL_CERT_FILE, else certifi's CAs; `user:password@` goes as Basic auth); HTTP_PROXY /"
+        " HTTPS_PROXY / NO_PROXY are honoured. Unset: print.",
     )
     notify_timeout_s: Annotated[float, _number(0.01)] = _env(
         "NOTIFY_TIMEOUT_S", 5.0, "Per-request timeout in seconds."

@@ -6,6 +6,7 @@ Needs `deploy/local/services.sh up` and `source deploy/local/env.sh` (see tests/
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 import uuid
@@ -173,7 +174,7 @@ def test_flow_routes_poison_to_the_dlq_and_passes_good_metrics(
 
 
 def test_metric_source_resolves_a_pattern_and_excludes_the_dlq(
-    kafka_bootstrap: str, topic_factory: Callable[..., str]
+    kafka_bootstrap: str, topic_factory: Callable[..., str], caplog: pytest.LogCaptureFixture
 ) -> None:
     prefix = f"pat{uuid.uuid4().hex[:8]}"
     metrics_topic = topic_factory(prefix, 2)
@@ -189,8 +190,13 @@ def test_metric_source_resolves_a_pattern_and_excludes_the_dlq(
     flow = Dataflow("it-pattern")
     src = metric_source(kafka_bootstrap, pattern, exclude={dlq_topic}, tail=False, starting_offset="earliest")
     op.output("out", op.map("value", op.input("in", flow, src), source_value), TestingSink(out))
-    run_main(flow)
+    with caplog.at_level(logging.INFO, logger="connectors.kafka.source"):
+        run_main(flow)
     assert out == [encode_json(m)]
+    # which partition is read from where: once each, for an operator after a restart or rescale
+    assert sorted(r.getMessage() for r in caplog.records if r.name == "connectors.kafka.source") == [
+        f"kafka: reading {metrics_topic} partition {n} from its beginning" for n in (0, 1)
+    ]
 
 
 def source_value(item: Any) -> bytes | None:  # the source is typed as bytewax's KafkaSource

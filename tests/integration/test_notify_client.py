@@ -308,20 +308,13 @@ def test_sender_goes_through_the_environment_proxy(server: Server, monkeypatch: 
 # --- the sink's client when the other side misbehaves: a raw loopback server, scripted ----------
 
 
-class RawServer(socketserver.ThreadingTCPServer):
-    """Answers each request by the next action of `script` (then "ok"), byte for byte:
-    ok | ok_then_close | close | garbage | unframed_400 | silent | interim."""
+class _TCPServer(socketserver.ThreadingTCPServer):
+    """A raw TCP server on 127.0.0.1 (an ephemeral port), serving from a daemon thread."""
 
     daemon_threads = True
-    allow_reuse_address = True
 
-    def __init__(self, *script: str) -> None:
-        super().__init__(("127.0.0.1", 0), _RawHandler)
-        self.script = list(script)
-        self.requests: list[bytes] = []  # each request's head
-        self.connections = 0
-        self.closed_by_client = 0  # connections the client closed while an answer was due
-        self.lock = threading.Lock()
+    def __init__(self, handler: type[socketserver.BaseRequestHandler]) -> None:
+        super().__init__(("127.0.0.1", 0), handler)
         threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
 
     @property
@@ -333,6 +326,30 @@ class RawServer(socketserver.ThreadingTCPServer):
         self.server_close()
 
 
+def _read_head(rfile: Any) -> bytes | None:
+    """A request's head, up to its blank line; None when the client closed first."""
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = rfile.readline()
+        if not line:
+            return None
+        head += line
+    return head
+
+
+class RawServer(_TCPServer):
+    """Answers each request by the next action of `script` (then "ok"), byte for byte:
+    ok | ok_then_close | close | garbage | unframed_400 | silent | interim."""
+
+    def __init__(self, *script: str) -> None:
+        self.script = list(script)
+        self.requests: list[bytes] = []  # each request's head
+        self.connections = 0
+        self.closed_by_client = 0  # connections the client closed while an answer was due
+        self.lock = threading.Lock()
+        super().__init__(_RawHandler)
+
+
 class _RawHandler(socketserver.StreamRequestHandler):
     server: RawServer
 
@@ -340,12 +357,9 @@ class _RawHandler(socketserver.StreamRequestHandler):
         with self.server.lock:
             self.server.connections += 1
         while True:
-            head = b""
-            while not head.endswith(b"\r\n\r\n"):
-                line = self.rfile.readline()
-                if not line:
-                    return
-                head += line
+            head = _read_head(self.rfile)
+            if head is None:
+                return
             length = next(
                 (
                     int(h.split(b":")[1])
@@ -462,33 +476,23 @@ def test_a_header_with_a_line_break_is_never_sent(raw: RawServer) -> None:
     assert raw.requests == []
 
 
-class ConnectProxy(socketserver.ThreadingTCPServer):
+class ConnectProxy(_TCPServer):
     """A CONNECT proxy: records each tunnel's request head, then relays bytes both ways
     (`refuse`: answers 407 instead)."""
 
-    daemon_threads = True
-
     def __init__(self, refuse: bool = False) -> None:
-        super().__init__(("127.0.0.1", 0), _TunnelHandler)
         self.refuse = refuse
         self.heads: list[str] = []
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
+        super().__init__(_TunnelHandler)
 
 
 class _TunnelHandler(socketserver.StreamRequestHandler):
     server: ConnectProxy
 
     def handle(self) -> None:
-        head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            line = self.rfile.readline()
-            if not line:
-                return
-            head += line
+        head = _read_head(self.rfile)
+        if head is None:
+            return
         self.server.heads.append(head.decode())
         if self.server.refuse:
             self.wfile.write(b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n")
