@@ -38,7 +38,7 @@ from rules.model import AlertEvent
 from rules.payload import notification_payload
 from rules.routing.types import GroupNotification
 from tests.support.events import alert_event, instance_labels
-from tests.support.loopback import LoopbackServer
+from tests.support.loopback import LoopbackServer, LoopbackTCPServer
 from tests.support.smtp_server import _self_signed
 
 pytestmark = pytest.mark.integration
@@ -308,24 +308,6 @@ def test_sender_goes_through_the_environment_proxy(server: Server, monkeypatch: 
 # --- the sink's client when the other side misbehaves: a raw loopback server, scripted ----------
 
 
-class _TCPServer(socketserver.ThreadingTCPServer):
-    """A raw TCP server on 127.0.0.1 (an ephemeral port), serving from a daemon thread."""
-
-    daemon_threads = True
-
-    def __init__(self, handler: type[socketserver.BaseRequestHandler]) -> None:
-        super().__init__(("127.0.0.1", 0), handler)
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
 def _read_head(rfile: Any) -> bytes | None:
     """A request's head, up to its blank line; None when the client closed first."""
     head = b""
@@ -337,7 +319,7 @@ def _read_head(rfile: Any) -> bytes | None:
     return head
 
 
-class RawServer(_TCPServer):
+class RawServer(LoopbackTCPServer):
     """Answers each request by the next action of `script` (then "ok"), byte for byte:
     ok | ok_then_close | close | garbage | unframed_400 | silent | interim."""
 
@@ -347,7 +329,7 @@ class RawServer(_TCPServer):
         self.connections = 0
         self.closed_by_client = 0  # connections the client closed while an answer was due
         self.lock = threading.Lock()
-        super().__init__(_RawHandler)
+        super().__init__(0, _RawHandler, "notify-client-raw")
 
 
 class _RawHandler(socketserver.StreamRequestHandler):
@@ -476,14 +458,14 @@ def test_a_header_with_a_line_break_is_never_sent(raw: RawServer) -> None:
     assert raw.requests == []
 
 
-class ConnectProxy(_TCPServer):
+class ConnectProxy(LoopbackTCPServer):
     """A CONNECT proxy: records each tunnel's request head, then relays bytes both ways
     (`refuse`: answers 407 instead)."""
 
     def __init__(self, refuse: bool = False) -> None:
         self.refuse = refuse
         self.heads: list[str] = []
-        super().__init__(_TunnelHandler)
+        super().__init__(0, _TunnelHandler, "notify-client-proxy")
 
 
 class _TunnelHandler(socketserver.StreamRequestHandler):
