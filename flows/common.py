@@ -38,7 +38,7 @@ from connectors.control.watch import RulesUpdate
 from connectors.errors import ConnectorError, PoisonMessage
 from connectors.kafka.dlq import dead_letter_from
 from connectors.kafka.files import instance_key
-from connectors.kafka.message import MESSAGE_TYPES, Message
+from connectors.kafka.message import MESSAGE_TYPES, Message, MessageChunk
 from connectors.kafka.serde import encode_json, make_decoder
 from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
@@ -387,9 +387,8 @@ def evaluate(
             shard = names[crc32(key) % shards] if key.__class__ is bytes else route(m)
             chunk = chunks.get(shard)
             if chunk is None:
-                chunks[shard] = [m]
-            else:
-                chunk.append(m)
+                chunks[shard] = chunk = MessageChunk()
+            chunk.append(m)
         out = list(chunks.items())
         if marks:  # progress markers go to every shard, behind its messages of this batch
             for n in names:
@@ -403,7 +402,7 @@ def evaluate(
     def route_all(batch: list[Any]) -> list[tuple[str, list[Any]]]:
         """One shard: the whole batch is its chunk, as it came (`EngineLogic` takes progress
         markers out of a chunk and applies them after its messages)."""
-        return [(names[0], batch)]
+        return [(names[0], MessageChunk(batch))]
 
     # one Python call per batch rather than one per message (key_on maps item by item)
     keyed = op.flat_map_batch(f"{step_id}-route", raw, route_all if shards == 1 else route_batch)

