@@ -19,7 +19,11 @@ line on stderr, once imported and built) and ends when the command does. Python'
 1.7-3 s and varied by up to 0.9 s between the start-ups of one bench, and a 2-process cluster
 formed in 1.2 s or 2.2 s: either is more than a 2-process run's whole difference to one process,
 and a 1M-message run is 3-6 s of work. The ratio to the ceiling measured in the same run is
-the figure to track, not the absolute rate. The ceiling and the
+the figure to track, not the absolute rate. Each job row also has the CPU time of its
+processes over the running time (all threads, net of the empty run): rate = `job_cores` /
+`cpu_us_per_message`, so `scaling_2_processes` splits its speed-up into the cores the two
+processes kept busy and the CPU each message cost them (the exchange), with the share of the
+machine that was busy while they ran. The ceiling and the
 job's three configurations are each the median of `REPEATS` runs: on this shared machine one run of
 the same flow moved by 30 % within a bench (0.45 against 0.63-0.76 of the ceiling).
 """
@@ -27,6 +31,7 @@ the same flow moved by 30 % within a bench (0.45 against 0.63-0.76 of the ceilin
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -36,6 +41,7 @@ import tempfile
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -154,19 +160,55 @@ class FlowRun(NamedTuple):
     seconds: float  # wall time of the command
     peak_rss_mib: float  # of its processes, summed, sampled every 0.5 s
     running_s: float  # from the (last) process's `begins` line to the end
+    cpu_s: float  # CPU time of its processes (all threads) from their `begins` lines to the end
+    machine_busy: float  # share of the machine's cores busy (anything) from the last `begins` on
 
 
-def _watch_begins(logs: list[Any], mark: bytes, seen: list[float | None], stop: threading.Event) -> None:
+_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu_s(pid: int) -> float:
+    """utime + stime of a live process, all its threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) * _TICK_S
+
+
+def _machine_ticks() -> tuple[int, int]:
+    """(busy, total) clock ticks of all cores since boot (/proc/stat; iowait counts as idle)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return sum(ticks) - ticks[3] - ticks[4], sum(ticks)
+
+
+@dataclass
+class _Begins:
+    """What `_watch_begins` saw: when each child printed its line, its CPU time then, and the
+    machine's ticks when the last one did."""
+
+    at: list[float | None]
+    cpu_s: list[float]
+    machine: tuple[int, int] = (0, 0)
+
+
+def _watch_begins(
+    logs: list[Any], pids: list[int], mark: bytes, seen: _Begins, stop: threading.Event
+) -> None:
     """When `mark` first appears on each child's stderr file (read through its own descriptor:
     the child writes at its own offset); done once every child printed it, so the measured run
     shares no core with this polling."""
     paths = [f"/proc/self/fd/{log.fileno()}" for log in logs]
-    while not stop.is_set() and None in seen:
+    while not stop.is_set() and None in seen.at:
         for i, path in enumerate(paths):
-            if seen[i] is None:
+            if seen.at[i] is None:
                 with open(path, "rb") as f:
                     if mark in f.read():
-                        seen[i] = time.perf_counter()
+                        # gone already (an empty topic's quick run): all its CPU counts
+                        with contextlib.suppress(OSError):
+                            seen.cpu_s[i] = _process_cpu_s(pids[i])
+                        seen.at[i] = time.perf_counter()
+        if None not in seen.at:
+            seen.machine = _machine_ticks()
         stop.wait(0.005)
 
 
@@ -196,28 +238,50 @@ def run_flow(
                 stderr=logs[-1],
             )
         )
-    rss = RssSampler([c.pid for c in children])
-    began: list[float | None] = [None] * procs
+    pids = [c.pid for c in children]
+    rss = RssSampler(pids)
+    seen = _Begins([None] * procs, [0.0] * procs)
     stop = threading.Event()
-    watcher = threading.Thread(target=_watch_begins, args=(logs, begins, began, stop), daemon=True)
+    watcher = threading.Thread(target=_watch_begins, args=(logs, pids, begins, seen, stop), daemon=True)
     watcher.start()
+    cpu_s = 0.0
     try:
         for c, log in zip(children, logs, strict=True):
-            c.wait(timeout=1800)
+            cpu_s += _reap(c, start + 1800)
             if c.returncode != 0:
                 log.seek(0)
                 raise SystemExit(f"{target} failed: {log.read().decode(errors='replace')[-3000:]}")
     finally:
         end = time.perf_counter()
+        machine = _machine_ticks()
         stop.set()
         watcher.join()
         rss.stop()
         for c in children:
             if c.poll() is None:
                 c.kill()
-    if None in began:
+    if None in seen.at:
         raise SystemExit(f"{target} printed no {begins.decode()!r} line on stderr")
-    return FlowRun(end - start, rss.peak_mib(), end - max(t for t in began if t is not None))
+    busy, total = (now - then for now, then in zip(machine, seen.machine, strict=True))
+    return FlowRun(
+        end - start,
+        rss.peak_mib(),
+        end - max(t for t in seen.at if t is not None),
+        cpu_s - sum(seen.cpu_s),
+        busy / max(total, 1),
+    )
+
+
+def _reap(child: subprocess.Popen[bytes], deadline: float) -> float:
+    """`child.wait()`, and the CPU time the child used, all threads (its rusage)."""
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            child.returncode = os.waitstatus_to_exitcode(status)
+            return float(usage.ru_utime + usage.ru_stime)
+        if time.perf_counter() > deadline:
+            raise subprocess.TimeoutExpired(child.args, deadline)
+        time.sleep(0.01)
 
 
 def free_addrs(n: int) -> str:
@@ -289,10 +353,18 @@ def main() -> None:
         rates = [n / max(r.running_s - idle, 1e-9) for r, _ in runs]
         rate = statistics.median(rates)
         running = statistics.median(r.running_s for r, _ in runs)
+        # where the rate comes from: rate = cores the job kept busy / CPU per message, each net of
+        # the empty run (so a 2-process speed-up splits into those two ratios exactly)
+        idle_cpu = statistics.median(e.cpu_s for e in empties)
+        cpu = statistics.median(r.cpu_s for r, _ in runs)
         out = {"bench": label, **base, "processes": procs,
                "seconds": round(statistics.median(r.seconds for r, _ in runs), 2),
                "startup_s": round(startup, 2), "running_s": round(running, 2),
                "idle_running_s": round(idle, 2), "messages_per_s": round(rate),
+               "cpu_s": round(cpu, 2), "idle_cpu_s": round(idle_cpu, 2),
+               "cpu_us_per_message": round((cpu - idle_cpu) / n * 1e6, 2),
+               "job_cores": round((cpu - idle_cpu) / max(running - idle, 1e-9), 3),
+               "machine_busy": round(statistics.median(r.machine_busy for r, _ in runs), 3),
                "ratio_to_ceiling": round(rate / ceil, 3),
                "peak_rss_mib": round(max(r.peak_rss_mib for r, _ in runs), 1),
                "notifications": runs[-1][1]}  # fmt: skip
@@ -310,7 +382,11 @@ def main() -> None:
     emit({"bench": "scaling_2_processes", **base,
           "speedup": round(two["messages_per_s"] / separate["messages_per_s"], 3),
           "one_process_messages_per_s": separate["messages_per_s"],
-          "two_processes_messages_per_s": two["messages_per_s"]})  # fmt: skip
+          "two_processes_messages_per_s": two["messages_per_s"],
+          # speed-up ~= cores_ratio / cpu_per_message_ratio (medians of the runs, so not exactly)
+          "cores_ratio": round(two["job_cores"] / separate["job_cores"], 3),
+          "cpu_per_message_ratio": round(two["cpu_us_per_message"] / separate["cpu_us_per_message"], 3),
+          "machine_busy_two_processes": two["machine_busy"]})  # fmt: skip
     timed("windowing_baseline", "bench.windowing:flow_from_env()", {})
 
     # Backtest vs live: a ratio of two runs, each slowed or not by whatever else the shared

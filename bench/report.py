@@ -120,6 +120,18 @@ def latency(x: Line) -> str:
     return text
 
 
+def scaling(x: Line) -> str:
+    """The rates, and what the speed-up is made of where the line has it: how many more cores the
+    two processes kept busy, over how much more CPU each message cost them (the exchange)."""
+    text = f"{x['two_processes_messages_per_s']:,} vs {x['one_process_messages_per_s']:,} msg/s"
+    if "cores_ratio" in x:
+        text += (
+            f"; {x['cores_ratio']:.2f}x the cores (machine {x['machine_busy_two_processes']:.0%} busy)"
+            f" / {x['cpu_per_message_ratio']:.2f}x the CPU per message"
+        )
+    return text
+
+
 def rows(lines: dict[str, Line]) -> list[Row]:
     get = lines.get
     ceiling = get("ceiling_consume_decode")
@@ -138,7 +150,7 @@ def rows(lines: dict[str, Line]) -> list[Row]:
         row(
             get("scaling_2_processes"),
             "2 processes x 1 worker, 4 partitions (delivery separate)",
-            lambda x: f"{x['two_processes_messages_per_s']:,} vs {x['one_process_messages_per_s']:,} msg/s",
+            scaling,
             lambda x: f"{x['speedup']:.2f}x",
             SCALING,
             lambda x: float(x["speedup"]),

@@ -196,3 +196,24 @@ def test_the_catchup_row_names_its_steady_reference() -> None:
     assert find(table([MACHINE, {**line, "steady_s": 30.0}]), "catch-up")[0].endswith(
         "messages; steady: a fresh job after 30 s of the live feed)"
     )
+
+
+def test_the_scaling_row_splits_the_speed_up_where_the_line_can() -> None:
+    line = {
+        "bench": "scaling_2_processes",
+        **BASE,
+        "speedup": 1.47,
+        "one_process_messages_per_s": 150_000,
+        "two_processes_messages_per_s": 220_500,
+        "cores_ratio": 1.76,
+        "cpu_per_message_ratio": 1.19,
+        "machine_busy_two_processes": 0.785,
+    }
+    row = find(table([MACHINE, line]), "2 processes x 1 worker")
+    assert row[0] == (
+        "220,500 vs 150,000 msg/s; 1.76x the cores (machine 78% busy) / 1.19x the CPU per message"
+    )
+    assert row[1:] == ["1.47x", ">= 1.7x one process", "**no**"]
+    # an older line, without the split: the rates only
+    older = {k: v for k, v in line.items() if k not in ("cores_ratio", "cpu_per_message_ratio")}
+    assert find(table([MACHINE, older]), "2 processes x 1 worker")[0] == "220,500 vs 150,000 msg/s"
