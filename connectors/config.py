@@ -490,6 +490,13 @@ class RulesSettings(Section):
         "RULES_PATH", (BUNDLED_RULES,), "Rule files or directories, comma separated."
     )
     shards: _Count = _env("ALERT_SHARDS", 64, "Key-space shards of the alert state (>= total workers).")
+    shard_names: Annotated[str, _choice("balanced", "legacy")] = _env(
+        "ALERT_SHARD_NAMES",
+        "balanced",
+        "Names of those shards, also their recovery keys: `balanced` spreads them evenly over 2-8 "
+        "workers; `legacy` keeps the names of recovery stores written before 2026-11-29. A job "
+        "refuses to resume a store of the other kind.",
+    )
     rules_reload_s: Annotated[float, _number(0, zero_ok=True)] = _env(
         "RULES_RELOAD_S",
         10.0,

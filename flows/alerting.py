@@ -27,6 +27,7 @@ from connectors.config import ConfigError, MonitoringSettings, Settings
 from connectors.kafka.replay import FileSource
 from connectors.ops.heartbeat import HeartbeatSource, heartbeat_message
 from connectors.ops.metrics import InstrumentedSink
+from connectors.ops.placement import check_store
 from connectors.ops.recovery import given_directory
 from flows.common import (
     Decoder,
@@ -105,6 +106,7 @@ def build_flow(
     groups: Sequence[RuleGroup] = (),
     skip_topics: Collection[str] = (),
     snapshots: bool = True,
+    legacy_shards: bool = False,
 ) -> Dataflow:
     """`control_source` (`connectors.control.source`: silences; the engine holds its ticks until
     it caught up) and `rules_watch` (`connectors.control.watch`: rule sets loaded while running,
@@ -116,7 +118,10 @@ def build_flow(
     is left out and the groups' decoder dead-letters bad messages. `skip_topics` (the recorded
     topic) are not fed back to the groups. The groups follow the control plane as the engine
     does: the rule files' silences and inhibit rules, live silences, reloads (a group added,
-    changed or removed), ticks held until the control topic caught up."""
+    changed or removed), ticks held until the control topic caught up.
+
+    `legacy_shards`: the evaluation's shards keep the names of recovery stores written before
+    they were balanced over workers (ALERT_SHARD_NAMES, `connectors.ops.placement`)."""
     flow = Dataflow(name)
     raw = op.input("metrics", flow, source)
     engine = bool(ruleset.rules) or not groups
@@ -143,6 +148,7 @@ def build_flow(
             await_control=control is not None,
             rules_version=rules_version,
             snapshots=snapshots,
+            legacy_shards=legacy_shards,
         )
         streams.append(events)
     if groups:
@@ -306,6 +312,9 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
     if settings.kafka_tail and monitoring is not None:
         beat = HeartbeatSource("alerting", monitoring.heartbeat_interval_s)
     control, watch = control_inputs(settings, ruleset) if settings.kafka_tail else (None, None)
+    recovery = given_directory(sys.argv, os.environ)
+    if recovery is not None:  # the engine's keyed step: `build_flow`'s name, `evaluate`'s step id
+        check_store(recovery, "alerting.rules-evaluate", settings.shards, settings.shard_names)
     return build_flow(
         ruleset,
         source,
@@ -320,7 +329,8 @@ def from_settings(settings: Settings, monitoring: MonitoringSettings | None = No
         groups=groups,
         skip_topics=(settings.recorded_topic,),
         # the engine's state is pickled at every epoch only if a recovery store keeps it
-        snapshots=given_directory(sys.argv, os.environ) is not None,
+        snapshots=recovery is not None,
+        legacy_shards=settings.shard_names == "legacy",
     )
 
 

@@ -44,6 +44,7 @@ from connectors.kafka.source import SourceProgress
 from connectors.ops.health import mark_alive
 from connectors.ops.heartbeat import HeartbeatSource
 from connectors.ops.metrics import METRICS, InstrumentedSource, Metrics
+from connectors.ops.placement import balanced_names, legacy_names
 from connectors.ops.runtime import keep_thread_state, tune_gc, tune_malloc
 from connectors.ops.server import await_dependency, start
 from connectors.ops.slices import WorkSlices
@@ -80,14 +81,16 @@ class Poison:
     stage: str = "decode"
 
 
-def shard_names(shards: int) -> list[str]:
-    """The alert state's shard keys, index i at position i (`shard_router` picks by index)."""
-    return [f"s{i:03d}" for i in range(shards)]
+def shard_names(shards: int, legacy: bool = False) -> list[str]:
+    """The state's shard keys, index i at position i (`shard_router` picks by index): names
+    Bytewax spreads evenly over workers, or with `legacy` the names of recovery stores written
+    before those (`connectors.ops.placement`)."""
+    return legacy_names(shards) if legacy else list(balanced_names(shards))
 
 
-def shard_router(shards: int) -> Callable[[Message], str]:
+def shard_router(shards: int, legacy: bool = False) -> Callable[[Message], str]:
     """Key -> shard name; crc32 because Python's `hash` differs per process."""
-    names = shard_names(shards)
+    names = shard_names(shards, legacy)
 
     def route(msg: Message) -> str:
         key = msg.key if msg.key is not None else instance_key(msg.value)
@@ -320,6 +323,7 @@ def evaluate(
     rules_version: str = "",
     snapshots: bool = True,
     window: Callable[[list[Metric]], list[Metric]] | None = None,
+    legacy_shards: bool = False,
 ) -> tuple[Stream[AlertEvent], Stream[Poison]]:
     """The alerting logic as a sub-flow: raw messages in, alert events and poison out.
 
@@ -339,7 +343,8 @@ def evaluate(
     watcher's first look does not apply it a second time. `snapshots=False` (a process without
     recovery) answers Bytewax's per-epoch snapshot calls with nothing instead of the shard's state.
     `window` filters each decoded batch before the engine sees it (a backtest's event-time
-    window, `connectors.kafka.replay.EventWindow.keep`).
+    window, `connectors.kafka.replay.EventWindow.keep`). `legacy_shards`: the shard names of
+    recovery stores written before the balanced ones (`connectors.ops.placement.legacy_store`).
     """
     rules = RulesVersion(ruleset, rules_version)
     slices: dict[int, WorkSlices] = {}  # one per worker thread, shared by its shards
@@ -368,8 +373,8 @@ def evaluate(
             window=window,
         )
 
-    route = shard_router(shards)
-    names = shard_names(shards)  # the router's: its common case is inlined below
+    route = shard_router(shards, legacy_shards)
+    names = shard_names(shards, legacy_shards)  # the router's: its common case is inlined below
     crc32 = zlib.crc32
 
     def route_batch(batch: list[Any]) -> list[tuple[str, list[Any]]]:

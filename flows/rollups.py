@@ -120,7 +120,9 @@ def rollup_windows(
             shard.restore(resume, wall() if wall is not None else 0.0)
         return RollupLogic(shard, decode, wall, flush_on_eof)
 
-    route = shard_router(shards)
+    # the names its recovery stores hold: balanced names (`connectors.ops.placement`) would
+    # orphan them, and unlike the alerting job this one does not detect which a store has
+    route = shard_router(shards, legacy=True)
     # one Python call per batch rather than one per message (key_on maps item by item), as
     # the alerting flow routes (flows/common.py `evaluate`)
     keyed = op.flat_map_batch(f"{step_id}-route", raw, lambda batch: [(route(m), m) for m in batch])
