@@ -126,7 +126,8 @@ def scaling(x: Line) -> str:
     text = f"{x['two_processes_messages_per_s']:,} vs {x['one_process_messages_per_s']:,} msg/s"
     if "cores_ratio" in x:
         text += (
-            f"; {x['cores_ratio']:.2f}x the cores (machine {x['machine_busy_two_processes']:.0%} busy)"
+            f"; {x['cores_ratio']:.2f}x the cores"
+            f" (machine {x['machine_busy_two_processes']:.0%} busy over the run)"
             f" / {x['cpu_per_message_ratio']:.2f}x the CPU per message"
         )
     return text

@@ -211,7 +211,8 @@ def test_the_scaling_row_splits_the_speed_up_where_the_line_can() -> None:
     }
     row = find(table([MACHINE, line]), "2 processes x 1 worker")
     assert row[0] == (
-        "220,500 vs 150,000 msg/s; 1.76x the cores (machine 78% busy) / 1.19x the CPU per message"
+        "220,500 vs 150,000 msg/s; 1.76x the cores (machine 78% busy over the run)"
+        " / 1.19x the CPU per message"
     )
     assert row[1:] == ["1.47x", ">= 1.7x one process", "**no**"]
     # an older line, without the split: the rates only
