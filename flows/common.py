@@ -344,7 +344,7 @@ def evaluate(
     recovery) answers Bytewax's per-epoch snapshot calls with nothing instead of the shard's state.
     `window` filters each decoded batch before the engine sees it (a backtest's event-time
     window, `connectors.kafka.replay.EventWindow.keep`). `legacy_shards`: the shard names of
-    recovery stores written before the balanced ones (`connectors.ops.placement.legacy_store`).
+    recovery stores written before the balanced ones (`connectors.ops.placement.check_store`).
     """
     rules = RulesVersion(ruleset, rules_version)
     slices: dict[int, WorkSlices] = {}  # one per worker thread, shared by its shards
