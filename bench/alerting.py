@@ -56,7 +56,17 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.backtest import topic_backtest
-from bench.common import READY, Receiver, RssSampler, emit, produce_fast, progress, rules_file, say_ready
+from bench.common import (
+    READY,
+    Receiver,
+    RssSampler,
+    emit,
+    process_cpu_s,
+    produce_fast,
+    progress,
+    rules_file,
+    say_ready,
+)
 from connectors.kafka.serde import decode_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,16 +174,6 @@ class FlowRun(NamedTuple):
     machine_busy: float  # share of the machine's cores busy (anything) from the last `begins` on
 
 
-_TICK_S = 1 / os.sysconf("SC_CLK_TCK")
-
-
-def _process_cpu_s(pid: int) -> float:
-    """utime + stime of a live process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) * _TICK_S
-
-
 def _machine_ticks() -> tuple[int, int]:
     """(busy, total) clock ticks of all cores since boot (/proc/stat; iowait counts as idle)."""
     with open("/proc/stat") as f:
@@ -205,7 +205,7 @@ def _watch_begins(
                     if mark in f.read():
                         # gone already (an empty topic's quick run): all its CPU counts
                         with contextlib.suppress(OSError):
-                            seen.cpu_s[i] = _process_cpu_s(pids[i])
+                            seen.cpu_s[i] = process_cpu_s(pids[i])
                         seen.at[i] = time.perf_counter()
         if None not in seen.at:
             seen.machine = _machine_ticks()

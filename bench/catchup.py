@@ -52,7 +52,16 @@ from confluent_kafka.admin import AdminClient, NewTopic
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.alerting import make_topic
-from bench.common import Receiver, RssSampler, emit, producer, progress, rules_file, series_mids
+from bench.common import (
+    Receiver,
+    RssSampler,
+    emit,
+    process_cpu_s,
+    producer,
+    progress,
+    rules_file,
+    series_mids,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 _HEAD = b'{"timestamp":"'
@@ -124,12 +133,6 @@ def metric_total(port: int, name: str) -> float | None:
 def messages_in(port: int) -> float | None:
     """gds_messages_in of the job's /metrics, None while it does not answer."""
     return metric_total(port, "gds_messages_in_total")
-
-
-def cpu_s(pid: int) -> float:
-    """User + system CPU seconds of a process so far (/proc/PID/stat)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def median_between(samples: list[tuple[float, int]], since: float, until: float) -> float:
@@ -283,7 +286,7 @@ def main() -> None:
             time.sleep(0.5)
         caught_up = time.monotonic()
         catchup_s = caught_up - job.started
-        catchup_cpu_s = cpu_s(job.proc.pid)
+        catchup_cpu_s = process_cpu_s(job.proc.pid)
         trim_cpu_s = metric_total(job.port, "gds_malloc_trim_seconds_total")
         progress(f"caught up after {catchup_s:.0f} s; tailing for 20 s more")
         time.sleep(20)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import sys
 import threading
@@ -194,6 +195,13 @@ def produce_fast(bootstrap: str, topic: str, instances: int, samples_per_series:
 def progress(line: str) -> None:
     """Progress of long runs, on stderr (stdout carries only the JSON lines)."""
     print(f"  [{time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (/proc/PID/stat); OSError
+    once it is gone."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_kib(pid: int) -> int | None:

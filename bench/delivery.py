@@ -64,7 +64,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.alerting import ceiling, make_topic, produce, run_flow
 from bench.catchup import free_port, messages_in
-from bench.common import METRICS, T0, Receiver, emit, rules_file
+from bench.common import METRICS, T0, Receiver, emit, process_cpu_s, rules_file
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE = "BenchProbe"
@@ -212,8 +212,7 @@ def quantiles(xs: list[float]) -> dict[str, float]:
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a live process so far (Linux /proc), 0 when unreadable."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu_s(pid)
     except (OSError, IndexError, ValueError):
         return 0.0
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Collection, Iterable
+from contextlib import closing
 from functools import cache
 from pathlib import Path
 from typing import Final
@@ -108,8 +109,9 @@ def balanced_names(shards: int) -> tuple[str, ...]:
 def stored_keys(directory: Path, step_id: str) -> set[str]:
     """The state keys of `step_id` in a Bytewax recovery directory (every `part-*.sqlite3`)."""
     keys: set[str] = set()
-    for part in sorted(directory.glob("part-*.sqlite3")):
-        with sqlite3.connect(f"file:{part}?mode=ro", uri=True) as db:
+    for part in directory.glob("part-*.sqlite3"):
+        # closing(): a connection's own `with` ends a transaction but leaves it open
+        with closing(sqlite3.connect(f"file:{part}?mode=ro", uri=True)) as db:
             try:
                 rows: Iterable[tuple[str]] = db.execute(
                     "SELECT DISTINCT state_key FROM snaps WHERE step_id = ?", (step_id,)
